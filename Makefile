@@ -1,0 +1,37 @@
+# Two entry points (see README): `make demo` and `make test`. Each does its own set-up.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+# Debian packages: real data, a real sshd for SSH tests, qemu-user + mmdebstrap for the aarch64 device
+APT_DEMO := dataset-fashion-mnist
+APT_TEST := $(APT_DEMO) openssh-server iproute2 qemu-user-static mmdebstrap arch-test
+PYTEST_ARGS ?=
+
+.PHONY: demo test setup setup-test bench clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[tflite,dev,bench]'
+	touch $@
+
+setup: $(BIN)/.installed
+	@scripts/ensure-apt.sh $(APT_DEMO)
+
+setup-test: $(BIN)/.installed
+	@scripts/ensure-apt.sh $(APT_TEST)
+
+demo: setup
+	$(BIN)/edgekit deploy example:fashion-cnn --device pi4 --emulate
+
+test: setup-test
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+bench: setup-test
+	$(BIN)/python benchmarks/runner_overhead.py
+	$(BIN)/python benchmarks/export.py
+	$(BIN)/python benchmarks/compression.py
+	$(BIN)/python benchmarks/deploy.py
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache benchmarks/results

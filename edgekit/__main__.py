@@ -1,0 +1,3 @@
+from edgekit.cli import console_main
+
+console_main()

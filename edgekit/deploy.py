@@ -1,0 +1,375 @@
+"""The one place that knows the order: resolve → (compress) → export → parity → target.run → report."""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from edgekit import __version__
+from edgekit._callable import make_module_callable
+from edgekit.data import load_npz_inputs
+from edgekit.datasets import EvalSet, calibration_inputs, eval_set
+from edgekit.devices import DeviceProfile
+from edgekit.devices import get as get_profile
+from edgekit.errors import UsageError
+from edgekit.export import get_format
+from edgekit.export.base import Artifact
+from edgekit.models import ResolvedModel, resolve_model
+from edgekit.report.schema import (
+    AccuracySummary,
+    ArtifactSummary,
+    DeployReport,
+    LatencySummary,
+    MemorySummary,
+    ParitySummary,
+    RuntimeSummary,
+    TargetSummary,
+)
+from edgekit.report.stats import latency_summary
+from edgekit.resources import runner_path
+from edgekit.targets import RunJob, Target, create_target
+
+PARITY_SAMPLES = 64
+DEFAULT_RUNS = 200
+DEFAULT_WARMUP = 20
+Progress = Callable[[str], None]
+
+
+@dataclass
+class DeployOptions:
+    """Everything ``edgekit deploy`` takes beyond MODEL and --device (CLI flags map 1:1)."""
+
+    emulate: bool = False
+    host: str | None = None
+    format: str | None = None
+    precision: str | None = None
+    weights: str | None = None
+    input_shape: str | Sequence[int] | None = None
+    runs: int | None = None
+    warmup: int | None = None
+    min_seconds: float = 0.0
+    threads: int | None = None
+    inputs: str | None = None
+    save_outputs: str | None = None
+    out_dir: str | None = None
+    profile_files: Sequence[str] = ()
+    eval_limit: int | None = None
+    strict: bool = False
+    recipe: str | None = None
+    recipe_data: str | None = None
+    ssh: dict[str, Any] = field(default_factory=dict)  # accept_new_host_key, known_hosts, key_filename...
+
+
+@dataclass
+class Choice:
+    format: str
+    precision: str
+    because: str
+
+
+def choose_format(profile: DeviceProfile, fmt: str | None, precision: str | None) -> Choice:
+    """The first of the profile's preferences this install can export, or the user's override."""
+    if fmt or precision:
+        fmt = fmt or next((p.format for p in profile.preferred if not precision or p.precision == precision),
+                          profile.preferred[0].format)
+        precision = precision or next((p.precision for p in profile.preferred if p.format == fmt), "fp32")
+        _require_exportable(fmt, precision)
+        return Choice(fmt, precision, "set on the command line")
+    skipped: list[str] = []
+    for pref in profile.preferred:
+        exporter = get_format(pref.format)
+        if pref.precision not in exporter.precisions:
+            skipped.append(f"{pref.format}/{pref.precision} (not supported by the exporter)")
+        elif not exporter.available():
+            skipped.append(f"{pref.format}/{pref.precision} (install edgekit[{exporter.extra}])")
+        else:
+            because = f"first of {profile.name}'s preferred formats this install can export"
+            if skipped:
+                because += f"; skipped {', '.join(skipped)}"
+            return Choice(pref.format, pref.precision, because)
+    raise UsageError(
+        f"none of {profile.name}'s preferred formats can be exported here: {', '.join(skipped)}",
+        "install the missing extra or pass --format/--precision",
+    )
+
+
+def _require_exportable(fmt: str, precision: str) -> None:
+    exporter = get_format(fmt)
+    if precision not in exporter.precisions:
+        from edgekit.errors import UnsupportedPrecisionError
+
+        raise UnsupportedPrecisionError(
+            f"{fmt} does not support precision {precision!r}", f"choose one of: {', '.join(exporter.precisions)}"
+        )
+    if not exporter.available():
+        from edgekit.errors import MissingDependencyError
+
+        raise MissingDependencyError(
+            f"exporting {fmt} needs the [{exporter.extra}] extra", f"pip install 'edgekit[{exporter.extra}]'",
+            extra=exporter.extra,
+        )
+
+
+def deploy(model: str, device: str, options: DeployOptions | None = None, progress: Progress | None = None) -> DeployReport:
+    """Export MODEL for DEVICE, run it on the target, and return the measured report."""
+    options = options or DeployOptions()
+    say = progress or (lambda _msg: None)
+    if options.emulate == bool(options.host):
+        raise UsageError("choose where to run: --emulate or --host [user@]addr[:port]", "pass exactly one of them")
+    profile = get_profile(device, options.profile_files)
+    resolved = resolve_model(model, weights=options.weights, input_shape=options.input_shape)
+    user_inputs = load_npz_inputs(options.inputs) if options.inputs else None
+    with tempfile.TemporaryDirectory(prefix="edgekit-deploy-") as tmp:
+        work = Path(tmp)
+        out_dir = Path(options.out_dir) if options.out_dir else work / "artifacts"
+        out_dir.mkdir(parents=True, exist_ok=True)
+        if options.recipe and resolved.module is not None:
+            say("compressing with the recipe")
+            resolved.module = _run_recipe(resolved, options)
+        evalset = eval_set(resolved.dataset, options.eval_limit) if resolved.dataset else None
+        artifact, reference_size, because = _artifact_for(resolved, profile, options, out_dir, evalset, say)
+        parity_x = _parity_inputs(artifact, evalset, user_inputs)
+        target = create_target(profile, emulate=options.emulate, host=options.host, **options.ssh)
+        with target:
+            say(f"running on {target.describe().address}")
+            bench = _run_benchmark(target, artifact, profile, options, user_inputs, work)
+            parity = _run_parity(target, artifact, resolved, parity_x, profile, options, work)
+            accuracy = _run_accuracy(target, artifact, resolved, evalset, profile, options, work) if evalset else None
+        report = _build_report(model, profile, target, artifact, reference_size, because, bench, parity, accuracy, options)
+        if options.strict and parity and not parity.passed:
+            from edgekit.errors import ParityError
+
+            raise ParityError(f"parity failed on the device: max|Δ| {parity.max_abs_diff:.3g} > {parity.tolerance:.3g}",
+                              "try a higher precision, or calibrate with real data")
+        return report
+
+
+def _run_recipe(resolved: ResolvedModel, options: DeployOptions) -> Any:
+    from edgekit.compress.recipe import load_recipe, run_recipe
+
+    recipe = load_recipe(options.recipe)
+    data = options.recipe_data or resolved.dataset
+    if data is None:
+        raise UsageError("--recipe needs data to fine-tune and calibrate on", "pass --data example:fashion-mnist or pkg.module:fn")
+    model, _steps = run_recipe(resolved.module, recipe, data, example_inputs=resolved.example_inputs)
+    return model
+
+
+def _artifact_for(
+    resolved: ResolvedModel,
+    profile: DeviceProfile,
+    options: DeployOptions,
+    out_dir: Path,
+    evalset: EvalSet | None,
+    say: Progress,
+) -> tuple[Artifact, int | None, str]:
+    if resolved.is_file:
+        exporter = get_format(resolved.file_format)
+        return exporter.inspect(resolved.file), None, "deployed as given"
+    from edgekit.export.api import export
+
+    choice = choose_format(profile, options.format, options.precision)
+    calibration = calibration_inputs(resolved, evalset) if choice.precision == "int8" else None
+    say(f"exporting {choice.format}/{choice.precision}")
+    artifact = export(
+        resolved.module, resolved.example_inputs, format=choice.format, precision=choice.precision,
+        calibration=calibration, out_dir=out_dir, name=resolved.name, check_parity=True,
+        strict=options.strict,
+    )
+    reference_size = None
+    if choice.precision != "fp32":
+        reference = export(resolved.module, resolved.example_inputs, format=choice.format, precision="fp32",
+                           out_dir=out_dir, name=resolved.name, check_parity=False)
+        reference_size = reference.size_bytes
+    return artifact, reference_size, choice.because
+
+
+def _parity_inputs(artifact: Artifact, evalset: EvalSet | None, user_inputs: dict[str, np.ndarray] | None) -> dict[str, np.ndarray]:
+    """Inputs compared between the device and the reference: real images when known."""
+    if user_inputs is not None:
+        return user_inputs
+    if evalset is not None and len(artifact.inputs) == 1:
+        return {artifact.inputs[0].name: evalset.x[:PARITY_SAMPLES]}
+    rng = np.random.default_rng(0)
+    feeds = {}
+    for spec in artifact.inputs:
+        shape = [d if isinstance(d, int) else 1 for d in spec.shape]
+        feeds[spec.name] = rng.standard_normal((PARITY_SAMPLES, *shape[1:])).astype(np.float32)
+    return feeds
+
+
+def _base_job(artifact: Artifact, profile: DeviceProfile, options: DeployOptions, mode: str) -> dict[str, Any]:
+    return {
+        "schema_version": 1,
+        "mode": mode,
+        "model": artifact.path.name,
+        "format": artifact.format,
+        "runtimes": profile.runtimes.get(artifact.format, []),
+        "providers": profile.onnx_providers,
+        "threads": options.threads or profile.threads,
+        "io_quantization": artifact.io_quantization(),
+    }
+
+
+def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> Path:
+    np.savez(path, **arrays)
+    return path
+
+
+def _run_benchmark(target: Target, artifact: Artifact, profile: DeviceProfile, options: DeployOptions,
+                   user_inputs: dict[str, np.ndarray] | None, work: Path) -> dict[str, Any]:
+    job = _base_job(artifact, profile, options, "benchmark")
+    job.update(warmup=DEFAULT_WARMUP if options.warmup is None else options.warmup,
+               runs=DEFAULT_RUNS if options.runs is None else options.runs,
+               min_seconds=options.min_seconds, inputs=None, save_outputs=None)
+    files = {artifact.path.name: artifact.path}
+    fetch = []
+    if user_inputs is not None:
+        files["inputs.npz"] = _save_npz(work / "user_inputs.npz", user_inputs)
+        job["inputs"] = "inputs.npz"
+        if options.save_outputs:
+            job["save_outputs"] = "outputs.npz"
+            fetch.append("outputs.npz")
+    local = work / "bench"
+    local.mkdir(exist_ok=True)
+    result = target.run(RunJob(job=job, files=files, fetch=fetch), local)
+    if options.save_outputs and "outputs.npz" in result.files:
+        _copy_atomic(result.files["outputs.npz"], Path(options.save_outputs))
+    return result.result
+
+
+def _copy_atomic(src: Path, dest: Path) -> None:
+    import os
+    import shutil
+
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.tmp")
+    shutil.copyfile(src, tmp)
+    os.replace(tmp, dest)
+
+
+def _device_outputs(target: Target, artifact: Artifact, profile: DeviceProfile, options: DeployOptions,
+                    feeds: dict[str, np.ndarray], work: Path, name: str) -> list[np.ndarray]:
+    job = _base_job(artifact, profile, options, "outputs")
+    job.update(inputs="inputs.npz", save_outputs="outputs.npz")
+    files = {artifact.path.name: artifact.path, "inputs.npz": _save_npz(work / f"{name}_inputs.npz", feeds)}
+    local = work / name
+    local.mkdir(exist_ok=True)
+    result = target.run(RunJob(job=job, files=files, fetch=["outputs.npz"]), local)
+    with np.load(result.files["outputs.npz"], allow_pickle=False) as data:
+        return [data[key] for key in sorted(data.files, key=_output_order)]
+
+
+def _output_order(key: str) -> tuple[int, str]:
+    digits = "".join(ch for ch in key if ch.isdigit())
+    return (int(digits) if digits else 0, key)
+
+
+def _reference_outputs(artifact: Artifact, resolved: ResolvedModel, feeds: dict[str, np.ndarray]) -> tuple[str, list[np.ndarray]]:
+    """Torch's outputs when we have the module, else the host runtime's for a file deployed as is."""
+    if resolved.module is not None:
+        import torch
+
+        with torch.no_grad():
+            tensors = [torch.from_numpy(feeds[spec.name]) for spec in artifact.inputs]
+            out = resolved.module(*tensors)
+        outs = out if isinstance(out, (tuple, list)) else [out]
+        return "torch", [o.detach().numpy() for o in outs]
+    from edgekit.export.parity import run_artifact
+
+    return "host runtime", run_artifact(artifact, feeds)
+
+
+def _run_parity(target: Target, artifact: Artifact, resolved: ResolvedModel, feeds: dict[str, np.ndarray],
+                profile: DeviceProfile, options: DeployOptions, work: Path) -> ParitySummary:
+    from edgekit.export.parity import compare_outputs
+
+    device_out = _device_outputs(target, artifact, profile, options, feeds, work, "parity")
+    reference, expected = _reference_outputs(artifact, resolved, feeds)
+    stats = compare_outputs(expected, device_out, precision=artifact.precision)
+    return ParitySummary(reference=reference, **stats)
+
+
+def _run_accuracy(target: Target, artifact: Artifact, resolved: ResolvedModel, evalset: EvalSet,
+                  profile: DeviceProfile, options: DeployOptions, work: Path) -> AccuracySummary:
+    job = _base_job(artifact, profile, options, "evaluate")
+    job["eval"] = {"data": "eval.npz", "x": "x", "y": "y", "batch": 256}
+    files = {artifact.path.name: artifact.path, "eval.npz": _save_npz(work / "eval.npz", {"x": evalset.x, "y": evalset.y})}
+    local = work / "eval"
+    local.mkdir(exist_ok=True)
+    result = target.run(RunJob(job=job, files=files), local).result["eval"]
+    return AccuracySummary(dataset=evalset.name, n=result["n"], accuracy=result["accuracy"],
+                           reference_accuracy=evalset.reference_accuracy(resolved.module))
+
+
+def _mib(kib: int | None) -> float | None:
+    return None if kib is None else kib / 1024.0
+
+
+def _warnings(bench: dict[str, Any], parity: ParitySummary | None, info_representative: bool) -> list[str]:
+    warnings = []
+    for when in ("state_before", "state_after"):
+        state = bench.get(when) or {}
+        governor = state.get("governor")
+        if governor and governor != "performance":
+            warnings.append(f"CPU governor is '{governor}' ({when.replace('_', ' ')} the run), not 'performance': "
+                            "latency may vary with the clock")
+            break
+    throttled = (bench.get("state_after") or {}).get("throttled") or {}
+    if throttled.get("any"):
+        warnings.append(f"the device reported throttling: {', '.join(throttled.get('flags', [])) or throttled}")
+    if parity is not None and not parity.passed:
+        warnings.append(f"parity over tolerance: max|Δ| {parity.max_abs_diff:.3g} > {parity.tolerance:.3g}")
+    if not info_representative:
+        warnings.append("latency was measured on this host or under emulation: not the device's")
+    return warnings
+
+
+def _build_report(model: str, profile: DeviceProfile, target: Target, artifact: Artifact, reference_size: int | None,
+                  because: str, bench: dict[str, Any], parity: ParitySummary | None,
+                  accuracy: AccuracySummary | None, options: DeployOptions) -> DeployReport:
+    info = target.describe()
+    facts = bench.get("device") or {}
+    representative = info.representative_latency and not facts.get("emulated_by")
+    timings = bench.get("timings_ms") or {}
+    memory = bench.get("memory") or {}
+    runtime = bench.get("runtime") or {}
+    return DeployReport(
+        edgekit_version=__version__,
+        model=model,
+        device=profile.name,
+        profile=profile.model_dump(mode="json"),
+        target=TargetSummary(kind=info.kind, address=info.address, reproduced=info.reproduced,
+                             not_reproduced=info.not_reproduced),
+        artifact=ArtifactSummary(file=artifact.path.name, format=artifact.format, precision=artifact.precision,
+                                 size_bytes=artifact.size_bytes, sha256=artifact.sha256,
+                                 reference_size_bytes=reference_size, chosen_because=because,
+                                 manifest=artifact.to_dict()),
+        runtime=RuntimeSummary(name=runtime.get("name", artifact.format), version=runtime.get("version"),
+                               providers=runtime.get("providers") or [], threads=runtime.get("threads")),
+        settings={"runs": len(bench.get("samples_ms") or []), "warmup": len(bench.get("warmup_ms") or []),
+                  "threads": options.threads or profile.threads, "min_seconds": options.min_seconds},
+        latency=LatencySummary(import_ms=timings.get("import"), init_ms=timings.get("init"),
+                               first_ms=timings.get("first"), representative=representative,
+                               samples_ms=bench.get("samples_ms") or [], warmup_ms=bench.get("warmup_ms") or [],
+                               **latency_summary(bench.get("samples_ms") or [])),
+        memory=MemorySummary(peak_rss_mib=_mib(memory.get("peak_rss_kib")),
+                             baseline_rss_mib=_mib(memory.get("baseline_rss_kib"))),
+        parity=parity,
+        accuracy=accuracy,
+        device_facts=facts,
+        state_before=bench.get("state_before") or {},
+        state_after=bench.get("state_after") or {},
+        warnings=_warnings(bench, parity, representative),
+        notes=list(bench.get("notes") or []) + list(artifact.notes) + info.not_reproduced,
+    )
+
+
+make_module_callable(__name__, "deploy")
+
+__all__ = ["Choice", "DeployOptions", "choose_format", "deploy"]
+

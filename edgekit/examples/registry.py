@@ -1,0 +1,45 @@
+"""The table of bundled examples: a model factory, its input shape and its eval set."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from edgekit.errors import ModelError
+
+
+@dataclass(frozen=True)
+class Example:
+    name: str
+    build: Callable[[], torch.nn.Module]
+    input_shape: tuple[int, ...]
+    dataset: str | None  # a DATA name understood by edgekit.datasets, e.g. "example:fashion-mnist"
+    description: str
+
+
+def _fashion_cnn() -> torch.nn.Module:
+    from edgekit.examples import fashion_cnn
+
+    return fashion_cnn.build(pretrained=True)
+
+
+EXAMPLES: dict[str, Example] = {
+    "fashion-cnn": Example(
+        name="fashion-cnn",
+        build=_fashion_cnn,
+        input_shape=(1, 1, 28, 28),
+        dataset="example:fashion-mnist",
+        description="3-conv CNN for Fashion-MNIST, 98,666 params, trained weights bundled",
+    ),
+}
+
+
+def get_example(name: str) -> Example:
+    try:
+        return EXAMPLES[name]
+    except KeyError:
+        raise ModelError(
+            f"unknown example {name!r}", f"available: {', '.join('example:' + n for n in EXAMPLES)}"
+        ) from None

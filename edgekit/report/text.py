@@ -1,0 +1,144 @@
+"""The terminal rendering of a deploy report (rich; plain text when not a TTY)."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from edgekit.report.schema import DeployReport
+
+
+def human_bytes(size: int | None) -> str:
+    if size is None:
+        return "?"
+    if size < 1000:
+        return f"{size} B"
+    if size < 1_000_000:
+        return f"{size / 1000:.0f} KB"
+    return f"{size / 1_000_000:.1f} MB"
+
+
+def _ms(value: float | None) -> str:
+    if value is None:
+        return "?"
+    if value >= 100:
+        return f"{value:.0f}"
+    if value >= 1:
+        return f"{value:.2f}"
+    return f"{value:.3f}"
+
+
+def _target_line(report: DeployReport) -> str:
+    target = report.target
+    if target.kind == "emulated":
+        return f"(emulated on this host: {', '.join(target.reproduced) or 'no limits'})"
+    return f"({target.kind} {target.address})"
+
+
+def _artifact_line(report: DeployReport) -> str:
+    a = report.artifact
+    line = f"{a.file}  {human_bytes(a.size_bytes)}"
+    if a.reference_size_bytes and a.precision != "fp32":
+        ratio = a.reference_size_bytes / max(a.size_bytes, 1)
+        line += f" (fp32 {human_bytes(a.reference_size_bytes)}, {ratio:.1f}× smaller)"
+    line += f"  sha256 {a.sha256[:8]}…"
+    if a.chosen_because:
+        line += f"\n           chosen: {a.chosen_because}"
+    return line
+
+
+def _latency_line(report: DeployReport) -> str:
+    lat = report.latency
+    line = (
+        f"init {_ms(lat.init_ms)} ms · first {_ms(lat.first_ms)} ms · p50 {_ms(lat.p50_ms)} ms"
+        f" · p90 {_ms(lat.p90_ms)} · p99 {_ms(lat.p99_ms)} (n={lat.n})"
+    )
+    if not lat.representative:
+        line += "  [not representative of the device]"
+    return line
+
+
+def _memory_line(report: DeployReport) -> str:
+    mem = report.memory
+    if mem.peak_rss_mib is None:
+        return "not measured"
+    line = f"peak {mem.peak_rss_mib:.1f} MiB"
+    if mem.baseline_rss_mib is not None:
+        line += f" (runtime baseline {mem.baseline_rss_mib:.1f} MiB)"
+    return line
+
+
+def _parity_line(report: DeployReport) -> str | None:
+    p = report.parity
+    if p is None:
+        return None
+    line = f"max|Δ| {p.max_abs_diff:.2g} vs {p.reference}"
+    if p.top1_agreement is not None:
+        line += f" · top-1 agreement {p.top1_agreement * 100:.1f} %"
+    line += f" ({p.n} inputs)"
+    if not p.passed:
+        line += f"  [over tolerance {p.tolerance:.2g}]"
+    return line
+
+
+def _accuracy_line(report: DeployReport) -> str | None:
+    acc = report.accuracy
+    if acc is None:
+        return None
+    line = f"{acc.accuracy * 100:.2f} % on {acc.dataset} ({acc.n} images)"
+    if acc.reference_accuracy is not None:
+        line += f" (torch fp32 {acc.reference_accuracy * 100:.2f} %)"
+    return line
+
+
+def _device_line(report: DeployReport) -> str:
+    facts, state = report.device_facts, report.state_after or report.state_before
+    parts = [str(facts.get("machine") or "?")]
+    if facts.get("emulated_by"):
+        parts.append(f"under {facts['emulated_by']}")
+    parts.append(f"governor {state.get('governor') or 'unknown'}")
+    if state.get("cur_freq_khz"):
+        parts.append(f"{state['cur_freq_khz'] / 1000:.0f} MHz")
+    temp = state.get("temperature_c")
+    parts.append(f"{temp:.0f} °C" if temp is not None else "temperature unknown")
+    throttled = state.get("throttled")
+    if throttled is None:
+        parts.append("throttling unknown")
+    else:
+        parts.append("throttled" if throttled.get("any") else "not throttled")
+    return " · ".join(parts)
+
+
+def report_lines(report: DeployReport) -> list[tuple[str, str]]:
+    rows: list[tuple[str, str | None]] = [
+        ("artifact", _artifact_line(report)),
+        ("runtime", f"{report.runtime.name} {report.runtime.version or ''}, {report.runtime.threads or 'default'} threads"
+         + (f" · {', '.join(report.runtime.providers)}" if report.runtime.providers else "")),
+        ("latency", _latency_line(report)),
+        ("memory", _memory_line(report)),
+        ("parity", _parity_line(report)),
+        ("accuracy", _accuracy_line(report)),
+        ("device", _device_line(report)),
+    ]
+    rows += [("warning", w) for w in report.warnings]
+    rows += [("note", n) for n in report.notes]
+    return [(k, v) for k, v in rows if v is not None]
+
+
+def render_text(report: DeployReport) -> str:
+    """The report as plain text (what ``print_report`` shows, without colour)."""
+    head = f"edgekit deploy  {report.model} → {report.device} {_target_line(report)}"
+    body = "\n".join(f"{key:<10} {value}" for key, value in report_lines(report))
+    return f"{head}\n{body}"
+
+
+def print_report(report: DeployReport, console: Console | None = None) -> None:
+    console = console or Console()
+    console.print(Text(f"edgekit deploy  {report.model} → {report.device} {_target_line(report)}", style="bold"))
+    table = Table.grid(padding=(0, 1))
+    table.add_column(style="cyan", no_wrap=True)
+    table.add_column()
+    for key, value in report_lines(report):
+        table.add_row(key, Text(value, style="yellow" if key == "warning" else ""))
+    console.print(table)

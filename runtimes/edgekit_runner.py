@@ -1,0 +1,1177 @@
+#!/usr/bin/env python3
+"""edgekit runner: run one model on this machine and write what happened to result.json.
+
+Contract (docs/runner-protocol.md is the full text):
+
+    python3 edgekit_runner.py RUN_DIR           reads RUN_DIR/job.json, writes RUN_DIR/result.json
+    python3 edgekit_runner.py --probe RUN_DIR   writes device facts + importable runtimes
+
+* result.json is ALWAYS written (atomically: a temp file, then os.replace), also on failure.
+  Exit status: 0 when result["ok"] is true, 1 otherwise, 2 for a bad command line (then no
+  result can be written).
+* Failures are data: result["error"] = {"kind", "message"[, "traceback"]} with kind one of
+  runtime_missing, model_load, bad_input, bad_job, inference, out_of_memory, internal.
+* Nothing is unpickled: .npz/.npy files are read with allow_pickle=False.
+* Latencies are raw per-inference samples (time.perf_counter around the runtime's own
+  run/invoke call); the host computes the statistics.
+
+Rules for this file (it is copied to devices as it is):
+* One file. Standard library + numpy + one inference runtime. It never imports edgekit.
+* Python >= 3.6: no walrus, no dataclasses, no `from __future__ import annotations`, no
+  positional-only parameters, no f-string `=`, no subprocess capture_output/text
+  (checked by `vermin -t=3.6-` in tests/runtimes/test_runner.py).
+* Every device fact that cannot be read is null, never a crash.
+
+The host imports this same file as a module (edgekit.resources.runner_module()) and uses
+open_model(), RunnerError, device_facts(), device_state() and main(argv).
+"""
+
+import glob
+import importlib
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import time
+import traceback
+
+try:
+    import numpy as np
+except ImportError:  # reported as runtime_missing by main()
+    np = None
+
+try:
+    import resource
+except ImportError:  # not on Windows
+    resource = None
+
+SCHEMA_VERSION = 1
+RUNNER_VERSION = "1.0"
+
+ERROR_KINDS = (
+    "runtime_missing",
+    "model_load",
+    "bad_input",
+    "bad_job",
+    "inference",
+    "out_of_memory",
+    "internal",
+)
+
+# Runtimes per model format, in the default order of preference.
+FORMAT_RUNTIMES = {
+    "onnx": ("onnxruntime",),
+    "tflite": ("ai_edge_litert", "tflite_runtime", "tensorflow"),
+}
+KNOWN_RUNTIMES = ("onnxruntime", "ai_edge_litert", "tflite_runtime", "tensorflow")
+
+DEFAULT_MAX_RUNS = 100000
+
+# Messages of allocation failures in Python, C++ runtimes and the dynamic loader.
+_OOM_PATTERNS = (
+    "cannot allocate memory",
+    "bad_alloc",
+    "bad allocation",
+    "failed to allocate",
+    "out of memory",
+    "failed to map segment",
+    "memoryerror",
+)
+
+
+class RunnerError(Exception):
+    """A failure with a kind from ERROR_KINDS; main() writes it to result.json."""
+
+    def __init__(self, kind, message, traceback_text=None):
+        Exception.__init__(self, message)
+        self.kind = kind if kind in ERROR_KINDS else "internal"
+        self.message = message
+        self.traceback = traceback_text
+
+    def to_json(self):
+        error = {"kind": self.kind, "message": self.message}
+        if self.traceback:
+            error["traceback"] = self.traceback
+        return error
+
+
+def _looks_like_oom(exc):
+    if isinstance(exc, MemoryError):
+        return True
+    text = (type(exc).__name__ + ": " + str(exc)).lower()
+    for pattern in _OOM_PATTERNS:
+        if pattern in text:
+            return True
+    return False
+
+
+def _wrap(kind, what, exc):
+    """A RunnerError for `exc`; allocation failures become out_of_memory."""
+    if isinstance(exc, RunnerError):
+        return exc
+    if _looks_like_oom(exc):
+        kind = "out_of_memory"
+    message = "{}: {}: {}".format(what, type(exc).__name__, exc)
+    return RunnerError(kind, message, traceback.format_exc())
+
+
+# ---------------------------------------------------------------------------------------------
+# Small helpers (all tolerant of missing files)
+
+
+def _read_text(path, limit=1 << 20):
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(limit).decode("utf-8", "replace")
+    except Exception:
+        return None
+
+
+def _read_int(path):
+    text = _read_text(path, 4096)
+    if text is None:
+        return None
+    try:
+        return int(text.strip())
+    except ValueError:
+        return None
+
+
+def _status_kib(field):
+    """A `VmXXX:  1234 kB` value of /proc/self/status in KiB, or None."""
+    text = _read_text("/proc/self/status")
+    if not text:
+        return None
+    match = re.search(r"^" + field + r":\s+(\d+)\s+kB", text, re.M)
+    return int(match.group(1)) if match else None
+
+
+def _maxrss_kib():
+    if resource is None:
+        return None
+    try:
+        value = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    except Exception:
+        return None
+    return int(value // 1024) if sys.platform == "darwin" else int(value)
+
+
+def rss_high_water_kib():
+    """Peak resident set size of this process so far, KiB.
+
+    VmHWM first: ru_maxrss also counts the image that exec'd this process (after a fork from a
+    big parent it reports the parent's size), VmHWM belongs to this process's memory only.
+    """
+    value = _status_kib("VmHWM")
+    return value if value is not None else _maxrss_kib()
+
+
+def _affinity_count():
+    try:
+        return len(os.sched_getaffinity(0))
+    except Exception:
+        return os.cpu_count()
+
+
+def _jsonable(value):
+    if np is not None:
+        if isinstance(value, np.generic):
+            return value.item()
+        if isinstance(value, np.ndarray):
+            return value.tolist()
+    raise TypeError("not JSON serializable: {!r}".format(type(value)))
+
+
+def write_json_atomic(path, data):
+    tmp = "{}.tmp-{}".format(path, os.getpid())
+    with open(tmp, "w") as handle:
+        json.dump(data, handle, indent=1, default=_jsonable)
+        handle.write("\n")
+        handle.flush()
+        try:
+            os.fsync(handle.fileno())
+        except OSError:
+            pass
+    os.replace(tmp, path)
+
+
+# ---------------------------------------------------------------------------------------------
+# Device facts and state
+
+_ARM_PARTS = {
+    # (implementer, part) -> core name, from the Arm TRMs / Linux arch/arm64/include/asm/cputype.h
+    ("0x41", "0xd03"): "Cortex-A53",
+    ("0x41", "0xd04"): "Cortex-A35",
+    ("0x41", "0xd05"): "Cortex-A55",
+    ("0x41", "0xd07"): "Cortex-A57",
+    ("0x41", "0xd08"): "Cortex-A72",
+    ("0x41", "0xd09"): "Cortex-A73",
+    ("0x41", "0xd0a"): "Cortex-A75",
+    ("0x41", "0xd0b"): "Cortex-A76",
+    ("0x41", "0xd0c"): "Neoverse-N1",
+    ("0x41", "0xd0d"): "Cortex-A77",
+    ("0x41", "0xd41"): "Cortex-A78",
+    ("0x41", "0xd42"): "Cortex-A78AE",
+    ("0x41", "0xd44"): "Cortex-X1",
+    ("0x41", "0xd46"): "Cortex-A510",
+    ("0x41", "0xd47"): "Cortex-A710",
+    ("0x41", "0xd4b"): "Cortex-A78C",
+    ("0x41", "0xd80"): "Cortex-A520",
+    ("0x41", "0xd81"): "Cortex-A720",
+    ("0x4e", "0x004"): "NVIDIA Carmel",
+}
+
+
+def _cpuinfo_field(text, name):
+    match = re.search(r"^" + re.escape(name) + r"\s*:\s*(.+?)\s*$", text, re.M)
+    return match.group(1) if match else None
+
+
+def cpu_model_from_cpuinfo(text):
+    """CPU model from /proc/cpuinfo text: "model name", else the Arm core, else Hardware/Model."""
+    if not text:
+        return None
+    name = _cpuinfo_field(text, "model name")
+    if name:
+        return name
+    implementer = _cpuinfo_field(text, "CPU implementer")
+    part = _cpuinfo_field(text, "CPU part")
+    if implementer and part:
+        core = _ARM_PARTS.get((implementer.lower(), part.lower()))
+        if core:
+            return core
+    return _cpuinfo_field(text, "Hardware") or _cpuinfo_field(text, "Model")
+
+
+def _cpuinfo_arch(text):
+    """"x86" or "arm" from what /proc/cpuinfo shows, or None."""
+    if not text:
+        return None
+    if re.search(r"^vendor_id\s*:\s*(GenuineIntel|AuthenticAMD|HygonGenuine)", text, re.M):
+        return "x86"
+    if re.search(r"^flags\s*:.*\bsse2?\b", text, re.M):
+        return "x86"
+    if re.search(r"^CPU implementer\s*:", text, re.M):
+        return "arm"
+    return None
+
+
+def detect_emulator(machine=None, cpuinfo=None):
+    """"qemu" when this process runs under qemu-user, else None."""
+    try:
+        exe = os.readlink("/proc/self/exe")
+        if "qemu" in os.path.basename(exe):
+            return "qemu"
+    except Exception:
+        pass
+    maps = _read_text("/proc/self/maps", 4 << 20)
+    if maps and "qemu-" in maps:
+        return "qemu"
+    machine = (machine if machine is not None else platform.machine()).lower()
+    cpuinfo = cpuinfo if cpuinfo is not None else _read_text("/proc/cpuinfo")
+    shown = _cpuinfo_arch(cpuinfo)
+    if shown is None or not machine:
+        return None
+    running = None
+    if machine in ("x86_64", "amd64", "i386", "i486", "i586", "i686"):
+        running = "x86"
+    elif machine.startswith("aarch64") or machine.startswith("arm"):
+        running = "arm"
+    if running is not None and running != shown:
+        return "qemu"
+    return None
+
+
+def device_facts():
+    """What this machine is. Every fact that cannot be read is None."""
+    facts = {
+        "machine": None,
+        "system": None,
+        "release": None,
+        "python": platform.python_version(),
+        "numpy": getattr(np, "__version__", None),
+        "cpu_model": None,
+        "cores": None,
+        "board": None,
+        "memory_total_kib": None,
+        "emulated_by": None,
+    }
+    try:
+        uname = platform.uname()
+        facts["machine"] = uname.machine or None
+        facts["system"] = uname.system or None
+        facts["release"] = uname.release or None
+    except Exception:
+        pass
+    cpuinfo = _read_text("/proc/cpuinfo")
+    try:
+        facts["cpu_model"] = cpu_model_from_cpuinfo(cpuinfo) or platform.processor() or None
+    except Exception:
+        pass
+    try:
+        facts["cores"] = _affinity_count()
+    except Exception:
+        pass
+    board = _read_text("/proc/device-tree/model", 4096)
+    if board:
+        facts["board"] = board.replace("\x00", "").strip() or None
+    elif cpuinfo:
+        facts["board"] = _cpuinfo_field(cpuinfo, "Model")
+    meminfo = _read_text("/proc/meminfo", 65536)
+    if meminfo:
+        match = re.search(r"^MemTotal:\s+(\d+)\s+kB", meminfo, re.M)
+        if match:
+            facts["memory_total_kib"] = int(match.group(1))
+    try:
+        facts["emulated_by"] = detect_emulator(facts["machine"] or "", cpuinfo)
+    except Exception:
+        pass
+    return facts
+
+
+_THROTTLE_BITS = (
+    ("under_voltage", 0),
+    ("freq_capped", 1),
+    ("throttled", 2),
+    ("soft_temp_limit", 3),
+)
+
+
+def decode_throttled(value):
+    """Decode `vcgencmd get_throttled` bits (Raspberry Pi) into now / since boot flags."""
+    now = {}
+    since = {}
+    for name, bit in _THROTTLE_BITS:
+        now[name] = bool(value & (1 << bit))
+        since[name] = bool(value & (1 << (bit + 16)))
+    return {"raw": hex(value), "now": now, "since_boot": since}
+
+
+def _vcgencmd():
+    found = shutil.which("vcgencmd")
+    if found:
+        return found
+    for candidate in ("/usr/bin/vcgencmd", "/opt/vc/bin/vcgencmd"):
+        if os.access(candidate, os.X_OK):
+            return candidate
+    return None
+
+
+def read_throttled():
+    binary = _vcgencmd()
+    if not binary:
+        return None
+    try:
+        proc = subprocess.run(
+            [binary, "get_throttled"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            universal_newlines=True,
+            timeout=5,
+        )
+    except Exception:
+        return None
+    match = re.search(r"throttled=(0x[0-9a-fA-F]+|\d+)", proc.stdout or "")
+    if not match:
+        return None
+    return decode_throttled(int(match.group(1), 0))
+
+
+def device_state():
+    """Governor, CPU0 frequency, hottest thermal zone (degC), Raspberry Pi throttling."""
+    base = "/sys/devices/system/cpu/cpu0/cpufreq/"
+    governor = _read_text(base + "scaling_governor", 256)
+    cur = _read_int(base + "scaling_cur_freq")
+    if cur is None:
+        cur = _read_int(base + "cpuinfo_cur_freq")
+    top = _read_int(base + "scaling_max_freq")
+    if top is None:
+        top = _read_int(base + "cpuinfo_max_freq")
+    temps = []
+    for path in glob.glob("/sys/class/thermal/thermal_zone*/temp"):
+        value = _read_int(path)
+        if value is not None and -50000 < value < 200000:
+            temps.append(value / 1000.0)
+    return {
+        "governor": governor.strip() if governor else None,
+        "cur_freq_khz": cur,
+        "max_freq_khz": top,
+        "temperature_c": round(max(temps), 1) if temps else None,
+        "throttled": read_throttled(),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Runtimes
+
+
+def _import_one(name):
+    """(module providing the API, version) for one runtime name; raises on failure."""
+    if name == "onnxruntime":
+        module = importlib.import_module("onnxruntime")
+        return module, getattr(module, "__version__", None)
+    if name == "ai_edge_litert":
+        module = importlib.import_module("ai_edge_litert.interpreter")
+        top = sys.modules.get("ai_edge_litert")
+        return module, getattr(top, "__version__", None)
+    if name == "tflite_runtime":
+        module = importlib.import_module("tflite_runtime.interpreter")
+        top = sys.modules.get("tflite_runtime")
+        return module, getattr(top, "__version__", None)
+    if name == "tensorflow":
+        top = importlib.import_module("tensorflow")
+        return top.lite, getattr(top, "__version__", None)
+    raise ImportError("unknown runtime {!r}".format(name))
+
+
+class ImportedRuntime(object):
+    def __init__(self, name, module, version, notes, seconds, was_loaded):
+        self.name = name
+        self.module = module
+        self.version = version
+        self.notes = notes
+        self.seconds = seconds
+        self.was_loaded = was_loaded
+
+
+def import_runtime(fmt, runtimes=None):
+    """Import the first runtime that can run `fmt` (restricted to `runtimes` when given)."""
+    if fmt not in FORMAT_RUNTIMES:
+        raise RunnerError("bad_job", "unknown model format {!r} (known: onnx, tflite)".format(fmt))
+    candidates = list(FORMAT_RUNTIMES[fmt])
+    if runtimes:
+        unknown = [r for r in runtimes if r not in KNOWN_RUNTIMES]
+        if unknown:
+            raise RunnerError("bad_job", "unknown runtimes {} (known: {})".format(
+                unknown, ", ".join(KNOWN_RUNTIMES)))
+        candidates = [r for r in runtimes if r in FORMAT_RUNTIMES[fmt]]
+        if not candidates:
+            raise RunnerError("runtime_missing", "none of the requested runtimes ({}) runs .{} "
+                              "models (those are: {})".format(", ".join(runtimes), fmt,
+                                                             ", ".join(FORMAT_RUNTIMES[fmt])))
+    failures = []
+    for name in candidates:
+        was_loaded = name.split(".")[0] in sys.modules and name != "tensorflow"
+        start = time.perf_counter()
+        try:
+            module, version = _import_one(name)
+        except Exception as exc:  # ImportError, or a binary built against another numpy
+            if _looks_like_oom(exc):
+                raise _wrap("out_of_memory", "importing " + name, exc)
+            failures.append("{} ({}: {})".format(name, type(exc).__name__, str(exc).strip()[:300]))
+            continue
+        seconds = time.perf_counter() - start
+        notes = []
+        if failures:
+            notes.append("not importable: {}; used {}".format("; ".join(failures), name))
+        return ImportedRuntime(name, module, version, notes, seconds, was_loaded)
+    raise RunnerError("runtime_missing", "no runtime for .{} models could be imported: {}".format(
+        fmt, "; ".join(failures)))
+
+
+_ORT_TYPES = {
+    "tensor(float)": "float32",
+    "tensor(float16)": "float16",
+    "tensor(double)": "float64",
+    "tensor(int8)": "int8",
+    "tensor(uint8)": "uint8",
+    "tensor(int16)": "int16",
+    "tensor(uint16)": "uint16",
+    "tensor(int32)": "int32",
+    "tensor(int64)": "int64",
+    "tensor(bool)": "bool",
+}
+
+_QUANTIZED_TYPES = ("int8", "uint8", "int16")
+
+
+class _Tensor(object):
+    """One input or output: name, shape (None for dynamic dims), numpy dtype, quantization."""
+
+    def __init__(self, name, shape, dtype, quant=None, index=None):
+        self.name = name
+        self.shape = shape
+        self.dtype = np.dtype(dtype)
+        self.quant = quant  # (scale ndarray|float, zero_point ndarray|int, axis|None) or None
+        self.index = index
+
+    def describe(self):
+        quant = None
+        if self.quant is not None:
+            scale, zero, axis = self.quant
+            quant = {"scale": _plain(scale), "zero_point": _plain(zero)}
+            if axis is not None:
+                quant["axis"] = axis
+        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype.name,
+                "quantization": quant}
+
+
+def _plain(value):
+    if isinstance(value, np.ndarray):
+        return value.tolist() if value.size > 1 else value.reshape(-1)[0].item()
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _quant_from_job(entry, dtype):
+    """(scale, zero_point, None) from an io_quantization entry, or None."""
+    if not entry:
+        return None
+    try:
+        scale = float(entry["scale"])
+        zero = int(entry.get("zero_point", 0))
+    except (KeyError, TypeError, ValueError):
+        raise RunnerError("bad_job", "io_quantization entries need a numeric scale and zero_point: "
+                          "{!r}".format(entry))
+    if entry.get("dtype") and np.dtype(entry["dtype"]) != dtype:
+        raise RunnerError("bad_job", "io_quantization says dtype {} but the model has {}".format(
+            entry["dtype"], dtype.name))
+    return (scale, zero, None)
+
+
+def _shapes_compatible(spec_shape, shape):
+    if len(spec_shape) != len(shape):
+        return False
+    for want, got in zip(spec_shape, shape):
+        if want is not None and want != got:
+            return False
+    return True
+
+
+def quantize(x, scale, zero, dtype, axis=None):
+    info = np.iinfo(dtype)
+    scale = np.asarray(scale, dtype=np.float32)
+    zero = np.asarray(zero, dtype=np.float32)
+    if axis is not None and scale.ndim == 1:
+        view = [1] * x.ndim
+        view[axis] = -1
+        scale = scale.reshape(view)
+        zero = zero.reshape(view)
+    q = np.round(np.asarray(x, dtype=np.float32) / scale) + zero
+    return np.clip(q, info.min, info.max).astype(dtype)
+
+
+def dequantize(q, scale, zero, axis=None):
+    scale = np.asarray(scale, dtype=np.float32)
+    zero = np.asarray(zero, dtype=np.float32)
+    if axis is not None and scale.ndim == 1:
+        view = [1] * q.ndim
+        view[axis] = -1
+        scale = scale.reshape(view)
+        zero = zero.reshape(view)
+    return (q.astype(np.float32) - zero) * scale
+
+
+class Session(object):
+    """A loaded model behind one runtime.
+
+    run(feeds) takes float arrays (quantized here for int8/uint8 inputs) and returns float
+    arrays (dequantized); prepare/run_native split that for timing; bind() gives the zero-argument
+    call the timing loop measures.
+    """
+
+    def __init__(self):
+        self.runtime = {}
+        self.notes = []
+        self._in = []
+        self._out = []
+
+    @property
+    def inputs(self):
+        return [t.describe() for t in self._in]
+
+    @property
+    def outputs(self):
+        return [t.describe() for t in self._out]
+
+    def prepare(self, feeds):
+        """{name: float ndarray} -> {name: ndarray of the model's dtype} (quantized)."""
+        if not isinstance(feeds, dict):
+            raise RunnerError("bad_input", "feeds must map input names to arrays")
+        names = [t.name for t in self._in]
+        extra = sorted(set(feeds) - set(names))
+        missing = [n for n in names if n not in feeds]
+        if missing or extra:
+            raise RunnerError("bad_input", "inputs do not match the model: missing {}, unexpected "
+                              "{} (the model's inputs: {})".format(missing, extra, names))
+        native = {}
+        for spec in self._in:
+            arr = np.asarray(feeds[spec.name])
+            if not _shapes_compatible(spec.shape, arr.shape):
+                raise RunnerError("bad_input", "input {!r} has shape {} but the model takes {} "
+                                  "(None: any size)".format(spec.name, list(arr.shape), spec.shape))
+            if arr.dtype == object:
+                raise RunnerError("bad_input", "input {!r} is an object array".format(spec.name))
+            if arr.dtype == spec.dtype:
+                out = arr
+            elif spec.quant is not None and arr.dtype.kind == "f":
+                scale, zero, axis = spec.quant
+                out = quantize(arr, scale, zero, spec.dtype, axis)
+            elif arr.dtype.kind in "fiub" and np.can_cast(arr.dtype, spec.dtype, "same_kind"):
+                out = arr.astype(spec.dtype)
+            elif arr.dtype.kind in "iub" and spec.dtype.kind in "iuf":
+                out = arr.astype(spec.dtype)
+            else:
+                raise RunnerError("bad_input", "input {!r} is {} but the model takes {}".format(
+                    spec.name, arr.dtype.name, spec.dtype.name))
+            native[spec.name] = np.ascontiguousarray(out)
+        return native
+
+    def dequantize_outputs(self, raw):
+        result = []
+        for spec, arr in zip(self._out, raw):
+            if spec.quant is not None and arr.dtype.kind in "iu":
+                scale, zero, axis = spec.quant
+                result.append(dequantize(arr, scale, zero, axis))
+            elif arr.dtype == np.float16:
+                result.append(arr.astype(np.float32))
+            else:
+                result.append(arr)
+        return result
+
+    def run(self, feeds):
+        """Float feeds in, float outputs out (one ndarray per model output, in order)."""
+        return self.dequantize_outputs(self.run_native(self.prepare(feeds)))
+
+    def run_native(self, native):
+        raise NotImplementedError
+
+    def bind(self, native, outputs_like=None):
+        """A zero-argument callable running one inference on `native`, as cheap as possible."""
+        raise NotImplementedError
+
+    def bound_outputs(self):
+        """Raw outputs of the last call of the bound callable."""
+        raise NotImplementedError
+
+
+class OrtSession(Session):
+    def __init__(self, ort, version, path, providers=None, threads=None, io_quantization=None):
+        Session.__init__(self)
+        self._ort = ort
+        requested = list(providers) if providers else ["CPUExecutionProvider"]
+        available = list(ort.get_available_providers())
+        chosen = []
+        for name in requested:
+            if name in available:
+                chosen.append(name)
+            else:
+                self.notes.append("{} not available (available: {}): skipped".format(
+                    name, ", ".join(available)))
+        if not chosen:
+            chosen = ["CPUExecutionProvider"]
+            self.notes.append("none of the requested providers is available: using "
+                              "CPUExecutionProvider")
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        if threads is None:
+            # ORT's own default counts the machine's physical cores, ignoring affinity and
+            # cpusets; one thread per core this process may use is what it means on a device.
+            threads = _affinity_count() or 1
+            self.notes.append("threads not set: using {} (the cores this process may run on)"
+                              .format(threads))
+        options.intra_op_num_threads = int(threads)
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        try:
+            self._sess = ort.InferenceSession(str(path), sess_options=options, providers=chosen)
+        except Exception as exc:
+            raise _wrap("model_load", "onnxruntime could not load {}".format(path), exc)
+        used = list(self._sess.get_providers())
+        fell_back = [p for p in chosen if p not in used]
+        if fell_back:
+            self.notes.append("{} failed to initialise: fell back to {}".format(
+                ", ".join(fell_back), ", ".join(used)))
+        io_quantization = io_quantization or {}
+        self._in = self._specs(self._sess.get_inputs(), io_quantization.get("inputs") or {})
+        self._out = self._specs(self._sess.get_outputs(), io_quantization.get("outputs") or {})
+        self._output_names = [t.name for t in self._out]
+        self._binding = None
+        self._bound = None
+        self.runtime = {"name": "onnxruntime", "version": version, "providers": used,
+                        "threads": int(threads)}
+
+    def _specs(self, metas, quant):
+        specs = []
+        for meta in metas:
+            dtype = _ORT_TYPES.get(meta.type)
+            if dtype is None:
+                raise RunnerError("model_load", "{!r} has unsupported type {}".format(
+                    meta.name, meta.type))
+            shape = [d if isinstance(d, int) and d >= 0 else None for d in meta.shape]
+            q = _quant_from_job(quant.get(meta.name), np.dtype(dtype))
+            specs.append(_Tensor(meta.name, shape, dtype, q))
+        return specs
+
+    def run_native(self, native):
+        return self._sess.run(self._output_names, native)
+
+    def bind(self, native, outputs_like=None):
+        if outputs_like is None:
+            outputs_like = self.run_native(native)
+        sess = self._sess
+        try:
+            binding = sess.io_binding()
+            for name, arr in native.items():
+                binding.bind_cpu_input(name, arr)
+            buffers = [np.empty_like(o) for o in outputs_like]
+            for name, buf in zip(self._output_names, buffers):
+                binding.bind_output(name, "cpu", 0, buf.dtype, list(buf.shape), buf.ctypes.data)
+            sess.run_with_iobinding(binding)
+        except Exception as exc:
+            self.notes.append("IO binding unavailable ({}): timing session.run".format(exc))
+            self._bound = None
+            self._last = None
+            names = self._output_names
+
+            def invoke():
+                self._last = sess.run(names, native)
+
+            return invoke
+        self._binding = binding
+        self._bound = (native, buffers)  # keeps the bound memory alive
+        run = sess.run_with_iobinding
+
+        def invoke():
+            run(binding)
+
+        return invoke
+
+    def bound_outputs(self):
+        if self._bound is None:
+            return list(getattr(self, "_last", None) or [])
+        return [b.copy() for b in self._bound[1]]
+
+
+class TfliteSession(Session):
+    def __init__(self, module, runtime_name, version, path, threads=None, io_quantization=None):
+        Session.__init__(self)
+        try:
+            if threads is None:
+                self._interp = module.Interpreter(model_path=str(path))
+            else:
+                self._interp = module.Interpreter(model_path=str(path), num_threads=int(threads))
+            self._interp.allocate_tensors()
+        except Exception as exc:
+            raise _wrap("model_load", "{} could not load {}".format(runtime_name, path), exc)
+        io_quantization = io_quantization or {}
+        self._qin = io_quantization.get("inputs") or {}
+        self._qout = io_quantization.get("outputs") or {}
+        self._read_details()
+        self.runtime = {"name": runtime_name, "version": version, "providers": None,
+                        "threads": None if threads is None else int(threads)}
+
+    def _read_details(self):
+        self._in = [self._spec(d, self._qin) for d in self._interp.get_input_details()]
+        self._out = [self._spec(d, self._qout) for d in self._interp.get_output_details()]
+
+    def _spec(self, detail, job_quant):
+        dtype = np.dtype(detail["dtype"])
+        signature = detail.get("shape_signature")
+        if signature is None or len(signature) != len(detail["shape"]):
+            signature = detail["shape"]
+        shape = [int(s) if s >= 0 else None for s in signature]
+        quant = _quant_from_job(job_quant.get(detail["name"]), dtype)
+        if quant is None and dtype.name in _QUANTIZED_TYPES:
+            params = detail.get("quantization_parameters") or {}
+            scales = np.asarray(params.get("scales", []), dtype=np.float32)
+            zeros = np.asarray(params.get("zero_points", []))
+            if scales.size > 1:
+                quant = (scales, zeros, int(params.get("quantized_dimension", 0)))
+            else:
+                scale, zero = detail.get("quantization", (0.0, 0))
+                if scale:
+                    quant = (float(scale), int(zero), None)
+        spec = _Tensor(detail["name"], shape, dtype, quant, detail["index"])
+        spec.current = [int(s) for s in detail["shape"]]
+        return spec
+
+    def _fit(self, native):
+        """Resize inputs whose dynamic dims differ from the allocated shape."""
+        resized = False
+        for spec in self._in:
+            shape = list(native[spec.name].shape)
+            if shape != spec.current:
+                try:
+                    self._interp.resize_tensor_input(spec.index, shape)
+                except Exception as exc:
+                    raise _wrap("bad_input", "cannot resize input {!r} to {}".format(
+                        spec.name, shape), exc)
+                resized = True
+        if resized:
+            try:
+                self._interp.allocate_tensors()
+            except Exception as exc:
+                raise _wrap("bad_input", "cannot allocate tensors for the new input shapes", exc)
+            for spec, detail in zip(self._in, self._interp.get_input_details()):
+                spec.current = [int(s) for s in detail["shape"]]
+            for spec, detail in zip(self._out, self._interp.get_output_details()):
+                spec.current = [int(s) for s in detail["shape"]]
+
+    def _set(self, native):
+        self._fit(native)
+        for spec in self._in:
+            self._interp.set_tensor(spec.index, native[spec.name])
+
+    def run_native(self, native):
+        self._set(native)
+        self._interp.invoke()
+        return [self._interp.get_tensor(spec.index) for spec in self._out]
+
+    def bind(self, native, outputs_like=None):
+        self._set(native)
+        return self._interp.invoke
+
+    def bound_outputs(self):
+        return [self._interp.get_tensor(spec.index) for spec in self._out]
+
+
+def _open_with(rt, path, fmt, providers=None, threads=None, io_quantization=None):
+    path = str(path)
+    if not os.path.isfile(path):
+        raise RunnerError("model_load", "model file not found: {}".format(path))
+    if fmt == "onnx":
+        session = OrtSession(rt.module, rt.version, path, providers, threads, io_quantization)
+    else:
+        session = TfliteSession(rt.module, rt.name, rt.version, path, threads, io_quantization)
+    session.notes = list(rt.notes) + session.notes
+    return session
+
+
+def open_model(path, fmt, runtimes=None, providers=None, threads=None, io_quantization=None):
+    """Load `path` (format "onnx" or "tflite") with the first usable runtime; see Session."""
+    _need_numpy()
+    rt = import_runtime(fmt, runtimes)
+    return _open_with(rt, path, fmt, providers, threads, io_quantization)
+
+
+def random_feeds(session, seed=0):
+    """Float inputs from the model's input spec (dynamic dims -> 1), reproducible."""
+    rng = np.random.RandomState(seed)
+    feeds = {}
+    for spec in session._in:
+        shape = [d if d is not None else 1 for d in spec.shape]
+        if spec.quant is not None or spec.dtype.kind == "f":
+            feeds[spec.name] = rng.standard_normal(shape).astype(np.float32)
+        elif spec.dtype.kind == "b":
+            feeds[spec.name] = rng.rand(*shape) > 0.5
+        else:
+            feeds[spec.name] = rng.randint(0, 10, size=shape).astype(spec.dtype)
+    return feeds
+
+
+def load_npz(path, what):
+    """{name: ndarray} from an .npz, never unpickling."""
+    if not os.path.isfile(path):
+        raise RunnerError("bad_input", "{} not found: {}".format(what, path))
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return dict((name, data[name]) for name in data.files)
+    except Exception as exc:
+        raise _wrap("bad_input", "cannot read {} {} (object arrays are refused)".format(
+            what, path), exc)
+
+
+# ---------------------------------------------------------------------------------------------
+# The job
+
+
+def _need_numpy():
+    if np is None:
+        raise RunnerError("runtime_missing", "numpy is not installed for {}".format(
+            sys.executable))
+
+
+def _resolve(run_dir, name):
+    return name if os.path.isabs(name) else os.path.join(run_dir, name)
+
+
+def _int(job, key, default, minimum=0):
+    value = job.get(key, default)
+    if value is None:
+        value = default
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value \
+            or value < minimum:
+        raise RunnerError("bad_job", "{} must be an integer >= {} (got {!r})".format(
+            key, minimum, value))
+    return int(value)
+
+
+def read_job(run_dir):
+    path = os.path.join(run_dir, "job.json")
+    try:
+        with open(path) as handle:
+            job = json.load(handle)
+    except (IOError, OSError) as exc:
+        raise RunnerError("bad_job", "cannot read {}: {}".format(path, exc))
+    except ValueError as exc:
+        raise RunnerError("bad_job", "job.json is not valid JSON: {}".format(exc))
+    if not isinstance(job, dict):
+        raise RunnerError("bad_job", "job.json must hold an object")
+    if job.get("schema_version") != SCHEMA_VERSION:
+        raise RunnerError("bad_job", "job.json has schema_version {!r}; this runner reads {}"
+                          .format(job.get("schema_version"), SCHEMA_VERSION))
+    if job.get("mode", "benchmark") not in ("benchmark", "evaluate"):
+        raise RunnerError("bad_job", "mode must be benchmark or evaluate, not {!r}".format(
+            job.get("mode")))
+    if job.get("format") not in FORMAT_RUNTIMES:
+        raise RunnerError("bad_job", "format must be onnx or tflite, not {!r}".format(
+            job.get("format")))
+    if not isinstance(job.get("model"), str) or not job.get("model"):
+        raise RunnerError("bad_job", "model must be a file name")
+    for key in ("runtimes", "providers"):
+        value = job.get(key)
+        if value is not None and not (isinstance(value, list)
+                                      and all(isinstance(v, str) for v in value)):
+            raise RunnerError("bad_job", "{} must be a list of names".format(key))
+    if job.get("threads") is not None:
+        _int(job, "threads", None, 1)
+    min_seconds = job.get("min_seconds", 0) or 0
+    if isinstance(min_seconds, bool) or not isinstance(min_seconds, (int, float)) \
+            or min_seconds < 0:
+        raise RunnerError("bad_job", "min_seconds must be a number >= 0")
+    if job.get("mode") == "evaluate" and not isinstance(job.get("eval"), dict):
+        raise RunnerError("bad_job", "mode evaluate needs an eval object")
+    return job
+
+
+def time_loop(invoke, runs, min_seconds=0.0, max_runs=DEFAULT_MAX_RUNS):
+    """Raw latencies (ms) of at least `runs` calls, going on until `min_seconds` have passed."""
+    perf = time.perf_counter
+    samples = []
+    append = samples.append
+    max_runs = max(runs, max_runs)
+    start = perf()
+    chunk = runs
+    while True:
+        for _ in range(chunk):
+            t0 = perf()
+            invoke()
+            append(perf() - t0)
+        done = len(samples)
+        elapsed = perf() - start
+        if elapsed >= min_seconds or done >= max_runs:
+            break
+        if done == 0:
+            chunk = 1
+        else:
+            per = elapsed / done
+            chunk = int(min(max_runs - done, (min_seconds - elapsed) / per + 1))
+            chunk = max(chunk, 1)
+    return [s * 1000.0 for s in samples]
+
+
+def _benchmark(job, run_dir, session, result):
+    warmup = _int(job, "warmup", 10)
+    runs = _int(job, "runs", 100)
+    max_runs = _int(job, "max_runs", DEFAULT_MAX_RUNS)
+    min_seconds = float(job.get("min_seconds", 0) or 0)
+    if job.get("inputs"):
+        feeds = load_npz(_resolve(run_dir, job["inputs"]), "inputs file")
+    else:
+        feeds = random_feeds(session, 0)
+    native = session.prepare(feeds)
+    t0 = time.perf_counter()
+    try:
+        raw = session.run_native(native)
+    except RunnerError:
+        raise
+    except Exception as exc:
+        raise _wrap("inference", "the first inference failed", exc)
+    result["timings_ms"]["first"] = (time.perf_counter() - t0) * 1000.0
+    if job.get("save_outputs"):
+        outputs = session.dequantize_outputs(raw)
+        target = _resolve(run_dir, job["save_outputs"])
+        with open(target, "wb") as handle:
+            np.savez(handle, **dict((spec.name, out) for spec, out in zip(session._out, outputs)))
+    try:
+        invoke = session.bind(native, raw)
+        result["warmup_ms"] = time_loop(invoke, warmup, 0.0, warmup)
+        result["samples_ms"] = time_loop(invoke, runs, min_seconds, max_runs)
+    except Exception as exc:
+        raise _wrap("inference", "inference failed while timing", exc)
+
+
+def _evaluate(job, run_dir, session, result):
+    spec_eval = job["eval"]
+    if len(session._in) != 1:
+        raise RunnerError("bad_job", "evaluate needs a model with one input (this one has {})"
+                          .format(len(session._in)))
+    data_name = spec_eval.get("data")
+    if not isinstance(data_name, str):
+        raise RunnerError("bad_job", "eval.data must be an .npz file name")
+    data = load_npz(_resolve(run_dir, data_name), "eval data")
+    x_name = spec_eval.get("x", "x")
+    y_name = spec_eval.get("y", "y")
+    for key in (x_name, y_name):
+        if key not in data:
+            raise RunnerError("bad_input", "eval data has no array {!r} (it has {})".format(
+                key, sorted(data)))
+    x = data[x_name]
+    y = data[y_name]
+    if y.ndim == 2 and y.shape[1] > 1:
+        y = y.argmax(axis=1)
+    y = y.reshape(-1)
+    n = int(x.shape[0]) if x.ndim else 0
+    if n == 0 or y.shape[0] != n:
+        raise RunnerError("bad_input", "eval data: {} samples in {!r} but {} labels in {!r}"
+                          .format(n, x_name, y.shape[0], y_name))
+    spec = session._in[0]
+    if not _shapes_compatible(spec.shape[1:], x.shape[1:]):
+        raise RunnerError("bad_input", "eval samples have shape {} but the model takes {}".format(
+            list(x.shape[1:]), spec.shape[1:]))
+    batch = _int(spec_eval, "batch", 64, 1)
+    fixed = spec.shape[0] if spec.shape else None
+    chunk = batch if fixed is None else fixed
+    preds = np.empty(n, dtype=np.int64)
+    start = time.perf_counter()
+    for lo in range(0, n, chunk):
+        xb = x[lo:lo + chunk]
+        m = xb.shape[0]
+        if fixed is not None and m < chunk:
+            pad = np.zeros((chunk - m,) + xb.shape[1:], dtype=xb.dtype)
+            xb = np.concatenate([xb, pad])
+        try:
+            out = session.run({spec.name: xb})[0]
+        except RunnerError:
+            raise
+        except Exception as exc:
+            raise _wrap("inference", "inference failed on eval samples {}..{}".format(
+                lo, lo + m - 1), exc)
+        preds[lo:lo + m] = np.asarray(out)[:m].reshape(m, -1).argmax(axis=1)
+    seconds = time.perf_counter() - start
+    correct = int((preds == y.astype(np.int64)).sum())
+    result["eval"] = {"n": n, "correct": correct, "accuracy": correct / float(n),
+                      "batch": chunk, "seconds": seconds}
+    name = spec_eval.get("predictions")
+    if name:
+        if not isinstance(name, str):
+            raise RunnerError("bad_job", "eval.predictions must be a file name")
+        with open(_resolve(run_dir, name), "wb") as handle:
+            np.save(handle, preds, allow_pickle=False)
+        result["eval"]["predictions"] = name
+
+
+def new_result(mode=None):
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "runner_version": RUNNER_VERSION,
+        "ok": False,
+        "error": None,
+        "mode": mode,
+        "runtime": None,
+        "notes": [],
+        "model": None,
+        "timings_ms": {"import": None, "init": None, "first": None},
+        "warmup_ms": [],
+        "samples_ms": [],
+        "memory": {"baseline_rss_kib": None, "peak_rss_kib": None},
+        "device": None,
+        "state_before": None,
+        "state_after": None,
+        "eval": None,
+    }
+
+
+def run_job(run_dir, result):
+    """Fill `result` from RUN_DIR/job.json; raises RunnerError (the result keeps what it has)."""
+    result["state_before"] = device_state()
+    result["device"] = device_facts()
+    _need_numpy()
+    job = read_job(run_dir)
+    mode = job.get("mode", "benchmark")
+    result["mode"] = mode
+    fmt = job["format"]
+    rt = import_runtime(fmt, job.get("runtimes"))
+    result["timings_ms"]["import"] = rt.seconds * 1000.0
+    result["memory"]["baseline_rss_kib"] = rss_high_water_kib()
+    result["notes"].extend(rt.notes)
+    if rt.was_loaded:
+        warm = "{} was already imported in this process: the import time is not a cold " \
+               "import".format(rt.name)
+        result["notes"].append(warm)
+    model_path = _resolve(run_dir, job["model"])
+    t0 = time.perf_counter()
+    session = _open_with(rt, model_path, fmt, job.get("providers"), job.get("threads"),
+                         job.get("io_quantization"))
+    result["timings_ms"]["init"] = (time.perf_counter() - t0) * 1000.0
+    result["notes"] = list(session.notes) + (result["notes"][-1:] if rt.was_loaded else [])
+    result["runtime"] = session.runtime
+    result["model"] = {"inputs": session.inputs, "outputs": session.outputs,
+                       "size_bytes": os.path.getsize(model_path)}
+    if mode == "benchmark":
+        _benchmark(job, run_dir, session, result)
+    else:
+        _evaluate(job, run_dir, session, result)
+    result["memory"]["peak_rss_kib"] = rss_high_water_kib()
+    result["state_after"] = device_state()
+
+
+def probe(result):
+    result["mode"] = "probe"
+    result["device"] = device_facts()
+    result["state_before"] = device_state()
+    found = {}
+    for name in KNOWN_RUNTIMES:
+        entry = {"available": False, "version": None, "error": None}
+        try:
+            module, version = _import_one(name)
+            entry["available"] = True
+            entry["version"] = version
+            if name == "onnxruntime":
+                entry["providers"] = list(module.get_available_providers())
+        except Exception as exc:
+            entry["error"] = "{}: {}".format(type(exc).__name__, str(exc).strip()[:300])
+        found[name] = entry
+    result["runtimes"] = found
+    result["memory"]["peak_rss_kib"] = rss_high_water_kib()
+
+
+USAGE = "usage: edgekit_runner.py [--probe] RUN_DIR"
+
+
+def main(argv=None):
+    args = list(sys.argv[1:] if argv is None else argv)
+    probe_mode = "--probe" in args
+    args = [a for a in args if a != "--probe"]
+    if len(args) != 1 or args[0].startswith("-") or not os.path.isdir(args[0]):
+        sys.stderr.write(USAGE + "\n")
+        if len(args) == 1 and not args[0].startswith("-"):
+            sys.stderr.write("not a directory: {}\n".format(args[0]))
+        return 2
+    run_dir = args[0]
+    result = new_result()
+    try:
+        if probe_mode:
+            probe(result)
+        else:
+            run_job(run_dir, result)
+        result["ok"] = True
+    except RunnerError as exc:
+        result["error"] = exc.to_json()
+    except MemoryError as exc:
+        result["error"] = RunnerError("out_of_memory", "MemoryError: {}".format(exc),
+                                      traceback.format_exc()).to_json()
+    except KeyboardInterrupt:
+        result["error"] = {"kind": "internal", "message": "interrupted"}
+        write_json_atomic(os.path.join(run_dir, "result.json"), result)
+        raise
+    except Exception as exc:
+        kind = "out_of_memory" if _looks_like_oom(exc) else "internal"
+        result["error"] = RunnerError(kind, "{}: {}".format(type(exc).__name__, exc),
+                                      traceback.format_exc()).to_json()
+    if result["memory"]["peak_rss_kib"] is None:
+        result["memory"]["peak_rss_kib"] = rss_high_water_kib()
+    write_json_atomic(os.path.join(run_dir, "result.json"), result)
+    if result["error"]:
+        sys.stderr.write("edgekit runner: {} error: {}\n".format(
+            result["error"]["kind"], result["error"]["message"]))
+    return 0 if result["ok"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,6 @@
+"""Shared fixtures. Heavier set-up lives in tests/fixtures/ and is registered here."""
+
+pytest_plugins = [
+    "tests.fixtures.models",
+    "tests.fixtures.sshd",
+]
