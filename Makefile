@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 # Debian packages: real data, a real sshd for SSH tests, qemu-user + mmdebstrap for the aarch64 device
 APT_DEMO := dataset-fashion-mnist
-APT_TEST := $(APT_DEMO) openssh-server iproute2 qemu-user-static mmdebstrap arch-test
+APT_TEST := $(APT_DEMO) openssh-server openssh-client iproute2 nftables qemu-user-static mmdebstrap arch-test chromium fonts-dejavu-core
 PYTEST_ARGS ?=
 
 .PHONY: demo test setup setup-test bench clean

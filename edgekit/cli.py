@@ -59,10 +59,11 @@ def handle_errors(debug: bool) -> Iterator[list[int]]:
         code[0] = int(ExitCode.INTERNAL)
 
 
-def _progress(args: argparse.Namespace) -> Callable[[str], None]:
-    if getattr(args, "quiet", False) or getattr(args, "json", False):
-        return lambda _msg: None
-    return lambda msg: _err(f"· {msg}")
+def _progress(args: argparse.Namespace) -> Any:
+    """Progress bars on a terminal, plain lines in logs, nothing with --quiet or --json."""
+    from edgekit.report.progress import make_progress
+
+    return make_progress(quiet=getattr(args, "quiet", False) or getattr(args, "json", False))
 
 
 def _write_report(path: str, report: Any) -> None:
@@ -131,7 +132,22 @@ def _cmd_deploy(args: argparse.Namespace) -> int:
         print(report.to_json())
     else:
         print_report(report)
+    _record(report, announce=not (args.quiet or args.json))
     return int(ExitCode.OK)
+
+
+def _record(report: Any, announce: bool) -> None:
+    """Append the run to the local history; a store problem never hides or fails the result."""
+    from edgekit.errors import DataError
+    from edgekit.report.store import record_run
+
+    try:
+        record = record_run(report)
+    except DataError as exc:
+        _err(f"warning: run not recorded: {exc.one_line()}")
+        return
+    if announce:
+        _err(f"· recorded as run {record.id} ({record.run_id}); see `edgekit runs`")
 
 
 # --- devices ------------------------------------------------------------------------------------
@@ -188,9 +204,309 @@ def _profile_text(data: dict[str, Any], indent: str = "") -> str:
     return "\n".join(lines)
 
 
+# --- report, runs, compare ----------------------------------------------------------------------
+
+def _add_report(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("report", help="show a report: text, a self-contained HTML page, or Markdown")
+    p.add_argument("run", help="a report JSON file, or a run from `edgekit runs` (id or run id)")
+    out = p.add_mutually_exclusive_group()
+    out.add_argument("--html", metavar="OUT", help="write a self-contained HTML page (plots inline, no network)")
+    out.add_argument("--md", nargs="?", const="-", metavar="OUT", help="Markdown for a pull request (stdout or OUT)")
+    out.add_argument("--json", action="store_true", help="the report as JSON, upgraded to the current schema")
+    p.set_defaults(handler=_cmd_report)
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from edgekit.report.schema import DeployReport
+    from edgekit.report.store import resolve_run
+
+    report = resolve_run(args.run)
+    if args.html:
+        from edgekit.report.html import write_html
+
+        write_html(report, args.html)
+        if not args.quiet:
+            _err(f"· wrote {args.html}")
+    elif args.md:
+        from edgekit.report.markdown import render_markdown
+
+        if args.md == "-":
+            sys.stdout.write(render_markdown(report))
+        else:
+            Path(args.md).write_text(render_markdown(report), encoding="utf-8")
+            if not args.quiet:
+                _err(f"· wrote {args.md}")
+    elif args.json:
+        print(report.to_json())
+    elif isinstance(report, DeployReport):
+        from edgekit.report.text import print_report
+
+        print_report(report)
+    else:  # text.py renders deploy reports; Markdown reads well as plain text for the others
+        from edgekit.report.markdown import render_markdown
+
+        sys.stdout.write(render_markdown(report))
+    return int(ExitCode.OK)
+
+
+def _add_runs(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("runs", help="list the recorded runs ($EDGEKIT_HOME or ./.edgekit)")
+    p.add_argument("--model", help="only runs of this MODEL")
+    p.add_argument("--device", help="only runs on this device profile")
+    p.add_argument("--kind", choices=["deploy", "export", "compress"], help="only reports of this kind")
+    p.add_argument("-n", "--limit", type=int, default=20, help="the newest N runs (default 20; 0: all)")
+    p.add_argument("--add", nargs="+", metavar="REPORT", help="record report JSON files (e.g. a CI baseline)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=_cmd_runs)
+
+
+def _cmd_runs(args: argparse.Namespace) -> int:
+    from edgekit.report.load import load_report
+    from edgekit.report.store import RunStore
+
+    store = RunStore()
+    if args.add:
+        for path in args.add:
+            record = store.append(load_report(path))
+            if not args.quiet:
+                _err(f"· recorded {path} as run {record.id} ({record.run_id})")
+        return int(ExitCode.OK)
+    records = store.list(args.model, args.device, args.kind, limit=args.limit or None)
+    if args.json:
+        print(json.dumps([r.to_dict() for r in records], indent=2))
+        return int(ExitCode.OK)
+    if not records:
+        _err(f"no runs recorded in {store.path}")
+        return int(ExitCode.OK)
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(box=None)
+    for column in ("id", "run id", "time (UTC)", "kind", "model", "device", "artifact", "p50 ms", "accuracy"):
+        table.add_column(column, no_wrap=True, justify="right" if column in ("id", "p50 ms", "accuracy") else "left")
+    for r in records:
+        table.add_row(str(r.id), r.run_id, r.created_at.replace("T", " ")[:19], r.kind, r.model, r.device or "",
+                      f"{r.artifact} ({r.format}/{r.precision})" if r.artifact else "",
+                      f"{r.p50_ms:.3g}" if r.p50_ms is not None else "",
+                      f"{r.accuracy * 100:.2f} %" if r.accuracy is not None else "")
+    Console(width=max(Console().width, 140)).print(table)
+    return int(ExitCode.OK)
+
+
+def _add_compare(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("compare", help="compare two runs; exit 1 on a significant regression (a CI gate)")
+    p.add_argument("runs", nargs="*", metavar="RUN", help="A (baseline) and B: report files, run ids or store ids")
+    p.add_argument("--last", type=int, metavar="N", help="compare the oldest and newest of the last N deploy runs")
+    p.add_argument("--model", help="with --last: only runs of this MODEL")
+    p.add_argument("--device", help="with --last: only runs on this device profile")
+    p.add_argument("--threshold", type=float, default=5.0, metavar="PCT",
+                   help="regression: median latency or size up by more than PCT %% (default 5)")
+    p.add_argument("--alpha", type=float, default=0.05, help="significance level of the latency test (default 0.05)")
+    p.add_argument("--accuracy-drop", type=float, default=0.5, metavar="PP",
+                   help="regression: accuracy down by more than PP percentage points (default 0.5)")
+    out = p.add_mutually_exclusive_group()
+    out.add_argument("--json", action="store_true")
+    out.add_argument("--md", action="store_true", help="Markdown for a pull request comment")
+    p.set_defaults(handler=_cmd_compare)
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from edgekit.errors import RegressionError, UsageError
+    from edgekit.report.compare import compare_reports, render_comparison_markdown, render_comparison_text
+    from edgekit.report.store import RunStore, resolve_deploy_run
+
+    store = RunStore()
+    if args.last is not None and args.runs:
+        raise UsageError("pass two runs or --last N, not both", "e.g. edgekit compare --last 2")
+    if args.last is None and (args.model or args.device):
+        raise UsageError("--model and --device select runs for --last", "e.g. edgekit compare --last 2 --device pi4")
+    if args.last is not None:
+        a, b = store.last_two(args.last, args.model, args.device)
+    elif len(args.runs) == 2:
+        a, b = (resolve_deploy_run(ref, store) for ref in args.runs)
+    else:
+        raise UsageError(f"compare needs two runs, got {len(args.runs)}",
+                         "pass A and B (report files, run ids or store ids), or --last 2")
+    result = compare_reports(a, b, threshold=args.threshold / 100, alpha=args.alpha,
+                             accuracy_drop=args.accuracy_drop / 100)
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2))
+    elif args.md:
+        sys.stdout.write(render_comparison_markdown(result))
+    else:
+        print(render_comparison_text(result))
+    if result.has_regression:
+        raise RegressionError(f"B is worse than A: {'; '.join(result.regressions)}",
+                              "see the comparison above; --threshold and --accuracy-drop set the tolerance")
+    return int(ExitCode.OK)
+
+
+# --- emulator, provision, doctor ----------------------------------------------------------------
+
+def _add_ssh_flags(p: argparse.ArgumentParser) -> None:
+    ssh = p.add_argument_group("ssh")
+    ssh.add_argument("--identity", "-i", help="private key file")
+    ssh.add_argument("--known-hosts", help="known_hosts file (default ~/.ssh/known_hosts)")
+    ssh.add_argument("--accept-new-host-key", action="store_true",
+                     help="trust and record the host key of a host seen for the first time")
+    ssh.add_argument("--python", help="the device's python (default: the profile's)")
+
+
+def _ssh_options(args: argparse.Namespace) -> dict[str, Any]:
+    return {"key_filename": args.identity, "known_hosts": args.known_hosts,
+            "accept_new_host_key": args.accept_new_host_key or None, "python": args.python}
+
+
+def _add_emulator(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("emulator", help="an emulated aarch64 device (qemu-user + sshd on 127.0.0.1); needs root")
+    esub = p.add_subparsers(dest="emulator_command", required=True, parser_class=_Parser)
+    s = esub.add_parser("start", help="build (once, cached) and start an emulated device")
+    s.add_argument("device", help="device profile name, e.g. pi4")
+    s.add_argument("--name", help="instance name (default: the device's name)")
+    s.add_argument("--port", type=int, help="port on 127.0.0.1 (default: the last one if free, else any)")
+    s.add_argument("--fresh", action="store_true", help="discard the device's changes (installed runtimes, files)")
+    s.add_argument("--rebuild", action="store_true", help="rebuild the cached root filesystem")
+    s.add_argument("--no-memory-limit", action="store_true", help="do not apply the profile's memory size")
+    s.add_argument("--ready-timeout", type=float, default=180.0, help="seconds to wait for sshd (default 180)")
+    s.add_argument("--profile", action="append", default=[], help="extra device profile YAML (repeatable)")
+    s.add_argument("--json", action="store_true", help="print the state as JSON")
+    s.set_defaults(handler=_cmd_emulator_start)
+    t = esub.add_parser("stop", help="stop an emulated device (every process in it)")
+    t.add_argument("name", nargs="?", help="instance name (default: all)")
+    t.add_argument("--remove", action="store_true", help="also delete its changes, keys and state")
+    t.set_defaults(handler=_cmd_emulator_stop)
+    st = esub.add_parser("status", help="show emulated devices (works from any process, no root)")
+    st.add_argument("name", nargs="?", help="instance name (default: all)")
+    st.add_argument("--json", action="store_true")
+    st.set_defaults(handler=_cmd_emulator_status)
+
+
+def _cmd_emulator_start(args: argparse.Namespace) -> int:
+    from edgekit import emulator
+
+    state = emulator.start(args.device, name=args.name, port=args.port, fresh=args.fresh, rebuild=args.rebuild,
+                           memory_limit=not args.no_memory_limit, profile_files=args.profile,
+                           progress=_progress(args), ready_timeout=args.ready_timeout)
+    if args.json:
+        print(json.dumps(emulator.status(state.name), indent=2))
+        return int(ExitCode.OK)
+    flags = state.cli_args()
+    memory = f"{state.memory_limit_mib} MiB (cgroup)" if state.memory_limit_mib else "not limited"
+    print(f"emulated {state.device} '{state.name}' is running: {state.machine} under qemu-user, "
+          f"Python {state.python}, numpy {state.numpy}, user {state.user}")
+    print(f"  --host       {state.address}")
+    print(f"  key          {state.key_file}")
+    print(f"  known_hosts  {state.known_hosts}")
+    print(f"  ssh alias    {state.alias}  (for OpenSSH: add `Include {emulator.include_file()}` to ~/.ssh/config)")
+    print(f"  memory       {memory}")
+    for note in state.notes:
+        print(f"  note         {note}")
+    print("next:")
+    print(f"  edgekit doctor --device {state.device} {flags}")
+    print(f"  edgekit provision --device {state.device} {flags}")
+    print(f"  edgekit deploy example:fashion-cnn --device {state.device} {flags}")
+    print(f"  edgekit emulator stop {state.name}")
+    return int(ExitCode.OK)
+
+
+def _cmd_emulator_stop(args: argparse.Namespace) -> int:
+    from edgekit import emulator
+
+    if args.name:
+        stopped = [args.name] if emulator.stop(args.name, remove=args.remove) else []
+    else:
+        stopped = emulator.stop_all(remove=args.remove)
+    print(f"stopped {', '.join(stopped)}" if stopped else "nothing was running")
+    return int(ExitCode.OK)
+
+
+def _cmd_emulator_status(args: argparse.Namespace) -> int:
+    from edgekit import emulator
+
+    rows = [emulator.status(args.name)] if args.name else emulator.status_all()
+    if args.json:
+        print(json.dumps(rows[0] if args.name else rows, indent=2))
+        return int(ExitCode.OK)
+    if not rows or not any(r.get("known") for r in rows):
+        print(f"no emulated device {args.name!r}" if args.name else "no emulated device was started")
+        return int(ExitCode.OK)
+    for r in rows:
+        if not r.get("known"):
+            continue
+        if r["running"]:
+            ready = "ssh ready" if r.get("ssh_ready") else "ssh NOT answering"
+            print(f"{r['name']}: running ({r['device']}, {ready}) --host {r['address']} "
+                  f"--known-hosts {r['known_hosts']} -i {r['key_file']}  (up {r.get('uptime_s', 0):.0f} s)")
+        else:
+            print(f"{r['name']}: stopped ({r['device']}; `edgekit emulator start {r['device']} --name {r['name']}`)")
+    return int(ExitCode.OK)
+
+
+def _add_provision(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("provision", help="install the device's runtimes from wheels downloaded here (offline device)")
+    p.add_argument("--device", required=True, help="device profile name")
+    p.add_argument("--host", required=True, help="[user@]addr[:port] or an ~/.ssh/config alias")
+    p.add_argument("--runtime", action="append", default=[],
+                   help="runtime[==version] to install (repeatable; default: the profile's first per format, "
+                        "at this host's version)")
+    p.add_argument("--site-dir", default="~/.local/lib/edgekit-site", help="folder on the device for the runtimes")
+    p.add_argument("--offline", action="store_true", help="use only wheels already in the host's cache")
+    p.add_argument("--force", action="store_true", help="reinstall even when the device has the same wheels")
+    p.add_argument("--no-pin", action="store_true", help="newest runtime versions instead of this host's")
+    p.add_argument("--profile", action="append", default=[], help="extra device profile YAML (repeatable)")
+    p.add_argument("--json", action="store_true")
+    _add_ssh_flags(p)
+    p.set_defaults(handler=_cmd_provision)
+
+
+def _cmd_provision(args: argparse.Namespace) -> int:
+    from edgekit.provision import provision
+
+    result = provision(args.device, args.host, ssh=_ssh_options(args), runtimes=args.runtime or None,
+                       site_dir=args.site_dir, offline=args.offline, force=args.force, pin_to_host=not args.no_pin,
+                       profile_files=args.profile, progress=_progress(args))
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2))
+        return int(ExitCode.OK)
+    done = "installed" if result.installed else "already installed"
+    print(f"{result.device} at {result.address}: {done} in {result.site_dir} ({result.platform}, {result.seconds:.0f} s)")
+    for pkg in result.packages:
+        print(f"  {pkg.name} {pkg.version}{'' if pkg.required_by == 'requested' else f'  (for {pkg.required_by})'}")
+    for name, version in result.provided_by_device.items():
+        print(f"  {name} {version}  (the device's own)")
+    for note in result.notes:
+        print(f"  note: {note}")
+    usable = [f"{n} {e.get('version')}" for n, e in result.runtimes.items() if e.get("available")]
+    print(f"runtimes that import: {', '.join(usable)}")
+    print(f"the runner finds them with PYTHONPATH={result.site_dir} (--python {json.dumps(result.python_command)})")
+    return int(ExitCode.OK)
+
+
+def _add_doctor(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("doctor", help="check a device: python, arch, runtimes, disk, memory, clock, temperature")
+    p.add_argument("--device", required=True, help="device profile name")
+    p.add_argument("--host", required=True, help="[user@]addr[:port] or an ~/.ssh/config alias")
+    p.add_argument("--site-dir", default="~/.local/lib/edgekit-site", help="where `edgekit provision` installs")
+    p.add_argument("--profile", action="append", default=[], help="extra device profile YAML (repeatable)")
+    p.add_argument("--json", action="store_true")
+    _add_ssh_flags(p)
+    p.set_defaults(handler=_cmd_doctor)
+
+
+def _cmd_doctor(args: argparse.Namespace) -> int:
+    from edgekit.provision import doctor
+
+    report = doctor(args.device, args.host, ssh=_ssh_options(args), site_dir=args.site_dir,
+                    profile_files=args.profile, progress=_progress(args))
+    print(json.dumps(report.to_dict(), indent=2) if args.json else report.to_text())
+    return int(ExitCode.OK if report.ok else ExitCode.FAILURE)
+
+
 # --- main ---------------------------------------------------------------------------------------
 
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_deploy, _add_devices]
+COMMANDS += [_add_report, _add_runs, _add_compare]
+COMMANDS += [_add_emulator, _add_provision, _add_doctor]
 
 
 def build_parser() -> argparse.ArgumentParser:

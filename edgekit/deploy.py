@@ -29,6 +29,7 @@ from edgekit.report.schema import (
     RuntimeSummary,
     TargetSummary,
 )
+from edgekit.report.progress import Progress, as_progress
 from edgekit.report.stats import latency_summary
 from edgekit.resources import runner_path
 from edgekit.targets import RunJob, Target, create_target
@@ -36,7 +37,6 @@ from edgekit.targets import RunJob, Target, create_target
 PARITY_SAMPLES = 64
 DEFAULT_RUNS = 200
 DEFAULT_WARMUP = 20
-Progress = Callable[[str], None]
 
 
 @dataclass
@@ -114,10 +114,11 @@ def _require_exportable(fmt: str, precision: str) -> None:
         )
 
 
-def deploy(model: str, device: str, options: DeployOptions | None = None, progress: Progress | None = None) -> DeployReport:
+def deploy(model: str, device: str, options: DeployOptions | None = None,
+           progress: Progress | Callable[[str], None] | None = None) -> DeployReport:
     """Export MODEL for DEVICE, run it on the target, and return the measured report."""
     options = options or DeployOptions()
-    say = progress or (lambda _msg: None)
+    say = as_progress(progress)
     if options.emulate == bool(options.host):
         raise UsageError("choose where to run: --emulate or --host [user@]addr[:port]", "pass exactly one of them")
     profile = get_profile(device, options.profile_files)

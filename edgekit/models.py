@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import pickle  # only for the exception type torch.load raises
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,7 +40,8 @@ def parse_input_shape(text: str | Sequence[int]) -> tuple[int, ...]:
     if not isinstance(text, str):
         return tuple(int(d) for d in text)
     try:
-        shape = tuple(int(part) for part in text.replace("x", ",").split(",") if part.strip())
+        separator = "," if "," in text else "x"
+        shape = tuple(int(part) for part in text.split(separator))
     except ValueError:
         raise UsageError(f"bad --input-shape {text!r}", "give comma-separated sizes, e.g. 1,3,224,224") from None
     if not shape or any(d <= 0 for d in shape):
@@ -109,7 +111,7 @@ def _load_weights(module: torch.nn.Module, path: Path) -> None:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
         module.load_state_dict(state)
-    except (RuntimeError, ValueError, OSError) as exc:
+    except (RuntimeError, ValueError, OSError, pickle.UnpicklingError) as exc:
         first_line = str(exc).strip().splitlines()[0]
         raise ModelError(f"cannot load weights {path}: {first_line}", "the file must be a state_dict of this model") from None
 

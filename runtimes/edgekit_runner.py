@@ -6,6 +6,8 @@ Contract (docs/runner-protocol.md is the full text):
     python3 edgekit_runner.py RUN_DIR           reads RUN_DIR/job.json, writes RUN_DIR/result.json
     python3 edgekit_runner.py --probe RUN_DIR   writes device facts + importable runtimes
 
+* job.json "mode": benchmark (latency + memory), outputs (outputs for every input sample, for
+  parity) or evaluate (accuracy over an eval set).
 * result.json is ALWAYS written (atomically: a temp file, then os.replace), also on failure.
   Exit status: 0 when result["ok"] is true, 1 otherwise, 2 for a bad command line (then no
   result can be written).
@@ -69,6 +71,7 @@ FORMAT_RUNTIMES = {
 KNOWN_RUNTIMES = ("onnxruntime", "ai_edge_litert", "tflite_runtime", "tensorflow")
 
 DEFAULT_MAX_RUNS = 100000
+MODES = ("benchmark", "outputs", "evaluate")
 
 # Messages of allocation failures in Python, C++ runtimes and the dynamic loader.
 _OOM_PATTERNS = (
@@ -344,10 +347,16 @@ def decode_throttled(value):
     """Decode `vcgencmd get_throttled` bits (Raspberry Pi) into now / since boot flags."""
     now = {}
     since = {}
+    flags = []
     for name, bit in _THROTTLE_BITS:
         now[name] = bool(value & (1 << bit))
         since[name] = bool(value & (1 << (bit + 16)))
-    return {"raw": hex(value), "now": now, "since_boot": since}
+        if now[name]:
+            flags.append(name + " now")
+        if since[name]:
+            flags.append(name + " since boot")
+    return {"raw": hex(value), "any": bool(flags), "flags": flags, "now": now,
+            "since_boot": since}
 
 
 def _vcgencmd():
@@ -518,19 +527,33 @@ def _plain(value):
 
 
 def _quant_from_job(entry, dtype):
-    """(scale, zero_point, None) from an io_quantization entry, or None."""
+    """(scale, zero_point, axis) from an io_quantization entry, or None.
+
+    scale/zero_point are numbers, or lists for per-axis quantization with "axis" (or TFLite's
+    "quantized_dimension") naming the axis.
+    """
     if not entry:
         return None
+    if not isinstance(entry, dict):
+        raise RunnerError("bad_job", "io_quantization entries must be objects: {!r}".format(entry))
     try:
-        scale = float(entry["scale"])
-        zero = int(entry.get("zero_point", 0))
+        if isinstance(entry.get("scale"), (list, tuple)):
+            scale = np.asarray(entry["scale"], dtype=np.float32)
+            zero = np.asarray(entry.get("zero_point") or [0] * scale.size, dtype=np.int64)
+            axis = int(entry.get("axis", entry.get("quantized_dimension", 0)))
+            if zero.shape != scale.shape:
+                raise ValueError("zero_point and scale differ in length")
+        else:
+            scale = float(entry["scale"])
+            zero = int(entry.get("zero_point", 0) or 0)
+            axis = None
     except (KeyError, TypeError, ValueError):
         raise RunnerError("bad_job", "io_quantization entries need a numeric scale and zero_point: "
                           "{!r}".format(entry))
     if entry.get("dtype") and np.dtype(entry["dtype"]) != dtype:
         raise RunnerError("bad_job", "io_quantization says dtype {} but the model has {}".format(
             entry["dtype"], dtype.name))
-    return (scale, zero, None)
+    return (scale, zero, axis)
 
 
 def _shapes_compatible(spec_shape, shape):
@@ -915,8 +938,8 @@ def read_job(run_dir):
     if job.get("schema_version") != SCHEMA_VERSION:
         raise RunnerError("bad_job", "job.json has schema_version {!r}; this runner reads {}"
                           .format(job.get("schema_version"), SCHEMA_VERSION))
-    if job.get("mode", "benchmark") not in ("benchmark", "evaluate"):
-        raise RunnerError("bad_job", "mode must be benchmark or evaluate, not {!r}".format(
+    if job.get("mode", "benchmark") not in MODES:
+        raise RunnerError("bad_job", "mode must be benchmark, outputs or evaluate, not {!r}".format(
             job.get("mode")))
     if job.get("format") not in FORMAT_RUNTIMES:
         raise RunnerError("bad_job", "format must be onnx or tflite, not {!r}".format(
@@ -996,6 +1019,74 @@ def _benchmark(job, run_dir, session, result):
         raise _wrap("inference", "inference failed while timing", exc)
 
 
+def _chunk_size(session, batch):
+    """Samples per inference: the fixed batch dim of the inputs, or `batch` when dynamic."""
+    fixed = set(spec.shape[0] if spec.shape else None for spec in session._in)
+    if len(fixed) != 1:
+        raise RunnerError("bad_job", "the model's inputs disagree on the batch dimension: {}"
+                          .format([spec.shape for spec in session._in]))
+    fixed = fixed.pop()
+    return (batch, False) if fixed is None else (fixed, True)
+
+
+def _run_chunks(session, arrays, batch, what):
+    """Run the model over arrays with a leading sample dim N; outputs stacked back to N."""
+    n = None
+    for name, arr in arrays.items():
+        if arr.ndim == 0 or (n is not None and arr.shape[0] != n):
+            raise RunnerError("bad_input", "{}: every array needs the same leading (sample) "
+                              "dimension; {!r} has shape {}".format(what, name, list(arr.shape)))
+        n = arr.shape[0]
+    if not n:
+        raise RunnerError("bad_input", "{}: no samples".format(what))
+    chunk, pad = _chunk_size(session, batch)
+    for spec in session._in:
+        arr = arrays.get(spec.name)
+        if arr is not None and not _shapes_compatible(spec.shape[1:], arr.shape[1:]):
+            raise RunnerError("bad_input", "{}: samples of {!r} have shape {} but the model takes "
+                              "{}".format(what, spec.name, list(arr.shape[1:]), spec.shape[1:]))
+    pieces = []
+    for lo in range(0, n, chunk):
+        feeds = {}
+        m = 0
+        for name, arr in arrays.items():
+            part = arr[lo:lo + chunk]
+            m = part.shape[0]
+            if pad and m < chunk:
+                filler = np.zeros((chunk - m,) + part.shape[1:], dtype=part.dtype)
+                part = np.concatenate([part, filler])
+            feeds[name] = part
+        try:
+            outs = session.run(feeds)
+        except RunnerError:
+            raise
+        except Exception as exc:
+            raise _wrap("inference", "inference failed on samples {}..{}".format(lo, lo + m - 1),
+                        exc)
+        pieces.append([np.asarray(o)[:m] for o in outs])
+    outputs = [np.concatenate([p[i] for p in pieces]) for i in range(len(session._out))]
+    return n, chunk, outputs
+
+
+def _outputs(job, run_dir, session, result):
+    """Mode outputs: the (dequantized) outputs for every sample of `inputs`, saved as .npz."""
+    if not job.get("inputs") or not job.get("save_outputs"):
+        raise RunnerError("bad_job", "mode outputs needs inputs and save_outputs")
+    feeds = load_npz(_resolve(run_dir, job["inputs"]), "inputs file")
+    names = [spec.name for spec in session._in]
+    if sorted(feeds) != sorted(names):
+        raise RunnerError("bad_input", "inputs do not match the model: the file has {}, the "
+                          "model takes {}".format(sorted(feeds), names))
+    start = time.perf_counter()
+    n, chunk, outputs = _run_chunks(session, feeds, _int(job, "batch", 64, 1), "inputs")
+    seconds = time.perf_counter() - start
+    target = _resolve(run_dir, job["save_outputs"])
+    with open(target, "wb") as handle:
+        np.savez(handle, **dict((spec.name, out) for spec, out in zip(session._out, outputs)))
+    result["outputs"] = {"n": n, "batch": chunk, "seconds": seconds,
+                         "file": job["save_outputs"], "names": [s.name for s in session._out]}
+
+
 def _evaluate(job, run_dir, session, result):
     spec_eval = job["eval"]
     if len(session._in) != 1:
@@ -1020,30 +1111,11 @@ def _evaluate(job, run_dir, session, result):
     if n == 0 or y.shape[0] != n:
         raise RunnerError("bad_input", "eval data: {} samples in {!r} but {} labels in {!r}"
                           .format(n, x_name, y.shape[0], y_name))
-    spec = session._in[0]
-    if not _shapes_compatible(spec.shape[1:], x.shape[1:]):
-        raise RunnerError("bad_input", "eval samples have shape {} but the model takes {}".format(
-            list(x.shape[1:]), spec.shape[1:]))
     batch = _int(spec_eval, "batch", 64, 1)
-    fixed = spec.shape[0] if spec.shape else None
-    chunk = batch if fixed is None else fixed
-    preds = np.empty(n, dtype=np.int64)
     start = time.perf_counter()
-    for lo in range(0, n, chunk):
-        xb = x[lo:lo + chunk]
-        m = xb.shape[0]
-        if fixed is not None and m < chunk:
-            pad = np.zeros((chunk - m,) + xb.shape[1:], dtype=xb.dtype)
-            xb = np.concatenate([xb, pad])
-        try:
-            out = session.run({spec.name: xb})[0]
-        except RunnerError:
-            raise
-        except Exception as exc:
-            raise _wrap("inference", "inference failed on eval samples {}..{}".format(
-                lo, lo + m - 1), exc)
-        preds[lo:lo + m] = np.asarray(out)[:m].reshape(m, -1).argmax(axis=1)
+    n, chunk, outputs = _run_chunks(session, {session._in[0].name: x}, batch, "eval data")
     seconds = time.perf_counter() - start
+    preds = outputs[0].reshape(n, -1).argmax(axis=1).astype(np.int64)
     correct = int((preds == y.astype(np.int64)).sum())
     result["eval"] = {"n": n, "correct": correct, "accuracy": correct / float(n),
                       "batch": chunk, "seconds": seconds}
@@ -1074,6 +1146,7 @@ def new_result(mode=None):
         "state_before": None,
         "state_after": None,
         "eval": None,
+        "outputs": None,
     }
 
 
@@ -1105,6 +1178,8 @@ def run_job(run_dir, result):
                        "size_bytes": os.path.getsize(model_path)}
     if mode == "benchmark":
         _benchmark(job, run_dir, session, result)
+    elif mode == "outputs":
+        _outputs(job, run_dir, session, result)
     else:
         _evaluate(job, run_dir, session, result)
     result["memory"]["peak_rss_kib"] = rss_high_water_kib()
@@ -1166,7 +1241,15 @@ def main(argv=None):
                                       traceback.format_exc()).to_json()
     if result["memory"]["peak_rss_kib"] is None:
         result["memory"]["peak_rss_kib"] = rss_high_water_kib()
-    write_json_atomic(os.path.join(run_dir, "result.json"), result)
+    path = os.path.join(run_dir, "result.json")
+    try:
+        write_json_atomic(path, result)
+    except Exception as exc:  # a value json cannot write: still leave a result behind
+        fallback = new_result(result.get("mode"))
+        fallback["error"] = {"kind": "internal", "message": "cannot write result.json: {}: {}"
+                             .format(type(exc).__name__, exc)}
+        result = fallback
+        write_json_atomic(path, result)
     if result["error"]:
         sys.stderr.write("edgekit runner: {} error: {}\n".format(
             result["error"]["kind"], result["error"]["message"]))

@@ -135,6 +135,10 @@ def render_text(report: DeployReport) -> str:
 
 def print_report(report: DeployReport, console: Console | None = None) -> None:
     console = console or Console()
+    if not console.is_terminal:
+        # logs and pipes get plain lines, never wrapped at rich's default 80 columns
+        console.file.write(render_text(report) + "\n")
+        return
     console.print(Text(f"edgekit deploy  {report.model} → {report.device} {_target_line(report)}", style="bold"))
     table = Table.grid(padding=(0, 1))
     table.add_column(style="cyan", no_wrap=True)

@@ -33,6 +33,8 @@ class RunResult:
     result: dict[str, Any]
     files: dict[str, Path] = field(default_factory=dict)
     wall_s: float = 0.0
+    bytes_pushed: int = 0  # file bytes sent to the device for this run (0 when its cache had them)
+    transfer: dict[str, int] = field(default_factory=dict)  # this run's share of Target.stats()
 
 
 @dataclass
@@ -67,6 +69,10 @@ class Target(ABC):
     @abstractmethod
     def describe(self) -> TargetInfo:
         """What this target is and what it does (not) reproduce."""
+
+    def stats(self) -> dict[str, int]:
+        """Cumulative transfer counters (connections, bytes pushed, cache hits...); {} when none."""
+        return {}
 
     def __enter__(self) -> "Target":
         self.open()

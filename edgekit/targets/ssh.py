@@ -2,23 +2,30 @@
 
 One connection per target: ``open()`` connects (through ``ProxyJump`` hosts if configured),
 checks the host key before any credential is offered, authenticates, and keeps the transport
-and one SFTP session for every later push and command.
+and one SFTP session for every later push and command. Keep-alives go out every
+``keepalive_s`` seconds and the socket gives up on unacknowledged data after three of them
+(``TCP_USER_TIMEOUT``), so a dead link is noticed in seconds, not after TCP's ~15 minutes.
 
-``run(job, local_dir)``:
+``run(job, local_dir)`` (see :mod:`edgekit.targets.cache` for the device side):
 
-1. creates ``<workdir>/edgekit-run-<uuid>`` (mode 0700, by SFTP; ``~`` in ``workdir`` is the
-   SFTP home directory, never a shell tilde);
-2. pushes the runner, ``job.files`` and ``job.json`` by SFTP;
-3. runs ``<python> edgekit_runner.py <run_dir>`` inside a small POSIX ``sh`` wrapper: every
-   path and argument goes through ``shlex.quote``, the wrapper turns a signal death into
-   ``128+N`` (paramiko reports a bare signal death as -1) and records the kernel's ``oom_kill``
-   counter before and after, so an OOM kill can be told from another ``SIGKILL``;
-4. fetches ``result.json`` and ``job.fetch``, parses with ``parse_result``;
+1. hashes the runner and ``job.files`` on the host (once per file version);
+2. pushes into ``<workdir>/cache/`` only what the device's cache lacks, as ``<sha256>.part``
+   (resuming a transfer a dropped link interrupted), by SFTP; before the first push of a
+   connection the device's Python is checked against the runner's floor (3.6);
+3. runs one *supervisor* process on the device (``python -c SUPERVISOR``, its JSON spec on
+   stdin, so no path or argument is ever a shell word; the few other commands quote every word
+   with ``shlex.quote``). It verifies every transferred or not-yet-verified file by sha256,
+   creates ``<workdir>/edgekit-run-<uuid>`` (mode 0700) with hard links into the cache,
+   forks the runner, and reports its exit status, its peak RSS (``wait4``, so also after an
+   OOM kill) and the kernel's ``oom_kill`` counter around the run;
+4. takes ``result.json`` from the supervisor's stdout, fetches ``job.fetch`` by SFTP, parses
+   with ``parse_result``;
 5. removes the run directory on every path (``finally``); a failed removal is retried in
-   ``close()``.
+   ``close()``. When the link drops mid-run, it reconnects (for up to ``reconnect_s``), waits
+   for the runner and keeps its result if it finished.
 
-Secrets never reach a message or a log line: a password is only handed to paramiko, and key
-files are named by path, agent keys by type and fingerprint.
+Secrets never reach a message or a log line: a password or passphrase is only handed to
+paramiko, and key files are named by path, agent keys by type and fingerprint.
 """
 
 from __future__ import annotations
@@ -31,12 +38,13 @@ import re
 import shlex
 import socket
 import stat
+import threading
 import time
 import uuid
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator, Union
 
 import paramiko
 
@@ -53,6 +61,28 @@ from edgekit.errors import (
 )
 from edgekit.resources import RUNNER_NAME, runner_path
 from edgekit.targets.base import RunJob, RunResult, Target, TargetInfo, parse_result
+from edgekit.targets.cache import (
+    CACHE_DIR_NAME,
+    CACHE_MARK,
+    EXIT_CACHE_BAD,
+    EXIT_PYTHON_TOO_OLD,
+    EXIT_SETUP_FAILED,
+    MIN_PYTHON,
+    PART_SUFFIX,
+    PIDS_NAME,
+    PYTHON_MARK,
+    SETUP_MARK,
+    STATUS_MARK,
+    STATUS_NAME,
+    SUPERVISOR,
+    TransferStats,
+    file_digest,
+    is_digest,
+    parse_marker_json,
+    read_local,
+    split_inline_result,
+    strip_markers,
+)
 from edgekit.targets.hostkeys import KnownHosts, fingerprint
 from edgekit.targets.sshconfig import (
     Endpoint,
@@ -66,47 +96,45 @@ log = logging.getLogger(__name__)
 RUN_DIR_PREFIX = "edgekit-run-"
 RESULT_NAME = "result.json"
 JOB_NAME = "job.json"
-PIDS_NAME = ".edgekit-pids"
 DEFAULT_KEEPALIVE_S = 15
-OUTPUT_TAIL_BYTES = 64 * 1024
-_STATUS_MARK = "@@edgekit-status"
+KEEPALIVE_COUNT_MAX = 3  # as OpenSSH's ServerAliveCountMax
+DEFAULT_RECONNECT_S = 30.0
+STDERR_TAIL_BYTES = 64 * 1024
+STDOUT_TAIL_BYTES = 4 << 20  # holds an inline result.json (cache.INLINE_RESULT_MAX) and more
+PUSH_CHUNK = 32768
+RESERVED_NAMES = (JOB_NAME, RUNNER_NAME, RESULT_NAME, PIDS_NAME, STATUS_NAME)
+STALE_RUN_DIR_S = 3600  # `clean_cache` also removes run directories idle this long
 
-# Runs "$@" (python runner run_dir) in RUN_DIR ($1). POSIX sh so it works with any login shell
-# that can run `sh -c` (bash, dash, busybox ash, zsh). Records both pids for a timeout kill and
-# the oom_kill counter of /proc/vmstat (kernel >= 4.13, world-readable) around the run.
-_WRAPPER = r"""d=$1; shift
-cd "$d" || exit 125
-o0=$(grep -s '^oom_kill ' /proc/vmstat)
-"$@" </dev/null &
-p=$!
-echo "$$ $p" > .edgekit-pids
-wait "$p"
-rc=$?
-o1=$(grep -s '^oom_kill ' /proc/vmstat)
-mt=$(grep -s '^MemTotal:' /proc/meminfo)
-printf '\n@@edgekit-status rc=%s oom0=%s oom1=%s memtotal=%s\n' "$rc" "${o0#oom_kill }" "${o1#oom_kill }" "$mt" >&2
-exit "$rc"
-"""
+Passphrase = Union[str, Callable[[Path], Union[str, None]], None]
 
 _OOM_STDERR = re.compile(
     r"MemoryError|std::bad_alloc|Cannot allocate memory|Failed to allocate memory|out of memory",
     re.IGNORECASE,
 )
 _DISK_FULL_STDERR = re.compile(r"No space left on device|Disk quota exceeded", re.IGNORECASE)
+_ENOSPC = {28, 122}  # ENOSPC, EDQUOT
 
 
 @dataclass
 class _Exec:
-    """What one remote command did."""
+    """What one remote command did (for the supervisor: what its status line said)."""
 
     status: int  # exit status; -1 when the remote process died by a signal without a status
     stdout: bytes
-    stderr: bytes  # without the wrapper's status line
+    stderr: bytes  # without the supervisor's marker lines
     wall_s: float
     oom_before: int | None = None
     oom_after: int | None = None
     mem_total_mib: int | None = None
-    wrapped: bool = False  # the wrapper's status line was seen
+    mem_limit_mib: int | None = None  # the cgroup's limit, when lower than MemTotal
+    peak_mib: float | None = None  # the runner's peak RSS (wait4), also after a kill
+    supervised: bool = False  # the supervisor's status line was seen
+    verified: list[str] = field(default_factory=list)  # digests the device hashed and found right
+    cache_bad: dict[str, str] = field(default_factory=dict)  # digest -> "missing" | "corrupt"
+    setup_error: dict[str, Any] | None = None
+    python_version: str | None = None  # from the supervisor's version check
+    result: bytes | None = None  # result.json, when it came inline on stdout
+    recovered: bool = False  # picked up after a reconnect
 
     @property
     def killed_by_oom(self) -> bool | None:
@@ -124,7 +152,7 @@ class _Exec:
 class _Tail:
     """Keeps the last ``limit`` bytes of a stream."""
 
-    def __init__(self, limit: int = OUTPUT_TAIL_BYTES) -> None:
+    def __init__(self, limit: int) -> None:
         self.limit = limit
         self.data = bytearray()
 
@@ -135,6 +163,10 @@ class _Tail:
 
     def value(self) -> bytes:
         return bytes(self.data[-self.limit :])
+
+
+class _KeyLocked(Exception):
+    """An encrypted key file that could not be opened (the message says why; no secret in it)."""
 
 
 def _quote_all(parts: list[str]) -> str:
@@ -155,6 +187,20 @@ def _check_relative_name(name: str, what: str) -> str:
     return str(path)
 
 
+def _mib(n: int) -> str:
+    return f"{n / (1 << 20):.1f} MiB"
+
+
+@dataclass
+class _Entry:
+    """One file of a run: its name in the run directory and its cache identity."""
+
+    name: str
+    local: Path
+    digest: str
+    size: int
+
+
 class SSHTarget(Target):
     """Runs the runner on a device reached over SSH.
 
@@ -162,17 +208,23 @@ class SSHTarget(Target):
     (``~/.ssh/config`` unless ``ssh_config`` says otherwise: HostName, User, Port,
     IdentityFile, IdentitiesOnly, ProxyJump, ServerAliveInterval, ConnectTimeout,
     UserKnownHostsFile are honoured). Explicit ``user``/``port`` win over the address, which
-    wins over the config.
+    wins over the config, which wins over ``default_user``/``default_port`` (a device
+    profile's), which win over the local user name and port 22.
 
     ``python`` is the interpreter command on the device; it may hold arguments
     (``"env PYTHONPATH=/opt/site python3"``): it is split with ``shlex.split`` and every word
-    quoted again. ``workdir`` holds the per-run directories (``~`` is the login's home).
-    ``key_filename`` (a path or a list) is tried first, then IdentityFile lines, then the
-    ssh-agent (``use_agent``), then ``~/.ssh/id_*`` when no key file was named; ``password`` is
-    tried last, only when given. ``known_hosts`` defaults to ``~/.ssh/known_hosts`` (plus
-    ``/etc/ssh/ssh_known_hosts``); ``accept_new_host_key`` records an unknown host's key there,
-    a changed key is always refused. ``runner`` overrides the runner file (tests).
-    ``profile_name`` / ``memory_mib`` describe the device in out-of-memory messages.
+    quoted again. ``workdir`` holds the per-run directories and the cache (``~`` is the
+    login's home). ``key_filename`` (a path or a list) is tried first, then IdentityFile
+    lines, then the ssh-agent (``use_agent``), then ``~/.ssh/id_*`` when no key file was named;
+    an encrypted key file is opened with ``passphrase`` (a string, or a callable taking the
+    key's path: the CLI's prompt), else skipped. ``password`` is tried last, only when given.
+    ``known_hosts`` defaults to ``~/.ssh/known_hosts`` (plus ``/etc/ssh/ssh_known_hosts``);
+    ``accept_new_host_key`` records an unknown host's key there, a changed key is always
+    refused. ``connect_timeout`` bounds each connection attempt, ``command_timeout`` a run
+    (and a silent SFTP operation), ``keepalive_s`` the keep-alive interval, ``reconnect_s``
+    how long a run whose link dropped tries to reconnect and collect its result. ``runner``
+    overrides the runner file (tests). ``profile_name`` / ``memory_mib`` describe the device
+    in out-of-memory messages.
     """
 
     def __init__(
@@ -185,6 +237,7 @@ class SSHTarget(Target):
         workdir: str = "~/.cache/edgekit",
         key_filename: str | os.PathLike[str] | list[str | os.PathLike[str]] | None = None,
         password: str | None = None,
+        passphrase: Passphrase = None,
         known_hosts: str | os.PathLike[str] | None = None,
         accept_new_host_key: bool = False,
         connect_timeout: float = 10,
@@ -194,7 +247,10 @@ class SSHTarget(Target):
         memory_mib: int | None = None,
         runner: str | os.PathLike[str] | None = None,
         use_agent: bool = True,
-        keepalive_s: int = DEFAULT_KEEPALIVE_S,
+        keepalive_s: float = DEFAULT_KEEPALIVE_S,
+        reconnect_s: float = DEFAULT_RECONNECT_S,
+        default_user: str | None = None,
+        default_port: int | None = None,
     ) -> None:
         if isinstance(key_filename, (str, os.PathLike)):
             key_files = [Path(os.path.expanduser(str(key_filename)))]
@@ -202,13 +258,22 @@ class SSHTarget(Target):
             key_files = [Path(os.path.expanduser(str(k))) for k in (key_filename or [])]
         self._config = load_ssh_config(ssh_config)
         self.endpoint: Endpoint = resolve_endpoint(
-            host, self._config, user=user, port=port, key_filenames=key_files
+            host,
+            self._config,
+            user=user,
+            port=port,
+            key_filenames=key_files,
+            default_user=default_user,
+            default_port=default_port,
         )
         self.python_argv = shlex.split(python) if python else []
         if not self.python_argv:
             raise UsageError("the device's python command is empty", "pass e.g. --python python3")
         self.python = python
         self.workdir = workdir
+        for name, value in (("connect timeout", connect_timeout), ("command timeout", command_timeout)):
+            if not float(value) > 0:
+                raise UsageError(f"the {name} must be a positive number of seconds, not {value!r}")
         self.connect_timeout = float(connect_timeout)
         self.command_timeout = float(command_timeout)
         self.accept_new_host_key = accept_new_host_key
@@ -217,15 +282,22 @@ class SSHTarget(Target):
         self.runner = Path(runner) if runner is not None else None
         self.use_agent = use_agent
         self.keepalive_s = keepalive_s
+        self.reconnect_s = float(reconnect_s)
         self._password = password  # never logged, never put in a message
+        self._passphrase = passphrase  # idem
+        self._keys: dict[Path, paramiko.PKey] = {}  # decrypted key files, for reconnects
         self._known_hosts_arg = known_hosts
         self._known_hosts: dict[Path, KnownHosts] = {}
         self._transport: paramiko.Transport | None = None
         self._hops: list[paramiko.Transport] = []
         self._sftp: paramiko.SFTPClient | None = None
         self._home: str | None = None
-        self._workdir_ready: str | None = None
+        self._dirs_ready: set[str] = set()  # remote folders made on this connection
+        self._verified: set[str] = set()  # cache entries the device hashed on this connection
+        self._python_ok: set[tuple[str, ...]] = set()  # python commands checked on this connection
         self._leftovers: list[str] = []  # run dirs whose removal failed; retried in close()
+        self._stats = TransferStats()
+        self._lock = threading.RLock()  # one operation at a time on the connection
 
     # ------------------------------------------------------------------ public API
 
@@ -242,114 +314,168 @@ class SSHTarget(Target):
     def is_open(self) -> bool:
         return self._transport is not None and self._transport.is_active()
 
+    @property
+    def sftp(self) -> paramiko.SFTPClient | None:
+        """The connection's SFTP session (None until ``open()``)."""
+        return self._sftp
+
+    @property
+    def cache_dir(self) -> str:
+        """The device's cache folder (absolute once connected)."""
+        return posixpath.join(self._remote_workdir(), CACHE_DIR_NAME)
+
+    def stats(self) -> dict[str, int]:
+        """What this target moved so far: connections, bytes pushed, cache hits, ... (cumulative)."""
+        return self._stats.to_dict()
+
     def open(self) -> None:
         """Connect, check the host key, authenticate and start SFTP. Idempotent."""
-        if self.is_open and self._sftp is not None:
-            return
-        self._close_connection()
-        hops: list[paramiko.Transport] = []
-        try:
-            sock: Any = None
-            previous: Endpoint | None = None
-            for endpoint in [*self.endpoint.jumps, self.endpoint]:
-                if previous is not None:
-                    sock = self._open_forward(hops[-1], previous, endpoint)
-                hops.append(self._connect_endpoint(endpoint, sock))
-                previous = endpoint
-            transport = hops[-1]
+        with self._lock:
+            if self.is_open and self._sftp is not None:
+                return
+            self._close_connection()
+            hops: list[paramiko.Transport] = []
             try:
-                self._sftp = transport.open_sftp_client()
-                self._sftp.get_channel().settimeout(self.command_timeout)
-                self._home = self._sftp.normalize(".")
-            except (paramiko.SSHException, EOFError, OSError) as exc:
-                raise ConnectionFailedError(
-                    f"{self.address} accepted the login but its SFTP subsystem did not start: {exc}",
-                    "enable SFTP on the device (`Subsystem sftp internal-sftp` in sshd_config)",
-                ) from exc
-        except BaseException:
-            for transport in reversed(hops):
-                transport.close()
-            self._sftp = None
-            raise
-        self._transport = hops[-1]
-        self._hops = hops[:-1]
-        log.debug("connected to %s (home %s)", self.address, self._home)
+                sock: Any = None
+                previous: Endpoint | None = None
+                for endpoint in [*self.endpoint.jumps, self.endpoint]:
+                    if previous is not None:
+                        sock = self._open_forward(hops[-1], previous, endpoint)
+                    hops.append(self._connect_endpoint(endpoint, sock))
+                    previous = endpoint
+                transport = hops[-1]
+                try:
+                    self._sftp = transport.open_sftp_client()
+                    self._sftp.get_channel().settimeout(self.command_timeout)
+                    self._home = self._sftp.normalize(".")
+                except (paramiko.SSHException, EOFError, OSError) as exc:
+                    raise ConnectionFailedError(
+                        f"{self.address} accepted the login but its SFTP subsystem did not start: {exc}",
+                        "enable SFTP on the device (`Subsystem sftp internal-sftp` in sshd_config)",
+                    ) from exc
+            except BaseException:
+                for transport in reversed(hops):
+                    transport.close()
+                self._sftp = None
+                raise
+            self._transport = hops[-1]
+            self._hops = hops[:-1]
+            if self._stats.connections:
+                self._stats.reconnects += 1
+            self._stats.connections += 1
+            log.debug("connected to %s (home %s)", self.address, self._home)
 
     def run(self, job: RunJob, local_dir: Path) -> RunResult:
         """Run one job in a fresh run directory; see the module docstring."""
         local_dir = Path(local_dir)
-        names = {_check_relative_name(name, "job file"): path for name, path in job.files.items()}
-        for reserved in (JOB_NAME, RUNNER_NAME, RESULT_NAME, PIDS_NAME):
+        names = {_check_relative_name(name, "job file"): Path(path) for name, path in job.files.items()}
+        for reserved in RESERVED_NAMES:
             if reserved in names:
                 raise UsageError(f"a job file may not be called {reserved!r} (the runner protocol uses it)")
         fetch = [_check_relative_name(name, "fetched file") for name in job.fetch]
         for local in names.values():
-            if not Path(local).is_file():
+            if not local.is_file():
                 raise UsageError(f"the job file {local} does not exist")
-        runner = self._runner_file()
-
-        self._ensure_open()
-        run_dir = self._make_run_dir()
-        try:
-            self._push(run_dir, runner, names, job.job)
-            done = self._exec(
-                _quote_all(["/bin/sh", "-c", _WRAPPER, "edgekit", run_dir, *self.python_argv,
-                            posixpath.join(run_dir, RUNNER_NAME), run_dir]),
-                timeout=self.command_timeout,
-                run_dir=run_dir,
-            )
-            result = self._read_result(run_dir, done)
-            files = self._fetch(run_dir, fetch, local_dir)
-            return RunResult(result=result, files=files, wall_s=done.wall_s)
-        finally:
-            self._remove_run_dir(run_dir)
+        files = {RUNNER_NAME: self._runner_file(), **names}
+        with self._lock:
+            before = self._stats.copy()
+            run_dir = ""
+            try:
+                run_dir, done = self._supervised(files, job.job, [], "running the job")
+                result = self._read_result(run_dir, done)
+                if done.recovered:
+                    result.setdefault("notes", []).append(
+                        f"the connection to {self.address} dropped during the run; edgekit reconnected "
+                        "and collected the finished run's result"
+                    )
+                fetched = self._fetch(run_dir, fetch, local_dir)
+                self._stats.runs += 1
+            finally:
+                if run_dir:
+                    self._remove_run_dir(run_dir)
+            moved = self._stats.minus(before)
+            return RunResult(result=result, files=fetched, wall_s=done.wall_s,
+                             bytes_pushed=moved.bytes_pushed, transfer=moved.to_dict())
 
     def probe(self) -> dict[str, Any]:
         """Run ``runner --probe`` on the device and return its facts (for ``edgekit doctor``)."""
-        runner = self._runner_file()
-        self._ensure_open()
-        run_dir = self._make_run_dir()
-        try:
-            self._push(run_dir, runner, {}, None)
-            done = self._exec(
-                _quote_all(["/bin/sh", "-c", _WRAPPER, "edgekit", run_dir, *self.python_argv,
-                            posixpath.join(run_dir, RUNNER_NAME), "--probe", run_dir]),
-                timeout=self.command_timeout,
-                run_dir=run_dir,
-            )
-            for name in ("probe.json", RESULT_NAME):
-                raw = self._read_remote(posixpath.join(run_dir, name))
-                if raw is not None:
-                    break
-            else:
-                raw = done.stdout.strip() or None
-            if raw is None:
-                raise self._failure_error(done, "probing the device")
+        files = {RUNNER_NAME: self._runner_file()}
+        with self._lock:
+            run_dir = ""
             try:
-                facts = json.loads(raw)
-            except ValueError:
-                raise self._failure_error(done, "probing the device") from None
-            if not isinstance(facts, dict):
-                raise RunnerFailedError(f"the runner's probe on {self.address} did not write a JSON object")
-            if "ok" in facts and not facts.get("ok"):
-                parse_result(json.dumps(facts), self.address)  # raises the typed error
-            return facts
-        finally:
-            self._remove_run_dir(run_dir)
+                run_dir, done = self._supervised(files, None, ["--probe"], "probing the device")
+                raw = done.result if done.result is not None else self._read_remote(
+                    posixpath.join(run_dir, RESULT_NAME))
+                if raw is None:
+                    raise self._failure_error(done, "probing the device")
+                try:
+                    facts = json.loads(raw)
+                except ValueError:
+                    raise self._failure_error(done, "probing the device") from None
+                if not isinstance(facts, dict):
+                    raise RunnerFailedError(f"the runner's probe on {self.address} did not write a JSON object")
+                if "ok" in facts and not facts.get("ok"):
+                    parse_result(json.dumps(facts), self.address)  # raises the typed error
+                return facts
+            finally:
+                if run_dir:
+                    self._remove_run_dir(run_dir)
 
     def exec(self, argv: list[str], timeout: float | None = None) -> tuple[int, str, str]:
         """Run one command on the device (each argument quoted); ``(status, stdout, stderr)``."""
-        self._ensure_open()
-        done = self._exec(_quote_all(argv), timeout=timeout or self.command_timeout)
+        with self._lock:
+            self._ensure_open()
+            done = self._exec(_quote_all(argv), timeout=timeout or self.command_timeout)
         return done.status, done.stdout.decode("utf-8", "replace"), done.stderr.decode("utf-8", "replace")
+
+    def clean_cache(self) -> dict[str, Any]:
+        """Remove the device's cache (and run directories idle for an hour); say what went.
+
+        Returns ``{"cache_dir", "entries", "bytes", "run_dirs"}``.
+        """
+        with self._lock:
+            self._ensure_open()
+            assert self._sftp is not None
+            cache_dir = self.cache_dir
+            entries, size = 0, 0
+            with self._guard("listing the cache"):
+                try:
+                    for attrs in self._sftp.listdir_attr(cache_dir):
+                        entries += 1
+                        size += attrs.st_size or 0
+                except FileNotFoundError:
+                    pass
+            stale: list[str] = []
+            with self._guard("listing the work directory"):
+                try:
+                    now = time.time()
+                    for attrs in self._sftp.listdir_attr(self._remote_workdir()):
+                        if (attrs.filename.startswith(RUN_DIR_PREFIX)
+                                and now - (attrs.st_mtime or now) > STALE_RUN_DIR_S):
+                            stale.append(posixpath.join(self._remote_workdir(), attrs.filename))
+                except FileNotFoundError:
+                    pass
+            done = self._exec(_quote_all(["rm", "-rf", "--", cache_dir, *stale]), timeout=self.command_timeout)
+            if done.status != 0:
+                raise TargetError(f"could not remove {cache_dir!r} on {self.address}: {done.stderr_tail(3)}")
+            self._verified.clear()
+            self._dirs_ready.discard(cache_dir)
+            return {"cache_dir": cache_dir, "entries": entries, "bytes": size, "run_dirs": len(stale)}
 
     def close(self) -> None:
         """Remove run directories left by failed cleanups, then close SFTP and the connection(s)."""
-        if self._leftovers and self.is_open:
-            for run_dir in list(self._leftovers):
-                self._leftovers.remove(run_dir)
-                self._remove_run_dir(run_dir)
-        self._close_connection()
+        with self._lock:
+            if self._leftovers:
+                try:
+                    self._ensure_open()
+                except EdgekitError as exc:
+                    log.warning("could not reconnect to %s to remove %s: %s", self.address,
+                                ", ".join(self._leftovers), exc)
+                for run_dir in list(self._leftovers):
+                    self._leftovers.remove(run_dir)
+                    if self.is_open:
+                        self._remove_run_dir(run_dir)
+            self._close_connection()
 
     def describe(self) -> TargetInfo:
         not_reproduced: list[str] = []
@@ -381,7 +507,7 @@ class SSHTarget(Target):
         timeout = self._timeout_for(endpoint)
         where = endpoint.host_port
         try:
-            return socket.create_connection((endpoint.host, endpoint.port), timeout=timeout)
+            sock = socket.create_connection((endpoint.host, endpoint.port), timeout=timeout)
         except socket.gaierror as exc:
             raise ConnectionFailedError(
                 f"cannot resolve the host name {endpoint.host!r} (for {where}): {exc.strerror or exc}",
@@ -404,6 +530,16 @@ class SSHTarget(Target):
                 f"cannot connect to {where}: {exc.strerror or exc}",
                 "check the address and that the device is on this network",
             ) from None
+        # A dead link shows as data that is never acknowledged (keep-alives are data): give up
+        # after KEEPALIVE_COUNT_MAX keep-alive intervals, as ServerAliveCountMax would.
+        if hasattr(socket, "TCP_USER_TIMEOUT"):
+            keepalive = endpoint.keepalive_s or self.keepalive_s
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT,
+                                int(max(keepalive, 1) * KEEPALIVE_COUNT_MAX * 1000))
+            except OSError:
+                pass
+        return sock
 
     def _open_forward(self, via: paramiko.Transport, jump: Endpoint, endpoint: Endpoint) -> paramiko.Channel:
         """A ``direct-tcpip`` channel from the jump host ``jump`` to ``endpoint``."""
@@ -442,6 +578,9 @@ class SSHTarget(Target):
             )
             try:
                 transport.start_client(timeout=timeout)
+                # start_client returns quietly when its timeout passes mid-negotiation
+                if not (transport.is_active() and transport.initial_kex_done):
+                    raise socket.timeout("the key exchange did not finish")
             except (paramiko.SSHException, EOFError, OSError) as exc:
                 text = str(exc)
                 if "banner" in text.lower() or isinstance(exc, (socket.timeout, TimeoutError)):
@@ -513,12 +652,9 @@ class SSHTarget(Target):
                         skipped.append(f"key file {path} (does not exist)")
                     continue
                 try:
-                    key = paramiko.PKey.from_path(path)
-                except paramiko.PasswordRequiredException:
-                    skipped.append(f"key file {path} (encrypted: add it to ssh-agent)")
-                    continue
-                except TypeError:  # cryptography: "Password was not given but private key is encrypted"
-                    skipped.append(f"key file {path} (encrypted: add it to ssh-agent)")
+                    key = self._load_key(path)
+                except _KeyLocked as exc:
+                    skipped.append(f"key file {path} ({exc})")
                     continue
                 except OSError as exc:
                     skipped.append(f"key file {path} (cannot read it: {exc.strerror})")
@@ -564,17 +700,35 @@ class SSHTarget(Target):
             message = f"edgekit had no credential to offer {endpoint.address}"
             hint = (
                 "no usable SSH key was found (no ssh-agent key, no ~/.ssh/id_ed25519, id_ecdsa or id_rsa): "
-                "create one with `ssh-keygen -t ed25519`, install it with `ssh-copy-id`, or pass --key PATH"
+                "create one with `ssh-keygen -t ed25519`, install it with `ssh-copy-id`, or pass --identity PATH"
             )
         else:
             message = f"{endpoint.address} refused every credential edgekit offered"
             hint = (
-                f"add your public key to ~{user}/.ssh/authorized_keys on the device, or pass --key PATH"
+                f"add your public key to ~{user}/.ssh/authorized_keys on the device, or pass --identity PATH"
             )
         details = "; ".join(tried + skipped)
         if details:
             hint += f". Tried: {details}"
         raise AuthFailedError(message, hint)
+
+    def _load_key(self, path: Path) -> paramiko.PKey:
+        """A key file as a PKey; an encrypted one is opened with the passphrase (asked once)."""
+        if path in self._keys:
+            return self._keys[path]
+        try:
+            key = paramiko.PKey.from_path(path)
+        except (paramiko.PasswordRequiredException, TypeError):  # TypeError: cryptography's "no password"
+            passphrase = self._passphrase(path) if callable(self._passphrase) else self._passphrase
+            if not passphrase:
+                raise _KeyLocked("encrypted: add it to ssh-agent, or run edgekit where it can ask for "
+                                 "the passphrase") from None
+            try:
+                key = paramiko.PKey.from_path(path, passphrase.encode("utf-8"))
+            except (ValueError, TypeError, paramiko.SSHException):
+                raise _KeyLocked("encrypted, and the passphrase did not open it") from None
+        self._keys[path] = key
+        return key
 
     def _ensure_open(self) -> None:
         if not (self.is_open and self._sftp is not None):
@@ -594,7 +748,7 @@ class SSHTarget(Target):
         self._sftp = None
         self._transport = None
         self._hops = []
-        self._workdir_ready = None
+        self._dirs_ready = set()
 
     @contextmanager
     def _guard(self, doing: str) -> Iterator[None]:
@@ -607,7 +761,7 @@ class SSHTarget(Target):
             raise ConnectionFailedError(
                 f"{self.address} stopped answering while {doing} (no reply within "
                 f"{self.command_timeout:g} s)",
-                "check the device and the network, or raise --command-timeout",
+                "check the device and the network, then retry (or raise --command-timeout)",
             ) from None
         except (paramiko.SSHException, EOFError, OSError) as exc:
             if not self.is_open:
@@ -627,6 +781,13 @@ class SSHTarget(Target):
                 "reinstall edgekit",
             )
         return runner
+
+    def _python_command(self) -> list[str]:
+        """The python argv with a leading ``~/`` made absolute (the words are quoted later)."""
+        first, rest = self.python_argv[0], self.python_argv[1:]
+        if first.startswith("~/") and self._home:
+            first = self._home + first[1:]
+        return [first, *rest]
 
     def _remote_workdir(self) -> str:
         home = self._home or "."
@@ -660,56 +821,116 @@ class SSHTarget(Target):
         if not stat.S_ISDIR(attrs.st_mode or 0):
             raise UsageError(f"the device's work directory {path!r} exists but is not a directory")
 
-    def _make_run_dir(self) -> str:
-        workdir = self._remote_workdir()
-        run_dir = posixpath.join(workdir, RUN_DIR_PREFIX + uuid.uuid4().hex)
-        assert self._sftp is not None
-        with self._guard("creating the run directory"):
+    def _ensure_dirs(self) -> str:
+        """Make the work directory and the cache (mode 0700) once per connection; the cache dir."""
+        cache_dir = self.cache_dir
+        if cache_dir in self._dirs_ready:
+            return cache_dir
+        with self._guard("creating the work directory"):
             try:
-                if self._workdir_ready != workdir:
-                    self._mkdirs(workdir)
-                    self._workdir_ready = workdir
-                self._sftp.mkdir(run_dir, mode=0o700)
-                self._sftp.chmod(run_dir, 0o700)
+                self._mkdirs(cache_dir)
             except PermissionError:
                 raise TargetError(
-                    f"cannot create {run_dir!r} on {self.address}: permission denied",
-                    "pass a writable --workdir",
+                    f"cannot create {cache_dir!r} on {self.address}: permission denied",
+                    "set a writable ssh.workdir in the device profile",
                 ) from None
-        return run_dir
+        self._dirs_ready.add(cache_dir)
+        return cache_dir
 
-    def _push(self, run_dir: str, runner: Path, files: dict[str, Path], job: dict[str, Any] | None) -> None:
+    # ------------------------------------------------------------------ the cache
+
+    def _entries(self, files: dict[str, Path]) -> list[_Entry]:
+        entries = []
+        for name, local in files.items():
+            try:
+                digest, size = file_digest(local)
+            except OSError as exc:
+                raise UsageError(f"cannot read the job file {local}: {exc.strerror or exc}") from None
+            entries.append(_Entry(name, Path(local), digest, size))
+        return entries
+
+    def _sync_cache(self, entries: list[_Entry]) -> list[list[str | None]]:
+        """Push what the device's cache lacks; return what the supervisor must verify.
+
+        Entries verified earlier on this target are trusted; the others are looked up with one
+        directory listing: present with the right size → verify in place; else push (resuming a
+        ``.part``) → verify the part.
+        """
         assert self._sftp is not None
-        sftp = self._sftp
-        pushes = [(RUNNER_NAME, runner), *files.items()]
-        needed = sum(Path(p).stat().st_size for _, p in pushes)
-        made = {run_dir}
-        current = ""
+        unknown: dict[str, _Entry] = {}
+        for entry in entries:
+            if entry.digest in self._verified:
+                self._stats.files_cached += 1
+                self._stats.bytes_cached += entry.size
+            else:
+                unknown.setdefault(entry.digest, entry)
+        if not unknown:
+            return []
+        cache_dir = self._ensure_dirs()
+        with self._guard("listing the device's cache"):
+            listing = {a.filename: a.st_size or 0 for a in self._sftp.listdir_attr(cache_dir)}
+        verify: list[list[str | None]] = []
+        missing: list[_Entry] = []
+        for digest, entry in unknown.items():
+            if listing.get(digest) == entry.size:
+                verify.append([digest, None])
+                self._stats.files_cached += 1
+                self._stats.bytes_cached += entry.size
+            else:
+                missing.append(entry)
+        if missing:
+            self._check_python()  # no byte moves to a device whose Python cannot run the runner
+            needed = sum(e.size - self._resumable(listing, e) for e in missing)
+            for entry in missing:
+                part = self._push_file(cache_dir, entry, self._resumable(listing, entry), needed)
+                verify.append([entry.digest, part])
+        return verify
+
+    @staticmethod
+    def _resumable(listing: dict[str, int], entry: _Entry) -> int:
+        part = listing.get(entry.digest + PART_SUFFIX, 0)
+        return part if 0 < part < entry.size else 0
+
+    def _push_file(self, cache_dir: str, entry: _Entry, offset: int, needed: int) -> str:
+        """Send ``entry`` to ``<cache>/<sha256>.part`` from ``offset``; the part's path."""
+        assert self._sftp is not None
+        part = posixpath.join(cache_dir, entry.digest + PART_SUFFIX)
+        sent = 0
         try:
-            with self._guard("pushing files"):
-                for name, local in pushes:
-                    current = name
-                    remote = posixpath.join(run_dir, name)
-                    parent = posixpath.dirname(remote)
-                    if parent not in made:
-                        self._mkdirs(parent)
-                        made.add(parent)
-                    sftp.put(str(local), remote)
-                if job is not None:
-                    current = JOB_NAME
-                    with sftp.open(posixpath.join(run_dir, JOB_NAME), "w") as handle:
-                        handle.write(json.dumps(job, indent=1).encode("utf-8"))
+            with self._guard(f"pushing {entry.name!r}"):
+                with self._sftp.open(part, "ab" if offset else "wb") as remote:
+                    remote.set_pipelined(True)
+                    for block in read_local(entry.local, offset, PUSH_CHUNK):
+                        remote.write(block)
+                        sent += len(block)
+                        self._stats.bytes_pushed += len(block)
+        except ConnectionFailedError as exc:
+            done = offset + sent
+            raise ConnectionFailedError(
+                f"{exc.message} ({_mib(done)} of {_mib(entry.size)} sent)",
+                "check the device and the network, then run again: what was sent stays in the device's "
+                "cache and the transfer resumes from there",
+            ) from None
         except TargetError as exc:
-            if isinstance(exc, ConnectionFailedError) or not self.is_open:
-                raise
-            free_kib = self._free_kib(run_dir)
+            self._remove_quietly(part)
+            free_kib = self._free_kib(cache_dir)
             if free_kib is not None and free_kib * 1024 < needed + (1 << 20):
                 raise RemoteDiskFullError(
                     f"the device's disk is full: {free_kib // 1024} MiB free under {self._remote_workdir()!r} "
                     f"on {self.address}, the run needs {needed / (1 << 20):.1f} MiB",
-                    "free space on the device, or pass a --workdir on a larger filesystem",
+                    DISK_FULL_HINT,
                 ) from None
-            raise TargetError(f"could not push {current!r} to {self.address}: {exc}") from None
+            raise TargetError(f"could not push {entry.name!r} to {self.address}: {exc}") from None
+        self._stats.files_pushed += 1
+        self._stats.bytes_resumed += offset
+        return part
+
+    def _remove_quietly(self, path: str) -> None:
+        try:
+            assert self._sftp is not None
+            self._sftp.remove(path)
+        except Exception:  # noqa: BLE001 - best effort
+            pass
 
     def _free_kib(self, path: str) -> int | None:
         try:
@@ -721,6 +942,116 @@ class SSHTarget(Target):
             return int(lines[-1].split()[3])
         except (IndexError, ValueError):
             return None
+
+    # ------------------------------------------------------------------ the supervisor
+
+    def _supervisor_command(self) -> str:
+        return _quote_all([*self._python_command(), "-c", SUPERVISOR])
+
+    def _check_python(self) -> None:
+        """Fail fast (before pushing) when the device's Python is missing or too old."""
+        key = tuple(self.python_argv)
+        if key in self._python_ok:
+            return
+        done = self._exec(self._supervisor_command(), timeout=min(self.command_timeout, 120),
+                          stdin=json.dumps({"mode": "check"}).encode("utf-8"))
+        if done.status != 0 or done.python_version is None:
+            raise self._failure_error(done, "checking the device's Python")
+        self._python_ok.add(key)
+
+    def _supervised(self, files: dict[str, Path], job: dict[str, Any] | None, args: list[str],
+                    doing: str) -> tuple[str, _Exec]:
+        """Sync the cache and run the runner under the supervisor; ``(run_dir, what it did)``.
+
+        A cache entry the supervisor found missing or corrupt is pushed again (twice at most).
+        """
+        entries = self._entries(files)
+        self._ensure_open()
+        run_dir = posixpath.join(self._remote_workdir(), RUN_DIR_PREFIX + uuid.uuid4().hex)
+        deadline = time.monotonic() + self.command_timeout
+        done: _Exec | None = None
+        for attempt in range(3):
+            verify = self._sync_cache(entries)
+            spec = {
+                "cache": self.cache_dir,
+                "run_dir": run_dir,
+                "verify": verify,
+                "link": [[e.name, e.digest] for e in entries],
+                "job": job,
+                "runner": RUNNER_NAME,
+                "args": args,
+            }
+            done = self._exec_supervisor(spec, run_dir, deadline, doing)
+            self._verified.update(d for d in done.verified if is_digest(d))
+            if done.status == EXIT_CACHE_BAD and done.cache_bad:
+                for digest, why in done.cache_bad.items():
+                    self._verified.discard(digest)
+                    if why == "corrupt":
+                        self._stats.corrupt_entries += 1
+                        log.warning("a file in the cache of %s (sha256 %s) did not match its digest; "
+                                    "pushing it again", self.address, digest[:12])
+                if attempt < 2:
+                    continue
+                raise TargetError(
+                    f"the files pushed to {self.address} kept arriving corrupted "
+                    f"(sha256 mismatch: {', '.join(d[:12] for d in done.cache_bad)})",
+                    "check the device's storage (e.g. its SD card) and the network",
+                )
+            break
+        assert done is not None
+        if done.supervised or done.status in (0, 1):
+            self._python_ok.add(tuple(self.python_argv))
+        return run_dir, done
+
+    def _exec_supervisor(self, spec: dict[str, Any], run_dir: str, deadline: float, doing: str) -> _Exec:
+        remaining = max(deadline - time.monotonic(), 1.0)
+        try:
+            return self._exec(self._supervisor_command(), timeout=remaining, run_dir=run_dir,
+                              stdin=json.dumps(spec).encode("utf-8"), limit_s=self.command_timeout)
+        except ConnectionFailedError as exc:
+            if self.is_open:  # the command timeout: the connection is fine, the run was stopped
+                raise
+            return self._recover(run_dir, deadline, exc, doing)
+
+    def _recover(self, run_dir: str, deadline: float, error: ConnectionFailedError, doing: str) -> _Exec:
+        """The link dropped while the supervisor ran: reconnect, wait for it, read its status."""
+        log.warning("lost the connection to %s while %s; reconnecting", self.address, doing)
+        give_up = time.monotonic() + self.reconnect_s
+        while True:
+            try:
+                self.open()
+                break
+            except ConnectionFailedError as exc:
+                if time.monotonic() + 0.5 > give_up:
+                    raise ConnectionFailedError(
+                        f"{error.message}; reconnecting failed for {self.reconnect_s:g} s ({exc.message})",
+                        "check the device and the network, then run again: files already sent stay in "
+                        f"the device's cache; the run directory {posixpath.basename(run_dir)} is removed "
+                        "by the next `edgekit device clean`",
+                    ) from None
+                time.sleep(0.5)
+        # wait for the supervisor (it outlives the session), then read what it left
+        script = ('cd "$1" 2>/dev/null || exit 0; p=$(cut -d" " -f1 .edgekit-pids 2>/dev/null); '
+                  'while [ -n "$p" ] && kill -0 "$p" 2>/dev/null; do sleep 0.2; done; '
+                  'cat .edgekit-status 2>/dev/null; true')
+        remaining = max(deadline - time.monotonic(), 5.0)
+        waited = self._exec(_quote_all(["/bin/sh", "-c", script, "edgekit", run_dir]),
+                            timeout=remaining, run_dir=run_dir)
+        try:
+            info = json.loads(waited.stdout.decode("utf-8", "replace").strip() or "null")
+        except ValueError:
+            info = None
+        if not isinstance(info, dict):
+            raise ConnectionFailedError(
+                f"{error.message}; after reconnecting, the run had left no result",
+                "check the device and the network, then run again: files already sent stay in the "
+                "device's cache",
+            )
+        done = _Exec(status=int(info.get("rc", -1)), stdout=b"", stderr=b"", wall_s=0.0, recovered=True)
+        _apply_status(done, info)
+        return done
+
+    # ------------------------------------------------------------------ results
 
     def _read_remote(self, path: str) -> bytes | None:
         assert self._sftp is not None
@@ -745,6 +1076,7 @@ class SSHTarget(Target):
                         f"the runner on {self.address} reported success but did not write {name!r}",
                         RUNNER_HINT_MISMATCH,
                     ) from None
+            self._stats.bytes_fetched += local.stat().st_size
             files[name] = local
         return files
 
@@ -764,51 +1096,62 @@ class SSHTarget(Target):
 
     # ------------------------------------------------------------------ commands
 
-    def _exec(self, command: str, *, timeout: float, run_dir: str | None = None) -> _Exec:
-        """Run ``command`` through the login shell; read stdout/stderr until it exits."""
+    def _exec(self, command: str, *, timeout: float, run_dir: str | None = None,
+              stdin: bytes | None = None, limit_s: float | None = None) -> _Exec:
+        """Run ``command`` through the login shell, feed ``stdin``, read stdout/stderr until it exits."""
         assert self._transport is not None
-        out, err = _Tail(), _Tail()
+        transport = self._transport
+        out, err = _Tail(STDOUT_TAIL_BYTES), _Tail(STDERR_TAIL_BYTES)
         started = time.monotonic()
         deadline = started + timeout
         with self._guard("starting a command"):
-            channel = self._transport.open_session(timeout=self._timeout_for(self.endpoint))
+            channel = transport.open_session(timeout=self._timeout_for(self.endpoint))
         try:
             with self._guard("running a command"):
                 channel.settimeout(timeout)
                 channel.exec_command(command)
+                if stdin is not None:
+                    channel.sendall(stdin)
+                    channel.shutdown_write()
+                pause = 0.002
                 while True:
                     busy = False
                     if channel.recv_ready():
-                        out.add(channel.recv(32768))
+                        out.add(channel.recv(65536))
                         busy = True
                     if channel.recv_stderr_ready():
-                        err.add(channel.recv_stderr(32768))
+                        err.add(channel.recv_stderr(65536))
                         busy = True
                     if busy:
+                        pause = 0.002
                         continue
                     if channel.exit_status_ready():
                         if not channel.recv_ready() and not channel.recv_stderr_ready():
                             break
                         continue
-                    if not self._transport.is_active():
+                    if not transport.is_active():
                         raise EOFError("the connection closed")
                     if time.monotonic() > deadline:
                         self._kill_run(run_dir)
                         raise ConnectionFailedError(
-                            f"the command on {self.address} did not finish within {timeout:g} s "
+                            f"the command on {self.address} did not finish within {limit_s or timeout:g} s "
                             "(the command timeout); it was stopped",
-                            "raise --command-timeout, or run fewer/shorter inferences",
+                            "run fewer or shorter inferences (--runs, --min-seconds), or raise "
+                            "--command-timeout",
                         )
-                    channel.status_event.wait(0.01)
+                    channel.status_event.wait(pause)  # wakes at once when the command exits
+                    pause = min(pause * 2, 0.05)
                 status = channel.recv_exit_status()
         finally:
             channel.close()
-        done = _Exec(status=status, stdout=out.value(), stderr=err.value(), wall_s=time.monotonic() - started)
-        _parse_status_line(done)
+        stdout, inline = split_inline_result(out.value())
+        done = _Exec(status=status, stdout=stdout, stderr=err.value(), wall_s=time.monotonic() - started,
+                     result=inline)
+        _parse_markers(done)
         return done
 
     def _kill_run(self, run_dir: str | None) -> None:
-        """Kill the wrapper and the runner of a run that timed out (best effort)."""
+        """Kill the supervisor and the runner of a run that timed out (best effort)."""
         if not run_dir:
             return
         pids = shlex.quote(posixpath.join(run_dir, PIDS_NAME))
@@ -824,11 +1167,12 @@ class SSHTarget(Target):
         except Exception as exc:  # noqa: BLE001 - best effort
             log.warning("could not stop the timed-out runner on %s: %s", self.address, exc)
 
-    # ------------------------------------------------------------------ results
+    # ------------------------------------------------------------------ errors
 
     def _read_result(self, run_dir: str, done: _Exec) -> dict[str, Any]:
-        raw = self._read_remote(posixpath.join(run_dir, RESULT_NAME))
-        signal_death = done.status in (-1, 137)
+        self._raise_for_setup(done)
+        raw = done.result if done.result is not None else self._read_remote(posixpath.join(run_dir, RESULT_NAME))
+        signal_death = done.status in (-1, 137) or done.status > 128
         if raw is None:
             raise self._failure_error(done, "running the job")
         try:
@@ -836,43 +1180,87 @@ class SSHTarget(Target):
         except RunnerFailedError as exc:
             if exc.kind is None and signal_death:  # a truncated result.json of a killed runner
                 raise self._failure_error(done, "running the job") from None
+            if exc.kind == "out_of_memory":
+                raise RemoteOutOfMemoryError(
+                    f"the model ran out of memory on the device {self.address}: {self._memory_text(done, raw)} "
+                    f"({exc.message})",
+                    OOM_HINT,
+                ) from None
+            if _DISK_FULL_STDERR.search(exc.message):
+                raise RemoteDiskFullError(
+                    f"the device {self.address} ran out of disk space ({exc.message})", DISK_FULL_HINT
+                ) from None
             raise
 
-    def _device_memory(self, done: _Exec) -> str:
-        mib = self.memory_mib or done.mem_total_mib
-        if mib is None:
-            return ""
+    def _raise_for_setup(self, done: _Exec) -> None:
+        """Errors of the supervisor itself (its Python, the run directory)."""
+        if done.status == EXIT_PYTHON_TOO_OLD or done.status in (126, 127):
+            raise self._failure_error(done, "starting the runner")
+        if done.setup_error is not None:
+            raise self._failure_error(done, "preparing the run")
+
+    def _memory_text(self, done: _Exec, raw: bytes | None = None) -> str:
+        """``peak so far N MiB, the device (profile X) has M MiB[, and ... cgroup ... L MiB]``."""
+        peak = done.peak_mib
+        if raw is not None:
+            try:
+                kib = (json.loads(raw).get("memory") or {}).get("peak_rss_kib")
+                peak = max(peak or 0, kib / 1024) if kib else peak
+            except (ValueError, AttributeError, TypeError):
+                pass
+        parts = [f"peak so far {peak:.0f} MiB" if peak else "peak unknown"]
         name = f" (profile {self.profile_name})" if self.profile_name else ""
-        return f"; the device{name} has {mib} MiB"
+        total = self.memory_mib or done.mem_total_mib
+        if total:
+            parts.append(f"the device{name} has {total} MiB")
+        text = ", ".join(parts)
+        if done.mem_limit_mib is not None:
+            text += f", and the runner's cgroup was limited to {done.mem_limit_mib} MiB"
+        return text
 
     def _failure_error(self, done: _Exec, doing: str) -> TargetError:
-        """The typed error for a runner that exited without a (readable) result."""
+        """The typed error for a supervisor or runner that exited without a (readable) result."""
         where = self.address
         tail = done.stderr_tail()
         shown_tail = f"; its last output:\n{tail}" if tail else " and printed nothing"
         python = self.python_argv[0]
-        if done.status in (127, 126) and not done.stdout:
+        if done.status == EXIT_PYTHON_TOO_OLD and done.python_version:
+            version, _, executable = done.python_version.partition(" ")
+            floor = ".".join(str(v) for v in MIN_PYTHON)
+            return RemoteRuntimeMissingError(
+                f"the device's Python is too old: {executable or python} on {where} is Python {version}, "
+                f"the runner needs Python >= {floor}",
+                f"install Python >= {floor} on the device (see `edgekit provision`), or pass --python "
+                "with a newer interpreter",
+            )
+        if done.status in (127, 126) and not done.supervised:
             reason = "not found" if done.status == 127 else "not executable"
             return RemoteRuntimeMissingError(
                 f"{python} {reason} on the device {where}",
                 "install Python 3 on the device (with numpy and a runtime: see `edgekit provision`), "
                 "or pass --python with the interpreter's path",
             )
-        if done.status == 125 and done.wrapped is False:
-            return TargetError(f"the run directory vanished on {where} before the runner started")
+        if done.setup_error is not None:
+            what = done.setup_error.get("doing", doing)
+            message = done.setup_error.get("message", "")
+            if done.setup_error.get("errno") in _ENOSPC or _DISK_FULL_STDERR.search(message):
+                return RemoteDiskFullError(f"the device {where} ran out of disk space while {what}: {message}",
+                                           DISK_FULL_HINT)
+            return TargetError(f"{what} on {where} failed: {message}",
+                               "set a writable ssh.workdir in the device profile")
         if _DISK_FULL_STDERR.search(tail):
             return RemoteDiskFullError(
                 f"the device {where} ran out of disk space while {doing}{shown_tail}",
-                "free space on the device, or pass a --workdir on a larger filesystem",
+                DISK_FULL_HINT,
             )
         oom = done.killed_by_oom
         killed = done.status in (137, -1)
         if (killed and oom) or (done.status == 137 and oom is None) or _OOM_STDERR.search(tail):
+            how = "by the kernel OOM killer" if oom else "(out of memory)"
             return RemoteOutOfMemoryError(
-                f"the model ran out of memory on the device {where}: the runner was killed "
-                f"{'by the kernel OOM killer' if oom else '(out of memory)'}{self._device_memory(done)}",
-                "use a smaller model, a lower precision (e.g. int8), fewer threads, or close other "
-                "programs on the device",
+                f"the model ran out of memory on the device {where}: the runner was killed {how}; "
+                f"{self._memory_text(done)}",
+                OOM_HINT,
             )
         if killed:
             signal_text = "by SIGKILL" if done.status == 137 else "by a signal"
@@ -887,28 +1275,52 @@ class SSHTarget(Target):
             how = f"exited with status {done.status}"
         return RunnerFailedError(
             f"the runner on {where} {how} without writing result.json{shown_tail}",
-            "rerun with --debug; if the device's Python is older than 3.6 pass --python with a newer one",
+            "the runner needs Python >= 3.6 with numpy on the device; pass --python to pick another interpreter",
         )
 
 
 RUNNER_HINT_MISMATCH = "this is a host/runner version mismatch; reinstall edgekit"
+OOM_HINT = (
+    "use a smaller model, a lower precision (e.g. int8), fewer threads, or close other programs "
+    "on the device"
+)
+DISK_FULL_HINT = "free space on the device (`edgekit device clean` empties edgekit's cache), or set ssh.workdir in the device profile to a larger filesystem"
 
 
-def _parse_status_line(done: _Exec) -> None:
-    """Pick the wrapper's status line off stderr (and drop it from what users see)."""
+def _apply_status(done: _Exec, info: dict[str, Any]) -> None:
+    """Copy the supervisor's status (a dict) into ``done``."""
+    done.supervised = True
+    done.verified = [d for d in info.get("verified") or [] if isinstance(d, str)]
+    for name in ("oom0", "oom1"):
+        if not isinstance(info.get(name), int):
+            info[name] = None
+    done.oom_before, done.oom_after = info["oom0"], info["oom1"]
+    if isinstance(info.get("memtotal_kib"), int):
+        done.mem_total_mib = info["memtotal_kib"] // 1024
+    if isinstance(info.get("peak_kib"), int) and info["peak_kib"] > 0:
+        done.peak_mib = info["peak_kib"] / 1024
+    limit = info.get("memlimit")
+    if isinstance(limit, int):
+        limit_mib = limit >> 20
+        if done.mem_total_mib is None or limit_mib < done.mem_total_mib:
+            done.mem_limit_mib = limit_mib
+
+
+def _parse_markers(done: _Exec) -> None:
+    """Read the supervisor's marker lines off stderr (and drop them from what users see)."""
     text = done.stderr.decode("utf-8", "replace")
-    index = text.rfind(_STATUS_MARK)
-    if index < 0:
+    if "@@edgekit-" not in text:
         return
-    line = text[index:].splitlines()[0]
-    done.stderr = (text[:index].rstrip("\n") + text[index + len(line) :].lstrip("\n")).encode("utf-8")
-    done.wrapped = True
-    fields = dict(re.findall(r"(\w+)=(\S*)", line.split(" memtotal=")[0]))
-    try:
-        done.oom_before = int(fields.get("oom0", ""))
-        done.oom_after = int(fields.get("oom1", ""))
-    except ValueError:
-        done.oom_before = done.oom_after = None
-    match = re.search(r"memtotal=MemTotal:\s*(\d+)\s*kB", line)
-    if match:
-        done.mem_total_mib = int(match.group(1)) // 1024
+    info = parse_marker_json(text, STATUS_MARK)
+    if isinstance(info, dict):
+        _apply_status(done, info)
+    bad = parse_marker_json(text, CACHE_MARK)
+    if isinstance(bad, dict):
+        done.cache_bad = {str(k): str(v) for k, v in bad.items()}
+    setup = parse_marker_json(text, SETUP_MARK)
+    if isinstance(setup, dict):
+        done.setup_error = setup
+    index = text.rfind(PYTHON_MARK)
+    if index >= 0:
+        done.python_version = text[index + len(PYTHON_MARK):].split("\n", 1)[0].strip()
+    done.stderr = strip_markers(text).encode("utf-8")

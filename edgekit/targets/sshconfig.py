@@ -142,12 +142,15 @@ def resolve_endpoint(
     user: str | None = None,
     port: int | None = None,
     key_filenames: list[Path] | None = None,
+    default_user: str | None = None,
+    default_port: int | None = None,
     use_config_jump: bool = True,
     _depth: int = 0,
 ) -> Endpoint:
     """Resolve ``target`` (an address or a config alias) into an :class:`Endpoint`.
 
-    ``ProxyJump`` hops (comma-separated, ``none`` to disable) are resolved recursively: the first
+    ``default_user``/``default_port`` (a device profile's) apply only when neither the address
+    nor the config names a user/port. ``ProxyJump`` hops (comma-separated, ``none`` to disable) are resolved recursively: the first
     hop uses its own config (including its own ProxyJump), later hops are reached through the
     previous one, as ``ssh -J`` does.
     """
@@ -158,8 +161,10 @@ def resolve_endpoint(
     address = parse_address(target)
     entry = config.lookup(address.host)
     host = str(entry.get("hostname") or address.host)
-    final_user = user or address.user or entry.get("user") or _local_user()
-    final_port = port or address.port or _int_or_none(entry.get("port")) or DEFAULT_PORT
+    final_user = user or address.user or entry.get("user") or default_user or _local_user()
+    final_port = (
+        port or address.port or _int_or_none(entry.get("port")) or default_port or DEFAULT_PORT
+    )
 
     identity_files: list[Path] = []
     for candidate in list(key_filenames or []) + list(entry.get("identityfile") or []):

@@ -1,0 +1,203 @@
+"""Knowledge distillation: a teacher trains a smaller student, with any two modules.
+
+The loss per batch is
+
+    α · T² · KL(softmax(teacher/T) ‖ softmax(student/T))  +  (1 − α) · CE(student, labels)
+      + Σ_pairs  w · MSE(adapter(student feature), teacher feature)
+
+The teacher sees the same (augmented) batch as the student, in eval mode and without gradients.
+Feature pairs name a student module and a teacher module (``named_modules`` names); where their
+widths differ a learned adapter maps the student's feature to the teacher's width (a 1×1 conv for
+N×C×H×W features, a linear layer for N×C), and a spatial size mismatch is resolved by adaptive
+average pooling. Adapters train with the student and are dropped afterwards.
+
+In a recipe the student comes from a factory (``student: pkg.module:fn`` with ``student_kwargs``),
+which the manifest records, so a distilled model is rebuilt without pickles.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+from torch import nn
+
+from edgekit._callable import make_module_callable
+from edgekit.compress.config import StepConfig, import_ref
+from edgekit.compress.finetune import FinetuneConfig, TrainProgress, as_progress, train
+from edgekit.compress.layers import require_layers
+from edgekit.compress.measure import measure
+from edgekit.compress.report import StepReport
+from edgekit.errors import RecipeError, UsageError
+
+
+class FeaturePair(StepConfig):
+    student: str
+    teacher: str
+    weight: float = Field(1.0, ge=0)
+
+
+class DistillConfig(StepConfig):
+    """Temperature ``T``, soft-loss weight ``alpha``, optional feature pairs, and the training run.
+
+    ``student``/``student_kwargs`` name the student's factory (required in a recipe; the Python
+    API takes the student module itself). ``training`` is the optimizer and schedule.
+    """
+
+    student: str | None = None
+    student_kwargs: dict[str, Any] = Field(default_factory=dict)
+    temperature: float = Field(4.0, gt=0, le=100)
+    alpha: float = Field(0.7, ge=0, le=1)
+    features: list[FeaturePair] = Field(default_factory=list)
+    training: FinetuneConfig = Field(default_factory=lambda: FinetuneConfig(epochs=5, lr=3e-3, schedule="onecycle"))
+
+
+def build_student(config: DistillConfig) -> nn.Module:
+    if not config.student:
+        raise RecipeError("distill: student is required in a recipe", "name a factory, e.g. student: mypkg.models:small_cnn")
+    factory = import_ref(config.student, "distill.student")
+    try:
+        student = factory(**config.student_kwargs)
+    except TypeError as exc:
+        raise RecipeError(f"distill: {config.student}({', '.join(config.student_kwargs)}) failed: {exc}",
+                          "check student_kwargs against the factory's parameters") from None
+    if not isinstance(student, nn.Module):
+        raise RecipeError(f"distill: {config.student} returned {type(student).__name__}, not a torch.nn.Module",
+                          "return the student model from the factory")
+    return student
+
+
+class _Features:
+    """Forward hooks that keep the latest output of named modules."""
+
+    def __init__(self, model: nn.Module, names: Sequence[str]) -> None:
+        modules = dict(model.named_modules())
+        self.values: dict[str, torch.Tensor] = {}
+        self.hooks = [modules[n].register_forward_hook(self._keep(n)) for n in names]
+
+    def _keep(self, name: str) -> Callable[..., None]:
+        def hook(_module: nn.Module, _inputs: Any, output: Any) -> None:
+            self.values[name] = output[0] if isinstance(output, (tuple, list)) else output
+        return hook
+
+    def close(self) -> None:
+        for h in self.hooks:
+            h.remove()
+
+
+class _Adapter(nn.Module):
+    """Maps a student feature to the teacher feature's shape (width by 1×1 conv/linear, size by pooling)."""
+
+    def __init__(self, student_shape: torch.Size, teacher_shape: torch.Size) -> None:
+        super().__init__()
+        self.size = tuple(teacher_shape[2:]) if len(teacher_shape) > 2 else None
+        cs, ct = student_shape[1], teacher_shape[1]
+        if len(student_shape) != len(teacher_shape):
+            raise RecipeError(f"distill: a feature pair has ranks {len(student_shape)} and {len(teacher_shape)}",
+                              "pair layers whose outputs have the same number of dimensions")
+        if cs == ct:
+            self.proj: nn.Module = nn.Identity()
+        elif len(student_shape) == 4:
+            self.proj = nn.Conv2d(cs, ct, 1, bias=False)
+        elif len(student_shape) == 2:
+            self.proj = nn.Linear(cs, ct, bias=False)
+        else:
+            raise RecipeError(f"distill: cannot adapt features of shape {tuple(student_shape)}",
+                              "pair 2-D (N×C) or 4-D (N×C×H×W) features")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.proj(x)
+        if self.size is not None and tuple(x.shape[2:]) != self.size:
+            x = F.adaptive_avg_pool2d(x, self.size)
+        return x
+
+
+def soft_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """T² · KL(teacher ‖ student) on temperature-softened distributions (Hinton et al.)."""
+    t = temperature
+    return F.kl_div(F.log_softmax(student_logits / t, 1), F.log_softmax(teacher_logits / t, 1),
+                    reduction="batchmean", log_target=True) * (t * t)
+
+
+def distill(
+    student: nn.Module,
+    teacher: nn.Module,
+    data: Any,
+    config: DistillConfig | dict[str, Any] | None = None,
+    *,
+    example_inputs: Sequence[torch.Tensor] | None = None,
+    progress: TrainProgress | str | None = None,
+) -> tuple[nn.Module, StepReport]:
+    """Train ``student`` from ``teacher`` on ``data``; the report compares teacher and student."""
+    from edgekit.datasets import train_data
+
+    cfg = DistillConfig.parse(config, "distill")
+    if data is None:
+        raise UsageError("distill needs training data", "pass data (e.g. example:fashion-mnist)")
+    data = train_data(data)
+    show = as_progress(progress)
+    require_layers(student, [p.student for p in cfg.features], (nn.Module,), "distill (student)")
+    require_layers(teacher, [p.teacher for p in cfg.features], (nn.Module,), "distill (teacher)")
+    start = time.perf_counter()
+    if example_inputs is None:
+        example_inputs = (next(iter(data.val))[0][:1],)
+    before = measure(teacher, example_inputs, data.val)
+    teacher.eval()
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    s_feats = _Features(student, [p.student for p in cfg.features])
+    t_feats = _Features(teacher, [p.teacher for p in cfg.features])
+    try:
+        probe = next(iter(data.val))[0][:2]
+        student.eval()
+        with torch.no_grad():
+            student(probe)
+            teacher(probe)
+        adapters = nn.ModuleList(_Adapter(s_feats.values[p.student].shape, t_feats.values[p.teacher].shape)
+                                 for p in cfg.features)
+        parts = {"soft": 0.0, "hard": 0.0, "feature": 0.0, "n": 0}
+
+        def batch_loss(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            with torch.no_grad():
+                t_logits = teacher(x)
+            s_logits = student(x)
+            soft = soft_loss(s_logits, t_logits, cfg.temperature)
+            hard = F.cross_entropy(s_logits, y)
+            loss = cfg.alpha * soft + (1 - cfg.alpha) * hard
+            feat = torch.zeros(())
+            for pair, adapter in zip(cfg.features, adapters):
+                feat = feat + pair.weight * F.mse_loss(adapter(s_feats.values[pair.student]),
+                                                       t_feats.values[pair.teacher].detach())
+            parts["soft"] += float(soft.detach())
+            parts["hard"] += float(hard.detach())
+            parts["feature"] += float(feat.detach())
+            parts["n"] += 1
+            return loss + feat
+
+        history = train(student, data.train, data.val, cfg.training, batch_loss,
+                        extra_params=list(adapters.parameters()), progress=show, label="distill")
+        if parts["n"]:
+            history.append({"mean_soft_loss": parts["soft"] / parts["n"], "mean_hard_loss": parts["hard"] / parts["n"],
+                            "mean_feature_loss": parts["feature"] / parts["n"]})
+    finally:
+        s_feats.close()
+        t_feats.close()
+        for p in teacher.parameters():
+            p.requires_grad_(True)
+    student.eval()
+    after = measure(student, example_inputs, data.val)
+    changes = None
+    if cfg.student:
+        changes = {"type": "student", "factory": cfg.student, "kwargs": dict(cfg.student_kwargs)}
+    details = {"history": history, "teacher_params": before.params, "student_params": after.params,
+               "param_ratio": after.params / max(before.params, 1)}
+    return student, StepReport("distill", cfg.model_dump(), before, after, time.perf_counter() - start,
+                               details=details, changes=changes)
+
+
+make_module_callable(__name__, "distill")  # edgekit.compress.distill(...) calls distill(); the module stays importable
+
+__all__ = ["DistillConfig", "FeaturePair", "build_student", "distill", "soft_loss"]

@@ -1,0 +1,255 @@
+"""Fine-tuning after any step: the user's data and loss, early stopping, a progress display.
+
+``finetune(model, data, FinetuneConfig(epochs=3))`` trains in place and returns the model and a
+StepReport. Pruning masks stay in force while it trains (they are forward pre-hooks), and
+``constraints`` (e.g. a clustering codebook) are re-applied after every optimizer step. The same
+loop (``train``) drives distillation and quantization-aware training.
+"""
+
+from __future__ import annotations
+
+import copy
+import sys
+import time
+from typing import Any, Callable, Iterable, Literal, Protocol, Sequence
+
+import torch
+from pydantic import Field
+from torch import nn
+
+from edgekit._callable import make_module_callable
+from edgekit.compress.config import StepConfig, import_ref
+from edgekit.compress.measure import evaluate, measure
+from edgekit.compress.report import StepReport
+from edgekit.errors import UsageError
+
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+BatchLoss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+class FinetuneConfig(StepConfig):
+    """How to fine-tune: epochs, optimizer, schedule, early stopping, and the loss.
+
+    ``loss`` names a function ``loss(outputs, targets) -> scalar`` as ``pkg.module:fn`` (the
+    Python API also takes a callable through ``finetune(..., loss_fn=...)``); cross-entropy by
+    default. ``patience`` stops after that many epochs without a better validation accuracy and
+    restores the best weights. ``max_batches`` caps the batches of an epoch (quick runs).
+    """
+
+    epochs: int = Field(3, ge=0)
+    lr: float = Field(1e-3, gt=0, le=10)
+    optimizer: Literal["adamw", "sgd"] = "adamw"
+    weight_decay: float = Field(1e-4, ge=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    schedule: Literal["cosine", "onecycle", "constant"] = "cosine"
+    patience: int | None = Field(None, ge=1)
+    max_batches: int | None = Field(None, ge=1)
+    loss: str | None = None
+    restore_best: bool = True
+
+
+class Constraint(Protocol):
+    """Something a step keeps true while training, re-applied after every optimizer step."""
+
+    def apply(self, model: nn.Module) -> None: ...
+
+
+# --- progress -----------------------------------------------------------------------------------
+
+class TrainProgress:
+    """Epoch progress: a rich bar on a terminal, one plain line per epoch otherwise, or nothing.
+
+    ``mode`` is "auto" (rich when stderr is a TTY), "rich", "plain" or "quiet".
+    """
+
+    def __init__(self, mode: str = "auto", stream: Any = None) -> None:
+        if mode not in ("auto", "rich", "plain", "quiet"):
+            raise UsageError(f"unknown progress mode {mode!r}", "use auto, rich, plain or quiet")
+        self.stream = stream or sys.stderr
+        if mode == "auto":
+            mode = "rich" if getattr(self.stream, "isatty", lambda: False)() else "plain"
+        self.mode = mode
+        self._bar: Any = None
+        self._task: Any = None
+
+    def message(self, text: str) -> None:
+        if self.mode != "quiet":
+            self.stream.write(f"· {text}\n")
+            self.stream.flush()
+
+    def start_epoch(self, label: str, total: int | None) -> None:
+        if self.mode == "rich":
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            if self._bar is None:
+                self._bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                     TextColumn("{task.fields[status]}"), TimeElapsedColumn(),
+                                     console=Console(file=self.stream), transient=False)
+                self._bar.start()
+            self._task = self._bar.add_task(label, total=total, status="")
+
+    def advance(self, loss: float) -> None:
+        if self.mode == "rich" and self._task is not None:
+            self._bar.update(self._task, advance=1, status=f"loss {loss:.4f}")
+
+    def end_epoch(self, label: str, summary: str) -> None:
+        if self.mode == "rich" and self._task is not None:
+            self._bar.update(self._task, status=summary)
+        elif self.mode == "plain":
+            self.stream.write(f"{label}: {summary}\n")
+            self.stream.flush()
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+            self._bar = None
+
+
+def as_progress(progress: "TrainProgress | str | None") -> TrainProgress:
+    if isinstance(progress, TrainProgress):
+        return progress
+    return TrainProgress(progress or "auto")
+
+
+# --- the loop -----------------------------------------------------------------------------------
+
+def _optimizer(params: Sequence[nn.Parameter], config: FinetuneConfig) -> torch.optim.Optimizer:
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+    return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+
+
+def _scheduler(opt: torch.optim.Optimizer, config: FinetuneConfig, steps: int) -> Any:
+    if config.schedule == "onecycle" and steps > 0:
+        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.lr, total_steps=steps)
+    if config.schedule == "cosine" and steps > 0:
+        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
+    return None
+
+
+def _batches_per_epoch(data: Iterable[Any], config: FinetuneConfig) -> int | None:
+    try:
+        n = len(data)  # type: ignore[arg-type]
+    except TypeError:
+        return config.max_batches
+    return min(n, config.max_batches) if config.max_batches else n
+
+
+def train(
+    model: nn.Module,
+    train_batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    val_batches: Iterable[tuple[torch.Tensor, torch.Tensor]] | None,
+    config: FinetuneConfig,
+    batch_loss: BatchLoss,
+    *,
+    extra_params: Sequence[nn.Parameter] = (),
+    constraints: Sequence[Constraint] = (),
+    progress: TrainProgress | str | None = None,
+    label: str = "fine-tune",
+    evaluate_model: nn.Module | None = None,
+) -> list[dict[str, Any]]:
+    """Train ``model`` in place with ``batch_loss(x, y)``; return one record per epoch.
+
+    ``evaluate_model`` is what validation accuracy is measured on (default ``model``; a QAT
+    program, for example, is evaluated as is). Early stopping restores the best epoch's weights.
+    """
+    show = as_progress(progress)
+    params = [p for p in model.parameters() if p.requires_grad] + list(extra_params)
+    opt = _optimizer(params, config)
+    per_epoch = _batches_per_epoch(train_batches, config)
+    total_steps = (per_epoch or 0) * config.epochs
+    sched = _scheduler(opt, config, total_steps)
+    steps_done = 0
+    target = evaluate_model if evaluate_model is not None else model
+    history: list[dict[str, Any]] = []
+    best_acc, best_state, stale = -1.0, None, 0
+    try:
+        for epoch in range(config.epochs):
+            start = time.perf_counter()
+            name = f"{label} {epoch + 1}/{config.epochs}"
+            show.start_epoch(name, per_epoch)
+            model.train()
+            total, seen = 0.0, 0
+            for i, (x, y) in enumerate(train_batches):
+                if config.max_batches is not None and i >= config.max_batches:
+                    break
+                loss = batch_loss(x, y)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                steps_done += 1
+                if sched is not None and steps_done < total_steps:  # OneCycle refuses a step past its end
+                    sched.step()
+                for c in constraints:
+                    c.apply(model)
+                total += float(loss.detach()) * int(y.shape[0])
+                seen += int(y.shape[0])
+                show.advance(float(loss.detach()))
+            record: dict[str, Any] = {"epoch": epoch + 1, "train_loss": total / max(seen, 1)}
+            if val_batches is not None:
+                record["val_accuracy"] = evaluate(target, val_batches)
+            record["seconds"] = round(time.perf_counter() - start, 2)
+            history.append(record)
+            summary = f"loss {record['train_loss']:.4f}"
+            if "val_accuracy" in record:
+                summary += f", val {100 * record['val_accuracy']:.2f}%"
+            show.end_epoch(name, summary + f", {record['seconds']:.1f} s")
+            if "val_accuracy" in record:
+                if record["val_accuracy"] > best_acc:
+                    best_acc, stale = record["val_accuracy"], 0
+                    if config.restore_best:
+                        best_state = copy.deepcopy(target.state_dict())
+                else:
+                    stale += 1
+                    if config.patience is not None and stale >= config.patience:
+                        record["early_stop"] = True
+                        break
+    finally:
+        show.close()
+    if best_state is not None and history and history[-1].get("val_accuracy", best_acc) < best_acc:
+        target.load_state_dict(best_state)
+        history.append({"restored_epoch": max(history, key=lambda r: r.get("val_accuracy", -1))["epoch"]})
+    model.eval()
+    return history
+
+
+def resolve_loss(config: FinetuneConfig, loss_fn: LossFn | None) -> LossFn:
+    if loss_fn is not None:
+        return loss_fn
+    if config.loss:
+        return import_ref(config.loss, "finetune.loss")
+    return nn.functional.cross_entropy
+
+
+def finetune(
+    model: nn.Module,
+    data: Any,
+    config: FinetuneConfig | dict[str, Any] | None = None,
+    *,
+    loss_fn: LossFn | None = None,
+    constraints: Sequence[Constraint] = (),
+    example_inputs: Sequence[torch.Tensor] | None = None,
+    progress: TrainProgress | str | None = None,
+) -> tuple[nn.Module, StepReport]:
+    """Fine-tune ``model`` on ``data`` (a TrainData or DATA reference); returns it and a report.
+
+    >>> model, report = finetune(model, "example:fashion-mnist", FinetuneConfig(epochs=2))
+    """
+    from edgekit.datasets import train_data
+
+    cfg = FinetuneConfig.parse(config, "finetune")
+    data = train_data(data)
+    loss = resolve_loss(cfg, loss_fn)
+    start = time.perf_counter()
+    before = measure(model, example_inputs, data.val)
+    history = train(model, data.train, data.val, cfg, lambda x, y: loss(model(x), y),
+                    constraints=constraints, progress=progress)
+    after = measure(model, example_inputs, data.val)
+    return model, StepReport("finetune", cfg.model_dump(), before, after, time.perf_counter() - start,
+                             details={"history": history})
+
+
+make_module_callable(__name__, "finetune")  # edgekit.compress.finetune(...) calls finetune(); the module stays importable
+
+__all__ = ["Constraint", "FinetuneConfig", "TrainProgress", "finetune", "train"]

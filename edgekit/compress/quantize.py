@@ -1,0 +1,543 @@
+"""Linear int8 quantization: post-training (static, calibrated) and quantization-aware training.
+
+``quantize(model, QuantizeConfig(...), data, example_inputs=...)`` returns a ``QuantizedModel``
+and a report whose "after" figures are measured on the int8 artifacts in their own runtimes.
+
+- **PTQ, ONNX**: ONNX Runtime's static quantizer, the field tool (``quant_pre_process``, then
+  QDQ with int8 weights, per-channel or per-tensor; activations int8 symmetric or uint8
+  asymmetric; calibration by min/max, percentile or entropy on validation images).
+- **PTQ, TFLite**: PT2E (torchao ``prepare_pt2e`` → calibrate → ``convert_pt2e``) with
+  litert-torch's quantizer (symmetric int8 weights, per-tensor affine int8 activations, min/max
+  observers), converted by litert-torch to a full-integer .tflite.
+- **QAT**: PT2E ``prepare_qat_pt2e`` inserts fake-quant, the model fine-tunes under it, and the
+  converted program exports to int8 ONNX (QDQ, dynamo exporter) and TFLite (litert-torch). The
+  float model keeps the QAT-trained weights (``QuantizedModel.float_model``).
+
+Nothing is flipped silently: a combination a path cannot honour (entropy calibration for TFLite,
+symmetric activations in PT2E) is a RecipeError naming the field.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Literal, Sequence
+
+import numpy as np
+import torch
+from pydantic import Field, model_validator
+from torch import nn
+
+from edgekit._callable import make_module_callable
+from edgekit.compress.config import StepConfig
+from edgekit.compress.finetune import FinetuneConfig, TrainProgress, as_progress, train
+from edgekit.compress.measure import Figures, measure
+from edgekit.compress.report import StepReport
+from edgekit.errors import ExportError, MissingDependencyError, RecipeError, UsageError
+
+Format = Literal["onnx", "tflite"]
+
+
+class QuantizeConfig(StepConfig):
+    """How to quantize to int8.
+
+    - ``mode``: ``ptq`` (calibrate a trained model) or ``qat`` (fine-tune under fake-quant with
+      ``training``);
+    - ``granularity``: weight scales ``per_channel`` (default) or ``per_tensor``; weights are
+      always symmetric int8;
+    - ``activations``: ``asymmetric`` (uint8/int8 with a zero point) or ``symmetric`` (ONNX PTQ only);
+    - ``calibration``: ``minmax``, ``percentile`` (``percentile`` of |a|) or ``entropy`` (KL) for
+      ONNX PTQ; PT2E (TFLite, QAT) observes min/max;
+    - ``formats``: the int8 artifacts to produce and measure (``onnx``, ``tflite``).
+    """
+
+    precision: Literal["int8"] = "int8"
+    mode: Literal["ptq", "qat"] = "ptq"
+    granularity: Literal["per_channel", "per_tensor"] = "per_channel"
+    activations: Literal["asymmetric", "symmetric"] = "asymmetric"
+    calibration: Literal["minmax", "percentile", "entropy"] = "minmax"
+    percentile: float = Field(99.999, gt=50, le=100)
+    calibration_samples: int = Field(256, ge=1, le=100_000)
+    formats: list[Format] = Field(default_factory=lambda: ["onnx"], min_length=1)
+    training: FinetuneConfig = Field(default_factory=lambda: FinetuneConfig(epochs=2, lr=1e-4, schedule="cosine"))
+
+    @model_validator(mode="after")
+    def _check_paths(self) -> "QuantizeConfig":
+        pt2e = self.mode == "qat" or "tflite" in self.formats
+        if pt2e and self.activations == "symmetric":
+            raise ValueError("symmetric activations are available for ONNX PTQ only; PT2E (tflite, qat) "
+                             "uses per-tensor affine int8 activations")
+        if pt2e and self.calibration != "minmax":
+            where = "QAT learns its ranges while training" if self.mode == "qat" else "TFLite PTQ observes min/max"
+            raise ValueError(f"calibration {self.calibration!r} applies to ONNX PTQ only ({where}); "
+                             "use calibration: minmax or formats: [onnx]")
+        if len(set(self.formats)) != len(self.formats):
+            raise ValueError("formats lists a format twice")
+        return self
+
+
+# --- PT2E compatibility -------------------------------------------------------------------------
+
+class _FunctionModule(nn.Module):
+    def __init__(self, fn: Any) -> None:
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        return self.fn(*args, **kwargs)
+
+
+@contextlib.contextmanager
+def _pt2e_compat() -> Iterator[None]:
+    """Let torchao/litert-torch PT2E pattern matching run on torch 2.13.
+
+    torchao 0.18 and litert-torch 0.10 trace their match patterns with ``torch.export.export(fn)``
+    where ``fn`` is a plain function; torch 2.13 accepts only modules ("Expected `mod` to be an
+    instance of `torch.nn.Module`"). Inside this block a function is wrapped in a module first.
+    """
+    original = torch.export.export
+
+    def export(mod: Any, *args: Any, **kwargs: Any) -> Any:
+        if not isinstance(mod, nn.Module) and callable(mod):
+            mod = _FunctionModule(mod)
+        return original(mod, *args, **kwargs)
+
+    torch.export.export = export  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        torch.export.export = original  # type: ignore[assignment]
+
+
+def _pt2e_quantizer(config: QuantizeConfig, qat: bool) -> Any:
+    try:
+        from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
+    except ImportError:
+        raise MissingDependencyError("PT2E int8 (TFLite, QAT) needs litert-torch", "pip install 'edgekit[tflite]'",
+                                     extra="tflite") from None
+    return PT2EQuantizer().set_global(
+        get_symmetric_quantization_config(is_per_channel=config.granularity == "per_channel", is_qat=qat))
+
+
+def _export_program(model: nn.Module, sample: torch.Tensor) -> Any:
+    """torch.export with a dynamic batch dimension, as a GraphModule."""
+    return torch.export.export(model, (sample,), dynamic_shapes=({0: torch.export.Dim.DYNAMIC},)).module()
+
+
+class _ExportedTrainable(nn.Module):
+    """An exported (PT2E) program whose train()/eval() switch its batch-norm and dropout ops."""
+
+    def __init__(self, program: nn.Module) -> None:
+        super().__init__()
+        self.program = program
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.program(x)
+
+    def train(self, mode: bool = True) -> "_ExportedTrainable":
+        from torchao.quantization.pt2e import move_exported_model_to_eval, move_exported_model_to_train
+
+        with _pt2e_compat():
+            (move_exported_model_to_train if mode else move_exported_model_to_eval)(self.program)
+        self.training = mode
+        return self
+
+
+# --- calibration data ---------------------------------------------------------------------------
+
+def calibration_array(batches: Iterable[tuple[torch.Tensor, Any]], samples: int) -> np.ndarray:
+    """The first ``samples`` inputs of ``batches`` as one float32 array."""
+    parts, seen = [], 0
+    for x, _ in batches:
+        parts.append(x.detach().cpu().numpy().astype(np.float32))
+        seen += len(x)
+        if seen >= samples:
+            break
+    if not parts:
+        raise UsageError("no calibration data", "pass data with a non-empty validation set")
+    return np.concatenate(parts)[:samples]
+
+
+# --- the result ---------------------------------------------------------------------------------
+
+@dataclass
+class QuantizedModel:
+    """The outcome of ``quantize``: the float model, the int8 program, and how to export them.
+
+    ``float_model`` is the float network (with QAT-trained weights after QAT); ``program`` is the
+    PT2E int8 program (fake-quant arithmetic in torch) when a PT2E path ran; ``calibration`` holds
+    the images ONNX PTQ calibrates on.
+    """
+
+    float_model: nn.Module
+    config: QuantizeConfig
+    example_inputs: tuple[torch.Tensor, ...]
+    calibration: np.ndarray
+    program: nn.Module | None = None
+    _onnx_program: nn.Module | None = field(default=None, repr=False)
+
+    def export(self, out_dir: str | Path, name: str = "model", formats: Sequence[str] | None = None) -> dict[str, Path]:
+        """Write the int8 artifacts (``{name}.int8.onnx``, ``{name}.int8.tflite``); returns them by format."""
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        paths = {}
+        for fmt in formats or self.config.formats:
+            path = out_dir / f"{name}.int8.{fmt}"
+            if fmt == "onnx":
+                if self.config.mode == "qat":
+                    _onnx_from_program(self._onnx_program, self.example_inputs, path)
+                else:
+                    _onnx_static(self.float_model, self.example_inputs, self.calibration, self.config, path)
+            elif fmt == "tflite":
+                _tflite_from_program(self.program, self.example_inputs, self.config, path)
+            else:
+                raise UsageError(f"unknown format {fmt!r}", "use onnx or tflite")
+            paths[fmt] = path
+        return paths
+
+
+# --- ONNX ---------------------------------------------------------------------------------------
+
+def export_onnx_fp32(model: nn.Module, example_inputs: Sequence[torch.Tensor], path: Path) -> Path:
+    """A float ONNX file with a dynamic batch dimension (the input of ONNX Runtime's quantizer)."""
+    import warnings
+
+    model = copy.deepcopy(model).eval()
+    sample = example_inputs[0]
+    with warnings.catch_warnings(), quiet_native("ONNX export"):
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(model, tuple(example_inputs), dynamo=True, external_data=False,
+                                    dynamic_shapes=({0: torch.export.Dim.DYNAMIC},) if sample.dim() else None,
+                                    input_names=["input"], output_names=["output"], verbose=False)
+    program.save(str(path))
+    _strip_onnx_metadata(path)
+    return path
+
+
+class _Null:
+    def write(self, _text: str) -> int:
+        return 0
+
+    def flush(self) -> None:
+        pass
+
+
+def _onnx_static(model: nn.Module, example_inputs: Sequence[torch.Tensor], calibration: np.ndarray,
+                 config: QuantizeConfig, path: Path) -> Path:
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    with tempfile.TemporaryDirectory(prefix="edgekit-ptq-") as tmp:
+        fp32 = export_onnx_fp32(model, example_inputs, Path(tmp) / "fp32.onnx")
+        pre = Path(tmp) / "pre.onnx"
+        quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)
+        import onnx
+
+        input_name = onnx.load(str(pre), load_external_data=False).graph.input[0].name
+
+        class Reader(CalibrationDataReader):
+            def __init__(self) -> None:
+                self.batches = iter([calibration[i : i + 32] for i in range(0, len(calibration), 32)])
+
+            def get_next(self) -> dict[str, np.ndarray] | None:
+                batch = next(self.batches, None)
+                return None if batch is None else {input_name: batch}
+
+        method = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
+                  "entropy": CalibrationMethod.Entropy}[config.calibration]
+        extra = {"ActivationSymmetric": config.activations == "symmetric", "WeightSymmetric": True}
+        if config.calibration == "percentile":
+            extra["CalibPercentile"] = config.percentile
+        tmp_out = Path(tmp) / "int8.onnx"
+        with quiet_native("ONNX Runtime static quantization"):
+            quantize_static(
+                str(pre), str(tmp_out), Reader(), quant_format=QuantFormat.QDQ,
+                per_channel=config.granularity == "per_channel",
+                activation_type=QuantType.QInt8 if config.activations == "symmetric" else QuantType.QUInt8,
+                weight_type=QuantType.QInt8, calibrate_method=method, extra_options=extra,
+            )
+        _replace(tmp_out, path)
+    return path
+
+
+def _onnx_from_program(program: nn.Module | None, example_inputs: Sequence[torch.Tensor], path: Path) -> Path:
+    """Export a converted PT2E program (int8 weights folded) to a QDQ ONNX file."""
+    import warnings
+
+    if program is None:
+        raise ExportError("no QAT program to export", "run quantize with mode: qat first")
+    with warnings.catch_warnings(), quiet_native("ONNX export of the QAT program"), tempfile.TemporaryDirectory() as tmp:
+        warnings.simplefilter("ignore")
+        exported = torch.onnx.export(program, tuple(example_inputs), dynamo=True, external_data=False,
+                                     dynamic_shapes=({0: torch.export.Dim.DYNAMIC},),
+                                     input_names=["input"], output_names=["output"], verbose=False)
+        tmp_path = Path(tmp) / "qat.onnx"
+        exported.save(str(tmp_path))
+        _strip_onnx_metadata(tmp_path)
+        _replace(tmp_path, path)
+    return path
+
+
+def _strip_onnx_metadata(path: Path) -> None:
+    """Drop per-node metadata (source locations, stack traces) the dynamo exporter records."""
+    import onnx
+
+    model = onnx.load(str(path))
+    for node in model.graph.node:
+        del node.metadata_props[:]
+        node.doc_string = ""
+    for value in list(model.graph.value_info):
+        del value.metadata_props[:]
+    onnx.save(model, str(path))
+
+
+@contextlib.contextmanager
+def quiet_native(what: str) -> Iterator[None]:
+    """Silence native converters' stdout/stderr chatter (C++ logs bypass Python's streams).
+
+    The output is kept in a temporary file; when the block fails, its tail is attached to an
+    ExportError so nothing useful is lost.
+    """
+    import os
+    import sys
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    with tempfile.TemporaryFile(mode="w+b") as log:
+        os.dup2(log.fileno(), 1)
+        os.dup2(log.fileno(), 2)
+        try:
+            with contextlib.redirect_stdout(_Null()):
+                yield
+        except (RecipeError, UsageError, MissingDependencyError):
+            raise
+        except Exception as exc:
+            log.seek(0)
+            tail = log.read().decode(errors="replace").strip().splitlines()[-5:]
+            raise ExportError(f"{what} failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
+                              " / ".join(tail) or "rerun with --debug for the traceback") from exc
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
+
+
+def _replace(src: Path, dest: Path) -> None:
+    import shutil
+
+    tmp = dest.with_name(f".{dest.name}.partial")
+    shutil.copyfile(src, tmp)
+    tmp.replace(dest)
+
+
+# --- TFLite -------------------------------------------------------------------------------------
+
+def _tflite_from_program(program: nn.Module | None, example_inputs: Sequence[torch.Tensor], config: QuantizeConfig,
+                         path: Path) -> Path:
+    try:
+        import litert_torch
+        from litert_torch.quantize.quant_config import QuantConfig
+    except ImportError:
+        raise MissingDependencyError("int8 TFLite needs litert-torch", "pip install 'edgekit[tflite]'", extra="tflite") from None
+    if program is None:
+        raise ExportError("no PT2E program to convert", "quantize with formats including tflite")
+    sample = tuple(t[:1] for t in example_inputs)
+    with quiet_native("litert-torch int8 conversion"):
+        edge = litert_torch.convert(program, sample, quant_config=QuantConfig(pt2e_quantizer=_pt2e_quantizer(config, False)))
+        tmp = path.with_name(f".{path.name}.partial")
+        edge.export(str(tmp))
+    tmp.replace(path)
+    return path
+
+
+# --- artifact evaluation ------------------------------------------------------------------------
+
+def evaluate_file(path: Path, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> float:
+    """Top-1 accuracy of an .onnx or .tflite file in its own runtime (int8 I/O handled)."""
+    path = Path(path)
+    if path.suffix == ".onnx":
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = 2
+        session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        name = session.get_inputs()[0].name
+        run = lambda x: session.run(None, {name: x})[0]  # noqa: E731
+    else:
+        run = _tflite_runner(path)
+    correct = seen = 0
+    for x, y in batches:
+        logits = run(x.numpy().astype(np.float32))
+        correct += int((logits.argmax(1) == y.numpy()).sum())
+        seen += len(y)
+    return correct / max(seen, 1)
+
+
+def _tflite_runner(path: Path) -> Any:
+    from ai_edge_litert.interpreter import Interpreter
+
+    interp = Interpreter(model_path=str(path), num_threads=2)
+    interp.allocate_tensors()
+    inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
+    batch_fixed = int(inp["shape"][0])
+
+    def run_one(x: np.ndarray) -> np.ndarray:
+        if inp["dtype"] != np.float32:
+            scale, zero = inp["quantization"]
+            info = np.iinfo(inp["dtype"])
+            x = np.clip(np.round(x / scale + zero), info.min, info.max).astype(inp["dtype"])
+        interp.set_tensor(inp["index"], x)
+        interp.invoke()
+        y = interp.get_tensor(out["index"])
+        if out["dtype"] != np.float32:
+            scale, zero = out["quantization"]
+            y = (y.astype(np.float32) - zero) * scale
+        return y
+
+    def run(x: np.ndarray) -> np.ndarray:
+        return np.concatenate([run_one(x[i : i + batch_fixed]) for i in range(0, len(x), batch_fixed)])
+
+    return run
+
+
+# --- the step -----------------------------------------------------------------------------------
+
+def _fp32_reference_size(model: nn.Module, example_inputs: Sequence[torch.Tensor], fmt: str, tmp: Path) -> int | None:
+    """The float artifact's size in ``fmt``, for the int8/fp32 size ratio."""
+    try:
+        if fmt == "onnx":
+            return export_onnx_fp32(model, example_inputs, tmp / "fp32.onnx").stat().st_size
+        import litert_torch
+
+        with quiet_native("litert-torch float conversion"):
+            edge = litert_torch.convert(copy.deepcopy(model).eval(), tuple(t[:1] for t in example_inputs))
+            edge.export(str(tmp / "fp32.tflite"))
+        return (tmp / "fp32.tflite").stat().st_size
+    except Exception:  # noqa: BLE001 - the ratio is informative; a failed float export must not fail int8
+        return None
+
+
+def quantize(
+    model: nn.Module,
+    config: QuantizeConfig | dict[str, Any] | None = None,
+    data: Any = None,
+    *,
+    example_inputs: Sequence[torch.Tensor] | None = None,
+    out_dir: str | Path | None = None,
+    name: str = "model",
+    progress: TrainProgress | str | None = None,
+) -> tuple[QuantizedModel, StepReport]:
+    """Quantize ``model`` to int8 (PTQ or QAT); measure each int8 artifact in its runtime.
+
+    ``data`` provides calibration images (validation split) and, for QAT, training batches. With
+    ``out_dir`` the artifacts stay there; otherwise they are measured in a temporary folder.
+    """
+    from edgekit.datasets import train_data
+
+    cfg = QuantizeConfig.parse(config, "quantize")
+    if data is None:
+        raise UsageError("quantize needs data to calibrate on", "pass data (e.g. example:fashion-mnist)")
+    data = train_data(data)
+    show = as_progress(progress)
+    start = time.perf_counter()
+    if example_inputs is None:
+        example_inputs = (next(iter(data.val))[0][:1],)
+    example_inputs = tuple(example_inputs)
+    model = model.eval()
+    before = measure(model, example_inputs, data.val)
+    calibration = calibration_array(data.val, cfg.calibration_samples)
+    sample = torch.from_numpy(calibration[: max(2, min(4, len(calibration)))])
+    result = QuantizedModel(model, cfg, example_inputs, calibration)
+    details: dict[str, Any] = {}
+    if cfg.mode == "qat":
+        details["training"] = _run_qat(result, data, sample, show)
+    elif "tflite" in cfg.formats:
+        result.program = _ptq_program(model, cfg, sample, calibration)
+    if result.program is not None:
+        details["program_accuracy"] = _evaluate_program(result.program, data.val)
+    with tempfile.TemporaryDirectory(prefix="edgekit-quant-") as tmp:
+        where = Path(out_dir) if out_dir is not None else Path(tmp)
+        show.message(f"exporting int8 {', '.join(cfg.formats)}")
+        paths = result.export(where, name)
+        artifacts = {}
+        for fmt, path in paths.items():
+            artifacts[fmt] = {"file": path.name if out_dir is not None else None, "size_bytes": path.stat().st_size,
+                              "accuracy": evaluate_file(path, data.val),
+                              "fp32_size_bytes": _fp32_reference_size(result.float_model, example_inputs, fmt, Path(tmp))}
+            ref = artifacts[fmt]["fp32_size_bytes"]
+            artifacts[fmt]["size_ratio"] = artifacts[fmt]["size_bytes"] / ref if ref else None
+    details["artifacts"] = artifacts
+    first = artifacts[cfg.formats[0]]
+    after = Figures(params=before.params, nonzero_params=before.nonzero_params, size_bytes=before.size_bytes,
+                    gzip_bytes=before.gzip_bytes, macs=before.macs, accuracy=first["accuracy"],
+                    artifact_bytes=first["size_bytes"])
+    notes = ["after.accuracy and after.artifact_bytes are the "
+             f"{cfg.formats[0]} int8 artifact's, measured in its runtime"]
+    changes = {"type": "quantize", "precision": cfg.precision, "mode": cfg.mode, "formats": list(cfg.formats)}
+    return result, StepReport("quantize", cfg.model_dump(), before, after, time.perf_counter() - start,
+                              details=details, changes=changes, notes=notes)
+
+
+def _ptq_program(model: nn.Module, cfg: QuantizeConfig, sample: torch.Tensor, calibration: np.ndarray) -> nn.Module:
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    quantizer = _pt2e_quantizer(cfg, qat=False)
+    with _pt2e_compat():
+        prepared = prepare_pt2e(_export_program(copy.deepcopy(model).eval(), sample), quantizer)
+        with torch.no_grad():
+            for i in range(0, len(calibration), 64):
+                prepared(torch.from_numpy(calibration[i : i + 64]))
+        return convert_pt2e(prepared, fold_quantize=False)
+
+
+def _run_qat(result: QuantizedModel, data: Any, sample: torch.Tensor, show: TrainProgress) -> list[dict[str, Any]]:
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_qat_pt2e
+
+    cfg = result.config
+    quantizer = _pt2e_quantizer(cfg, qat=True)
+    with _pt2e_compat():
+        prepared = prepare_qat_pt2e(_export_program(copy.deepcopy(result.float_model).train(), sample), quantizer)
+    trainable = _ExportedTrainable(prepared)
+    history = train(trainable, data.train, data.val, cfg.training,
+                    lambda x, y: nn.functional.cross_entropy(trainable(x), y), progress=show, label="QAT")
+    trainable.eval()
+    _copy_trained_weights(prepared, result.float_model)
+    with _pt2e_compat():
+        result.program = convert_pt2e(copy.deepcopy(prepared), fold_quantize=False)
+        result._onnx_program = convert_pt2e(copy.deepcopy(prepared), fold_quantize=True)
+    return history
+
+
+def _copy_trained_weights(program: nn.Module, float_model: nn.Module) -> None:
+    """Carry QAT-trained weights (same state names) back into the float model."""
+    target = float_model.state_dict()
+    trained = {k: v for k, v in program.state_dict().items() if k in target and v.shape == target[k].shape}
+    float_model.load_state_dict(trained, strict=False)
+
+
+@torch.no_grad()
+def _evaluate_program(program: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> float:
+    correct = seen = 0
+    for x, y in batches:
+        correct += int((program(x).argmax(1) == y).sum())
+        seen += len(y)
+    return correct / max(seen, 1)
+
+
+make_module_callable(__name__, "quantize")  # edgekit.compress.quantize(...) calls quantize(); the module stays importable
+
+__all__ = ["QuantizeConfig", "QuantizedModel", "calibration_array", "evaluate_file", "export_onnx_fp32", "quantize"]

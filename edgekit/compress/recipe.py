@@ -1,0 +1,207 @@
+"""Recipes: a YAML list of compression steps, validated up front, run in order.
+
+    steps:
+      - distill: {student: edgekit.examples.fashion_cnn:FashionCNN, student_kwargs: {widths: [8, 16, 32]}}
+      - prune: {structure: channels, ratio: 0.5}
+      - finetune: {epochs: 3}
+      - quantize: {precision: int8}
+
+(a bare list of steps works too). Each step is a mapping with one key, the step's kind, whose
+value is that kind's config (``PruneConfig``, ``FinetuneConfig``, ``QuantizeConfig``,
+``ClusterConfig``, ``DistillConfig``, ``LowRankConfig``). Every step is validated before anything
+runs; an error names the step (numbered from 1), its kind and the field.
+
+While a recipe runs, unstructured pruning masks stay attached so that a later ``finetune`` cannot
+regrow pruned weights, and a clustering codebook is re-imposed after every fine-tuning step; the
+runner makes masks permanent before steps that need plain weights and at the end. ``quantize``
+must be the last step.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+from torch import nn
+
+from edgekit.compress.config import StepConfig
+from edgekit.compress.distill import DistillConfig, build_student, distill
+from edgekit.compress.finetune import Constraint, FinetuneConfig, TrainProgress, as_progress, finetune
+from edgekit.compress.lowrank import LowRankConfig, low_rank
+from edgekit.compress.nonlinear import ClusterConfig, cluster, codebook_constraint
+from edgekit.compress.prune import PruneConfig, finalize, is_pruned, prune
+from edgekit.compress.quantize import QuantizeConfig, quantize
+from edgekit.compress.report import StepReport
+from edgekit.errors import RecipeError
+
+STEP_CONFIGS: dict[str, type[StepConfig]] = {
+    "prune": PruneConfig,
+    "finetune": FinetuneConfig,
+    "quantize": QuantizeConfig,
+    "cluster": ClusterConfig,
+    "distill": DistillConfig,
+    "low_rank": LowRankConfig,
+}
+ALIASES = {"lowrank": "low_rank", "fine_tune": "finetune", "quantise": "quantize"}
+
+
+@dataclass(frozen=True)
+class Step:
+    kind: str
+    config: StepConfig
+
+    def to_dict(self) -> dict[str, Any]:
+        return {self.kind: self.config.model_dump(exclude_defaults=True)}
+
+
+@dataclass(frozen=True)
+class Recipe:
+    steps: tuple[Step, ...]
+    name: str | None = None
+    source: str | None = None  # the file it came from
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "steps": [s.to_dict() for s in self.steps]}
+
+
+def parse_recipe(data: Any, source: str | None = None) -> Recipe:
+    """Validate a recipe given as data (a list of steps, or a mapping with ``steps``)."""
+    name = None
+    if isinstance(data, dict):
+        unknown = set(data) - {"steps", "name", "description"}
+        if unknown:
+            raise RecipeError(f"recipe: unknown top-level key(s) {', '.join(sorted(map(str, unknown)))}",
+                              "a recipe has `steps` (and optionally `name`, `description`)")
+        name = data.get("name")
+        data = data.get("steps")
+    if not isinstance(data, list) or not data:
+        raise RecipeError("recipe: expected a non-empty list of steps", "e.g. steps: [{prune: {ratio: 0.5}}]")
+    steps = []
+    for number, raw in enumerate(data, start=1):
+        if isinstance(raw, str):
+            raw = {raw: {}}
+        if not isinstance(raw, dict) or len(raw) != 1:
+            raise RecipeError(f"recipe step {number}: expected a mapping with one key, the step's kind",
+                              f"e.g. - prune: {{ratio: 0.5}}; kinds: {', '.join(STEP_CONFIGS)}")
+        (kind, body), = raw.items()
+        kind = ALIASES.get(str(kind), str(kind))
+        if kind not in STEP_CONFIGS:
+            near = difflib.get_close_matches(kind, list(STEP_CONFIGS), n=1)
+            raise RecipeError(f"recipe step {number}: unknown step kind {kind!r}",
+                              f"did you mean {near[0]}?" if near else f"kinds: {', '.join(STEP_CONFIGS)}")
+        if body is not None and not isinstance(body, (dict, StepConfig)):
+            raise RecipeError(f"recipe step {number} ({kind}): expected a mapping of settings, got {type(body).__name__}",
+                              f"e.g. - {kind}: {{...}}")
+        config = STEP_CONFIGS[kind].parse(body, f"recipe step {number} ({kind})")
+        steps.append(Step(kind, config))
+    for number, step in enumerate(steps, start=1):
+        if step.kind == "quantize" and number != len(steps):
+            raise RecipeError(f"recipe step {number} (quantize): quantize must be the last step",
+                              "later steps would change the weights the int8 artifacts were made from")
+        if step.kind == "distill" and not step.config.student:  # type: ignore[attr-defined]
+            raise RecipeError(f"recipe step {number} (distill): student: field required",
+                              "name the student's factory, e.g. student: mypkg.models:small_cnn")
+    return Recipe(tuple(steps), name=name, source=source)
+
+
+def load_recipe(path: str | Path | Recipe | list | dict) -> Recipe:
+    """Read and validate a recipe from a YAML file (or pass data/Recipe through parse_recipe)."""
+    if isinstance(path, Recipe):
+        return path
+    if isinstance(path, (list, dict)):
+        return parse_recipe(path)
+    import yaml
+
+    file = Path(path)
+    if not file.is_file():
+        raise RecipeError(f"recipe file not found: {file}", "pass the path of a YAML recipe")
+    try:
+        data = yaml.safe_load(file.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        raise RecipeError(f"recipe {file}: invalid YAML{where}: {getattr(exc, 'problem', exc)}",
+                          "check the indentation and the colons") from None
+    return parse_recipe(data, source=str(file))
+
+
+_NEEDS_PLAIN_WEIGHTS = {"quantize", "cluster", "low_rank", "distill"}
+
+
+def run_recipe(
+    model: nn.Module,
+    recipe: Recipe | str | Path | list | dict,
+    data: Any,
+    *,
+    example_inputs: Sequence[torch.Tensor] | None = None,
+    out_dir: str | Path | None = None,
+    name: str = "model",
+    loss_fn: Callable | None = None,
+    progress: TrainProgress | str | None = None,
+) -> tuple[nn.Module, list[StepReport]]:
+    """Run every step of ``recipe`` on ``model`` (changed in place; a distill step swaps in the student).
+
+    Returns the final float model (masks made permanent) and one StepReport per step. With
+    ``out_dir``, a quantize step writes its int8 artifacts there.
+    """
+    from edgekit.datasets import train_data
+
+    recipe = load_recipe(recipe)
+    data = train_data(data)
+    show = as_progress(progress)
+    if example_inputs is None:
+        example_inputs = (next(iter(data.val))[0][:1],)
+    constraints: list[Constraint] = []
+    reports: list[StepReport] = []
+    for number, step in enumerate(recipe.steps, start=1):
+        show.message(f"step {number}/{len(recipe.steps)}: {step.kind}")
+        structural = step.kind in _NEEDS_PLAIN_WEIGHTS or (step.kind == "prune" and step.config.structure == "channels")  # type: ignore[attr-defined]
+        if structural and is_pruned(model):
+            finalize(model)
+        if step.kind != "finetune" and constraints:
+            constraints = []  # the codebook holds until a step other than fine-tuning changes the weights
+        try:
+            model, report = _run_step(model, step, data, example_inputs, constraints, out_dir, name, loss_fn, show)
+        except RecipeError as exc:
+            if exc.message.startswith("recipe step"):
+                raise
+            raise RecipeError(f"recipe step {number} ({step.kind}): {exc.message}", exc.hint) from None
+        report.index = number
+        if step.kind == "cluster":
+            constraints = [codebook_constraint(model, step.config)]  # type: ignore[arg-type]
+        reports.append(report)
+        show.message(report.summary())
+    if is_pruned(model):
+        finalize(model)
+    return model.eval(), reports
+
+
+def _run_step(model: nn.Module, step: Step, data: Any, example_inputs: Sequence[torch.Tensor],
+              constraints: list[Constraint], out_dir: str | Path | None, name: str, loss_fn: Callable | None,
+              show: TrainProgress) -> tuple[nn.Module, StepReport]:
+    cfg = step.config
+    if step.kind == "prune":
+        if cfg.structure == "unstructured":  # type: ignore[attr-defined]
+            cfg = cfg.model_copy(update={"finalize": False})  # masks stay until the recipe ends
+        return prune(model, cfg, data, example_inputs=example_inputs, loss_fn=loss_fn, progress=show)
+    if step.kind == "finetune":
+        return finetune(model, data, cfg, loss_fn=loss_fn, constraints=constraints,
+                        example_inputs=example_inputs, progress=show)
+    if step.kind == "cluster":
+        return cluster(model, cfg, data, example_inputs=example_inputs, loss_fn=loss_fn, progress=show)
+    if step.kind == "low_rank":
+        return low_rank(model, cfg, data, example_inputs=example_inputs, loss_fn=loss_fn, progress=show)
+    if step.kind == "distill":
+        student = build_student(cfg)  # type: ignore[arg-type]
+        return distill(student, model, data, cfg, example_inputs=example_inputs, progress=show)
+    if step.kind == "quantize":
+        quantized, report = quantize(model, cfg, data, example_inputs=example_inputs, out_dir=out_dir, name=name,
+                                     progress=show)
+        return quantized.float_model, report
+    raise RecipeError(f"unknown step kind {step.kind!r}")  # parse_recipe keeps this unreachable
+
+
+__all__ = ["ALIASES", "Recipe", "STEP_CONFIGS", "Step", "load_recipe", "parse_recipe", "run_recipe"]

@@ -1,0 +1,1095 @@
+"""Emulated edge devices: a Debian root filesystem of the device's architecture, run under
+qemu-user (binfmt_misc), reached over real SSH on 127.0.0.1.
+
+What it reproduces, and what not (``docs/emulator.md``):
+
+* the device's CPU architecture (aarch64 binaries run under ``qemu-aarch64``), its OS release,
+  its Python and its distro numpy, a non-root login user (``pi``) with a real home directory,
+  OpenSSH + SFTP exactly as the device runs them, and the profile's memory size (cgroup v1
+  ``memory`` controller, when this host has it);
+* **not** its speed: qemu-user runs code hundreds of times slower than the device, so latency is
+  meaningless (the runner reports ``emulated_by: "qemu"`` and the report says so); not its
+  core count, governor, temperature or throttling.
+
+Layout under the cache (``~/.cache/edgekit/emulators``, or ``$EDGEKIT_EMULATOR_CACHE``)::
+
+    images/<distro>-<release>-<arch>-<hash>/rootfs      the base root filesystem (built once)
+    images/<...>/image.json                              how and when it was built, versions
+    instances/<name>/state.json                          pid, port, paths (status/stop use it)
+    instances/<name>/{upper,work,merged}                 overlayfs: the device's own changes
+    instances/<name>/etc/                                sshd_config + host key (bind-mounted)
+    instances/<name>/id_ed25519{,.pub}, known_hosts, ssh_config, sshd.log
+    ssh_config                                           ``Include`` this from ~/.ssh/config
+
+A running device is ``unshare --mount --pid --fork --kill-child`` → the guest's own
+``/usr/sbin/sshd -D`` as PID 1 of a new PID namespace, chrooted into the overlay. Every mount
+lives in that private mount namespace, so nothing leaks onto the host, and stopping the
+``unshare`` process kills every process of the device (sessions, runners, qemu) at once.
+
+Starting needs root (chroot, mounts, binfmt_misc, cgroups); ``status`` does not.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import errno
+import fcntl
+import hashlib
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from edgekit.errors import MissingDependencyError, TargetError, UsageError
+
+CACHE_ENV = "EDGEKIT_EMULATOR_CACHE"
+MIRROR_ENV = "EDGEKIT_DEBIAN_MIRROR"
+DEFAULT_MIRROR = "http://deb.debian.org/debian"
+RECIPE_VERSION = 1  # bump when the image recipe changes: a new image key, a fresh build
+LOOPBACK = "127.0.0.1"
+BINFMT_DIR = Path("/proc/sys/fs/binfmt_misc")
+CGROUP_V1_MEMORY = Path("/sys/fs/cgroup/memory")
+MARKER = "edgekit-emulator"
+DEFAULT_READY_TIMEOUT_S = 180.0
+APT_HINT = "apt-get install -y qemu-user-static mmdebstrap arch-test"
+
+# Debian architecture -> (qemu-user name, `uname -m` in the guest)
+ARCHES = {
+    "arm64": ("aarch64", "aarch64"),
+    "armhf": ("arm", "armv7l"),
+    "armel": ("arm", "armv7l"),
+    "riscv64": ("riscv64", "riscv64"),
+}
+# Debian releases mmdebstrap can build from Debian's mirror -> their python3 (major.minor)
+DEBIAN_PYTHON = {"bullseye": "3.9", "bookworm": "3.11", "trixie": "3.13"}
+# Packages of every image: the device's python + distro numpy, SSH + SFTP, user tools
+BASE_PACKAGES = (
+    "python3",
+    "python3-numpy",
+    "python3-venv",
+    "openssh-server",
+    "openssh-sftp-server",
+    "passwd",
+)
+DEVICE_UID = 1000
+
+Progress = Callable[[str], None]
+
+
+# ------------------------------------------------------------------------------------ errors
+
+
+class EmulatorError(TargetError):
+    """The emulated device could not be built or started (exit code 5)."""
+
+
+class EmulatorUnsupportedError(UsageError):
+    """The profile's OS cannot be emulated here (e.g. Ubuntu 18.04 for jetson-nano)."""
+
+
+class NeedsRootError(UsageError):
+    """Building or starting an emulated device needs root."""
+
+
+# ------------------------------------------------------------------------------------ paths
+
+
+def cache_dir() -> Path:
+    """``$EDGEKIT_EMULATOR_CACHE`` or ``~/.cache/edgekit/emulators`` (honours ``XDG_CACHE_HOME``)."""
+    env = os.environ.get(CACHE_ENV)
+    if env:
+        return Path(os.path.expanduser(env)).resolve()
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return (base / "edgekit" / "emulators").resolve()
+
+
+def _instances_dir() -> Path:
+    return cache_dir() / "instances"
+
+
+def _images_dir() -> Path:
+    return cache_dir() / "images"
+
+
+def include_file() -> Path:
+    """The ssh config file (all running emulated devices) to ``Include`` from ~/.ssh/config."""
+    return cache_dir() / "ssh_config"
+
+
+_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
+
+
+def _check_name(name: str) -> str:
+    if not _NAME_RE.match(name or ""):
+        raise UsageError(
+            f"bad emulator name {name!r}",
+            "use lower-case letters, digits, '.', '_' or '-' (it names a folder and a cgroup)",
+        )
+    return name
+
+
+# ------------------------------------------------------------------------------------ image spec
+
+
+@dataclass(frozen=True)
+class ImageSpec:
+    """What to build: one root filesystem per (distro, release, arch, user, packages)."""
+
+    distro: str
+    release: str
+    arch: str  # Debian architecture name
+    user: str
+    packages: tuple[str, ...] = BASE_PACKAGES
+    mirror: str = DEFAULT_MIRROR
+
+    @property
+    def qemu_arch(self) -> str:
+        return ARCHES[self.arch][0]
+
+    @property
+    def machine(self) -> str:
+        return ARCHES[self.arch][1]
+
+    @property
+    def key(self) -> str:
+        recipe = json.dumps(
+            [RECIPE_VERSION, self.distro, self.release, self.arch, self.user, sorted(self.packages)]
+        )
+        return f"{self.distro}-{self.release}-{self.arch}-{hashlib.sha256(recipe.encode()).hexdigest()[:10]}"
+
+    @property
+    def directory(self) -> Path:
+        return _images_dir() / self.key
+
+    @property
+    def rootfs(self) -> Path:
+        return self.directory / "rootfs"
+
+    @property
+    def meta_path(self) -> Path:
+        return self.directory / "image.json"
+
+
+def _profile(device: Any, profile_files: Any = ()) -> Any:
+    if isinstance(device, str):
+        from edgekit.devices import get
+
+        return get(device, profile_files)
+    return device
+
+
+def image_spec(device: Any, profile_files: Any = ()) -> ImageSpec:
+    """The image for a device profile (a name or a ``DeviceProfile``); raises when unsupported."""
+    profile = _profile(device, profile_files)
+    emu = profile.emulator
+    if emu is None:
+        raise EmulatorUnsupportedError(
+            f"the profile {profile.name!r} has no `emulator:` section, so edgekit does not know which OS to build",
+            "add e.g. `emulator: {distro: debian, release: bookworm, arch: arm64}` to the profile",
+        )
+    if emu.distro != "debian":
+        raise EmulatorUnsupportedError(
+            f"{profile.name} runs {profile.os} ({emu.distro} {emu.release}, Python {profile.python}); "
+            f"edgekit builds emulated devices with mmdebstrap from Debian's mirror only, and {emu.distro}'s "
+            f"{emu.arch} packages are not on it",
+            "test this device over SSH on the real board (edgekit deploy --host ...); "
+            "or emulate a Debian-based profile such as pi4",
+        )
+    if emu.arch not in ARCHES:
+        raise EmulatorUnsupportedError(
+            f"{profile.name}: architecture {emu.arch!r} cannot be emulated",
+            f"edgekit knows {', '.join(sorted(ARCHES))}",
+        )
+    if emu.release not in DEBIAN_PYTHON:
+        raise EmulatorUnsupportedError(
+            f"{profile.name}: Debian release {emu.release!r} is not one edgekit can build",
+            f"use one of {', '.join(DEBIAN_PYTHON)}",
+        )
+    return ImageSpec(
+        distro=emu.distro,
+        release=emu.release,
+        arch=emu.arch,
+        user=profile.ssh.user,
+        mirror=os.environ.get(MIRROR_ENV) or DEFAULT_MIRROR,
+    )
+
+
+def _python_mismatch(profile: Any, release: str) -> str | None:
+    want = ".".join(profile.python.split(".")[:2])
+    have = DEBIAN_PYTHON.get(release)
+    if have and want != have:
+        return f"the profile says Python {profile.python}, Debian {release} has Python {have}"
+    return None
+
+
+# ------------------------------------------------------------------------------------ host checks
+
+
+def _which(name: str) -> str | None:
+    path = os.environ.get("PATH", "") + ":/usr/local/sbin:/usr/sbin:/sbin"
+    return shutil.which(name, path=path)
+
+
+def require_root(doing: str = "starting an emulated device") -> None:
+    if os.geteuid() != 0:
+        raise NeedsRootError(
+            f"{doing} needs root (chroot, mounts, binfmt_misc and cgroups); you are uid {os.geteuid()}",
+            "run it as root, e.g. `sudo edgekit emulator start pi4`; without root use "
+            "`edgekit deploy --emulate` (this host under the profile's limits) or a real device",
+        )
+
+
+def _require_tools(*names: str) -> dict[str, str]:
+    found: dict[str, str] = {}
+    missing = []
+    for name in names:
+        path = _which(name)
+        if path is None:
+            missing.append(name)
+        else:
+            found[name] = path
+    if missing:
+        raise MissingDependencyError(
+            f"the emulated device needs {', '.join(missing)}, which {'is' if len(missing) == 1 else 'are'} not installed",
+            APT_HINT + " (and util-linux for unshare/mount)",
+        )
+    return found
+
+
+def _binfmt_conf(qemu_arch: str) -> Path | None:
+    for folder in ("/etc/binfmt.d", "/usr/lib/binfmt.d", "/lib/binfmt.d"):
+        path = Path(folder) / f"qemu-{qemu_arch}.conf"
+        if path.is_file():
+            return path
+    return None
+
+
+def binfmt_status(qemu_arch: str = "aarch64") -> dict[str, Any]:
+    """Whether ``qemu-<arch>`` is registered with binfmt_misc, and how (no root needed)."""
+    entry = BINFMT_DIR / f"qemu-{qemu_arch}"
+    info: dict[str, Any] = {"mounted": (BINFMT_DIR / "register").exists(), "registered": False,
+                            "enabled": False, "interpreter": None, "flags": ""}
+    try:
+        text = entry.read_text()
+    except OSError:
+        return info
+    info["registered"] = True
+    info["enabled"] = text.splitlines()[0].strip() == "enabled" if text else False
+    for line in text.splitlines():
+        if line.startswith("interpreter "):
+            info["interpreter"] = line.split(" ", 1)[1].strip()
+        elif line.startswith("flags:"):
+            info["flags"] = line.split(":", 1)[1].strip()
+    return info
+
+
+def ensure_binfmt(qemu_arch: str = "aarch64") -> dict[str, Any]:
+    """Mount binfmt_misc and register qemu-user for ``qemu_arch`` (flag F, so chroots work).
+
+    A host-wide setting: it is left registered afterwards (like systemd-binfmt does at boot).
+    """
+    require_root("registering qemu-user with binfmt_misc")
+    if not (BINFMT_DIR / "register").exists():
+        try:
+            subprocess.run(["mount", "-t", "binfmt_misc", "binfmt_misc", str(BINFMT_DIR)],
+                           check=True, capture_output=True, text=True)
+        except (OSError, subprocess.CalledProcessError) as exc:
+            detail = getattr(exc, "stderr", "") or str(exc)
+            raise EmulatorError(f"cannot mount binfmt_misc at {BINFMT_DIR}: {detail.strip()}",
+                                "a container needs --privileged for qemu-user emulation") from None
+    info = binfmt_status(qemu_arch)
+    if not info["registered"]:
+        conf = _binfmt_conf(qemu_arch)
+        if conf is None:
+            raise MissingDependencyError(f"qemu-user for {qemu_arch} is not installed (no binfmt.d/qemu-{qemu_arch}.conf)",
+                                         APT_HINT)
+        line = next((ln.strip() for ln in conf.read_text().splitlines()
+                     if ln.strip() and not ln.lstrip().startswith(("#", ";"))), "")
+        try:
+            (BINFMT_DIR / "register").write_text(line)
+        except OSError as exc:
+            if exc.errno != errno.EEXIST:
+                raise EmulatorError(f"cannot register qemu-{qemu_arch} with binfmt_misc: {exc}") from None
+        info = binfmt_status(qemu_arch)
+    elif not info["enabled"]:
+        (BINFMT_DIR / f"qemu-{qemu_arch}").write_text("1")
+        info = binfmt_status(qemu_arch)
+    if "F" not in info["flags"]:
+        raise EmulatorError(
+            f"qemu-{qemu_arch} is registered with binfmt_misc without the F (fix binary) flag, so it cannot run "
+            "inside a chroot",
+            f"re-register it: echo -1 > {BINFMT_DIR}/qemu-{qemu_arch}, then rerun (edgekit registers it with F)",
+        )
+    interpreter = info["interpreter"]
+    if interpreter and not Path(interpreter).exists():
+        raise MissingDependencyError(f"the registered qemu interpreter {interpreter} is missing", APT_HINT)
+    return info
+
+
+# ------------------------------------------------------------------------------------ image build
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """An exclusive lock (between processes) on ``path``; waits for another builder."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _write_json(path: Path, data: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            json.dump(data, handle, indent=2, sort_keys=True)
+            handle.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def image_info(spec: ImageSpec) -> dict[str, Any] | None:
+    """The built image's ``image.json`` (None when it is not built)."""
+    meta = _read_json(spec.meta_path)
+    if meta is None or not (spec.rootfs / "usr" / "bin").is_dir():
+        return None
+    return meta
+
+
+def _run_logged(argv: list[str], log: Path, say: Progress, what: str, timeout: float) -> None:
+    """Run ``argv``, appending its output to ``log``; progress lines for mmdebstrap's ``I:``."""
+    with open(log, "a") as handle:
+        handle.write(f"$ {' '.join(argv)}\n")
+        handle.flush()
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                stdin=subprocess.DEVNULL, errors="replace")
+        assert proc.stdout is not None
+        deadline = time.monotonic() + timeout
+        tail: list[str] = []
+        try:
+            for line in proc.stdout:
+                handle.write(line)
+                tail = (tail + [line.rstrip()])[-25:]
+                if line.startswith("I: ") and "automatically" not in line:
+                    say(f"{what}: {line[3:].strip()}")
+                if time.monotonic() > deadline:
+                    proc.kill()
+                    break
+            code = proc.wait(timeout=max(1.0, deadline - time.monotonic()))
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            raise
+    if code != 0 or time.monotonic() > deadline:
+        why = f"timed out after {timeout:g} s" if code == 0 or code == -9 else f"exited with status {code}"
+        raise EmulatorError(
+            f"{what} failed ({argv[0]} {why}); last output:\n" + "\n".join(tail[-12:]),
+            f"full log: {log}. Check that apt can reach {DEFAULT_MIRROR} (or set {MIRROR_ENV})",
+        )
+
+
+def _chroot(rootfs: Path, *argv: str, timeout: float = 300) -> str:
+    proc = subprocess.run(["chroot", str(rootfs), *argv], capture_output=True, text=True, timeout=timeout,
+                          stdin=subprocess.DEVNULL, errors="replace")
+    if proc.returncode != 0:
+        raise EmulatorError(f"`{' '.join(argv)}` in the emulated root filesystem failed "
+                            f"(status {proc.returncode}): {(proc.stderr or proc.stdout).strip()[-500:]}")
+    return proc.stdout
+
+
+_VERSIONS_SCRIPT = (
+    "import json, platform, sys\n"
+    "try:\n    import numpy; n = numpy.__version__\nexcept Exception:\n    n = None\n"
+    "print(json.dumps({'python': platform.python_version(), 'numpy': n, 'machine': platform.machine(),"
+    " 'glibc': platform.libc_ver()[1]}))\n"
+)
+
+
+def build_image(spec: ImageSpec, *, rebuild: bool = False, progress: Progress | None = None,
+                timeout: float = 3600) -> dict[str, Any]:
+    """Build the root filesystem once (cached); returns its ``image.json``. Needs root."""
+    say = progress or (lambda _msg: None)
+    require_root("building an emulated device's root filesystem")
+    with _locked(_images_dir() / f"{spec.key}.lock"):
+        meta = image_info(spec)
+        if meta is not None and not rebuild:
+            return meta
+        users = [s for s in list_states() if s.image_key == spec.key and is_running(s)]
+        if users and rebuild:
+            raise UsageError(f"the image {spec.key} is in use by running emulator(s) "
+                             f"{', '.join(s.name for s in users)}", "stop them first (edgekit emulator stop NAME)")
+        tools = _require_tools("mmdebstrap", "chroot", "unshare", "mount")
+        ensure_binfmt(spec.qemu_arch)
+        spec.directory.mkdir(parents=True, exist_ok=True)
+        for leftover in spec.directory.glob("rootfs.partial-*"):
+            shutil.rmtree(leftover, ignore_errors=True)
+        partial = spec.directory / f"rootfs.partial-{os.getpid()}"
+        log = spec.directory / "build.log"
+        log.write_text("")
+        started = time.monotonic()
+        say(f"building a Debian {spec.release} {spec.arch} root filesystem (once; a few minutes) in {spec.directory}")
+        argv = [
+            tools["mmdebstrap"], f"--arch={spec.arch}", "--variant=apt", "--mode=root",
+            "--dpkgopt=force-unsafe-io",
+            "--dpkgopt=path-exclude=/usr/share/man/*",
+            "--dpkgopt=path-exclude=/usr/share/locale/*",
+            "--dpkgopt=path-exclude=/usr/share/doc/*",
+            "--dpkgopt=path-include=/usr/share/doc/*/copyright",
+            f"--include={','.join(spec.packages)}",
+            spec.release, str(partial), spec.mirror,
+        ]
+        try:
+            _run_logged(argv, log, say, "mmdebstrap", timeout)
+            say(f"creating the user {spec.user!r}")
+            _customize(partial, spec)
+            versions = json.loads(_chroot(partial, "/usr/bin/python3", "-c", _VERSIONS_SCRIPT).strip().splitlines()[-1])
+        except BaseException:
+            shutil.rmtree(partial, ignore_errors=True)
+            raise
+        if spec.rootfs.exists():
+            old = spec.directory / f"rootfs.old-{os.getpid()}"
+            spec.rootfs.rename(old)
+            shutil.rmtree(old, ignore_errors=True)
+        partial.rename(spec.rootfs)
+        meta = {
+            "key": spec.key,
+            "distro": spec.distro,
+            "release": spec.release,
+            "arch": spec.arch,
+            "user": spec.user,
+            "packages": list(spec.packages),
+            "mirror": spec.mirror,
+            "recipe_version": RECIPE_VERSION,
+            "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "build_seconds": round(time.monotonic() - started, 1),
+            "size_mib": _du_mib(spec.rootfs),
+            **versions,
+        }
+        _write_json(spec.meta_path, meta)
+        say(f"root filesystem ready in {meta['build_seconds']:.0f} s ({meta['size_mib']} MiB): "
+            f"Python {versions['python']}, numpy {versions['numpy']}")
+        return meta
+
+
+def _customize(rootfs: Path, spec: ImageSpec) -> None:
+    """The device user (uid 1000, key login only), /etc/edgekit, no host keys baked in."""
+    _chroot(rootfs, "/usr/sbin/useradd", "--create-home", "--uid", str(DEVICE_UID), "--user-group",
+            "--shell", "/bin/bash", spec.user)
+    # '*': no password, but not locked ('!'), so sshd (UsePAM no) lets the key in
+    _chroot(rootfs, "/usr/sbin/usermod", "-p", "*", spec.user)
+    (rootfs / "etc" / "edgekit").mkdir(mode=0o755, exist_ok=True)
+    for key in (rootfs / "etc" / "ssh").glob("ssh_host_*"):
+        key.unlink()  # each instance gets its own host key (instances/<name>/etc)
+    (rootfs / "etc" / "hostname").write_text(f"edgekit-{spec.release}-{spec.arch}\n")
+
+
+def _du_mib(path: Path) -> int:
+    try:
+        out = subprocess.run(["du", "-sm", "--one-file-system", str(path)], capture_output=True, text=True,
+                             timeout=120).stdout
+        return int(out.split()[0])
+    except (OSError, ValueError, IndexError, subprocess.SubprocessError):
+        return 0
+
+
+# ------------------------------------------------------------------------------------ state
+
+
+@dataclass
+class EmulatorState:
+    """A started emulated device, as recorded in ``instances/<name>/state.json``."""
+
+    name: str
+    device: str
+    image_key: str
+    base_rootfs: str
+    instance_dir: str
+    mode: str  # "overlay" (the device's changes in upper/) | "copy" (a full copy in rootfs/)
+    pid: int
+    port: int
+    user: str
+    key_file: str
+    known_hosts: str
+    ssh_config: str
+    alias: str
+    log: str
+    started_at: float
+    machine: str
+    python: str | None = None
+    numpy: str | None = None
+    memory_limit_mib: int | None = None
+    cgroup: str | None = None
+    notes: list[str] = field(default_factory=list)
+    host: str = LOOPBACK
+
+    @property
+    def address(self) -> str:
+        """``user@127.0.0.1:port``: what ``--host`` takes."""
+        return f"{self.user}@{self.host}:{self.port}"
+
+    def ssh_options(self) -> dict[str, Any]:
+        """``DeployOptions.ssh`` / ``SSHTarget`` keyword arguments for this device."""
+        return {"key_filename": self.key_file, "known_hosts": self.known_hosts}
+
+    def cli_args(self) -> str:
+        """The SSH flags of ``edgekit deploy|doctor|provision`` for this device."""
+        return f"--host {self.address} --known-hosts {self.known_hosts} -i {self.key_file}"
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["address"] = self.address
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "EmulatorState":
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+def _instance_dir(name: str) -> Path:
+    return _instances_dir() / _check_name(name)
+
+
+def _state_path(name: str) -> Path:
+    return _instance_dir(name) / "state.json"
+
+
+def load_state(name: str) -> EmulatorState | None:
+    """The recorded state of ``name`` (running or not), or None when never started."""
+    data = _read_json(_state_path(name))
+    if data is None:
+        return None
+    try:
+        return EmulatorState.from_dict(data)
+    except TypeError:
+        return None
+
+
+def list_states() -> list[EmulatorState]:
+    states = []
+    root = _instances_dir()
+    if root.is_dir():
+        for path in sorted(root.glob("*/state.json")):
+            state = load_state(path.parent.name)
+            if state is not None:
+                states.append(state)
+    return states
+
+
+def _pid_is_ours(pid: int, name: str) -> bool:
+    """The process ``pid`` is the ``unshare`` of emulator ``name`` (not a recycled pid)."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return f"{MARKER}:{name}".encode() in cmdline.split(b"\0")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
+
+
+def is_running(state: EmulatorState) -> bool:
+    """The recorded process still runs (does not check that sshd answers: see ``ssh_ready``)."""
+    return _pid_alive(state.pid) and _pid_is_ours(state.pid, state.name)
+
+
+def ssh_ready(host: str, port: int, timeout: float = 2.0) -> bool:
+    """An SSH server greets on ``host:port``."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as sock:
+            sock.settimeout(timeout)
+            return sock.recv(64).startswith(b"SSH-")
+    except OSError:
+        return False
+
+
+def status(name: str) -> dict[str, Any]:
+    """What ``edgekit emulator status NAME`` shows: the state plus ``running``/``ssh_ready``."""
+    state = load_state(name)
+    if state is None:
+        return {"name": name, "running": False, "known": False}
+    running = is_running(state)
+    data = state.to_dict() | {"known": True, "running": running,
+                              "ssh_ready": running and ssh_ready(state.host, state.port)}
+    if running:
+        data["uptime_s"] = round(time.time() - state.started_at, 1)
+    return data
+
+
+def status_all() -> list[dict[str, Any]]:
+    return [status(s.name) for s in list_states()]
+
+
+# ------------------------------------------------------------------------------------ keys & files
+
+
+def _ed25519_keypair(private_path: Path, comment: str) -> str:
+    """An OpenSSH ed25519 key pair at ``private_path`` (0600) and ``.pub``; the public line."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    key = Ed25519PrivateKey.generate()
+    private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
+                                serialization.NoEncryption())
+    public = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+    line = f"{public.decode('ascii')} {comment}"
+    fd = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(private)
+    os.chmod(private_path, 0o600)
+    Path(f"{private_path}.pub").write_text(line + "\n")
+    return line
+
+
+def _ensure_keypair(private_path: Path, comment: str) -> str:
+    pub = Path(f"{private_path}.pub")
+    if private_path.is_file() and pub.is_file():
+        return pub.read_text().strip()
+    return _ed25519_keypair(private_path, comment)
+
+
+def _sshd_config(port: int, user: str, device: str) -> str:
+    return f"""# written by edgekit for the emulated {device}; regenerated at every start
+Port {port}
+ListenAddress {LOOPBACK}
+HostKey /etc/edgekit/ssh_host_ed25519_key
+PidFile none
+UsePAM no
+PermitRootLogin no
+AllowUsers {user}
+PubkeyAuthentication yes
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+AuthorizedKeysFile .ssh/authorized_keys
+UseDNS no
+PrintMotd no
+MaxStartups 64:30:128
+MaxSessions 32
+AcceptEnv LANG LC_*
+Subsystem sftp /usr/lib/openssh/sftp-server
+"""
+
+
+def _host_config_entry(state: EmulatorState) -> str:
+    return (
+        f"# emulated {state.device} (edgekit emulator {state.name})\n"
+        f"Host {state.alias}\n"
+        f"    HostName {state.host}\n"
+        f"    Port {state.port}\n"
+        f"    User {state.user}\n"
+        f"    IdentityFile {state.key_file}\n"
+        f"    IdentitiesOnly yes\n"
+        f"    UserKnownHostsFile {state.known_hosts}\n"
+        f"    StrictHostKeyChecking yes\n"
+    )
+
+
+def _write_include_file() -> None:
+    """Rewrite the cache's ``ssh_config`` with one entry per running emulated device."""
+    entries = [_host_config_entry(s) for s in list_states() if is_running(s)]
+    header = ("# Written by edgekit: one Host entry per running emulated device.\n"
+              f"# Use it with `Include {include_file()}` in ~/.ssh/config (edgekit never edits that file).\n")
+    text = header + ("\n".join(entries) if entries else "# (no emulated device is running)\n")
+    path = include_file()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _free_port(preferred: int | None = None) -> int:
+    if preferred:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind((LOOPBACK, preferred))
+                return preferred
+            except OSError:
+                pass
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((LOOPBACK, 0))
+        return sock.getsockname()[1]
+
+
+def _passwd_entry(rootfs: Path, user: str) -> tuple[int, int, str]:
+    for line in (rootfs / "etc" / "passwd").read_text().splitlines():
+        parts = line.split(":")
+        if len(parts) >= 7 and parts[0] == user:
+            return int(parts[2]), int(parts[3]), parts[5]
+    raise EmulatorError(f"the user {user!r} is missing from the emulated root filesystem",
+                        "rebuild it: edgekit emulator start DEVICE --rebuild")
+
+
+# ------------------------------------------------------------------------------------ cgroups
+
+
+def _memory_cgroup(name: str, memory_mib: int) -> tuple[Path | None, str | None]:
+    """A cgroup v1 memory group limited to ``memory_mib``; (None, why) when unavailable."""
+    if not (CGROUP_V1_MEMORY / "memory.limit_in_bytes").exists():
+        return None, (f"the profile's {memory_mib} MiB memory limit is not applied: this host has no cgroup v1 "
+                      "memory controller")
+    group = CGROUP_V1_MEMORY / "edgekit" / name
+    try:
+        group.mkdir(parents=True, exist_ok=True)
+        limit = str(memory_mib * 1024 * 1024)
+        (group / "memory.limit_in_bytes").write_text(limit)
+        memsw = group / "memory.memsw.limit_in_bytes"
+        if memsw.exists():
+            with contextlib.suppress(OSError):
+                memsw.write_text(limit)
+    except OSError as exc:
+        return None, f"the profile's {memory_mib} MiB memory limit is not applied: cgroup {group}: {exc.strerror}"
+    return group, None
+
+
+def _remove_cgroup(path: str | None) -> None:
+    if not path:
+        return
+    group = Path(path)
+    if not group.is_dir() or CGROUP_V1_MEMORY not in group.parents:
+        return
+    deadline = time.monotonic() + 5
+    while True:
+        try:
+            pids = [int(p) for p in (group / "cgroup.procs").read_text().split()]
+        except (OSError, ValueError):
+            pids = []
+        for pid in pids:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+        try:
+            group.rmdir()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                return
+            time.sleep(0.1)
+
+
+# ------------------------------------------------------------------------------------ start / stop
+
+
+# Runs as root in the new mount + PID namespaces (PID 1 there), then becomes the guest's sshd.
+# Every mount dies with the namespace. Arguments: root base inst mode user uid gid home.
+_NAMESPACE_SCRIPT = r"""set -eu
+root=$1 base=$2 inst=$3 mode=$4 user=$5 uid=$6 gid=$7 home=$8
+if [ "$mode" = overlay ]; then
+  mount -t overlay edgekit-overlay -o "lowerdir=$base,upperdir=$inst/upper,workdir=$inst/work" "$root"
+fi
+mount -t proc proc "$root/proc"
+mount -t tmpfs -o mode=0755,size=64m,nosuid,nodev tmpfs "$root/run"
+mkdir -m 0755 "$root/run/sshd"
+if mount -t devpts -o newinstance,ptmxmode=0666,mode=0620 devpts "$root/dev/pts" 2>/dev/null; then
+  mount --bind "$root/dev/pts/ptmx" "$root/dev/ptmx" 2>/dev/null || true
+fi
+# no host /sys (it makes onnxruntime and ai_edge_litert crash under qemu), only the CPU lists
+mount -t tmpfs -o mode=0755,size=1m,nosuid,nodev,noexec tmpfs "$root/sys"
+mkdir -p "$root/sys/devices/system/cpu"
+for f in possible present online; do
+  cat "/sys/devices/system/cpu/$f" > "$root/sys/devices/system/cpu/$f" 2>/dev/null || echo 0 > "$root/sys/devices/system/cpu/$f"
+done
+mkdir -p "$root/etc/edgekit"
+mount --bind "$inst/etc" "$root/etc/edgekit"
+mount -o remount,bind,ro "$root/etc/edgekit"
+install -d -o "$uid" -g "$gid" -m 0700 "$root$home/.ssh"
+install -o "$uid" -g "$gid" -m 0600 "$inst/etc/authorized_keys" "$root$home/.ssh/authorized_keys"
+echo "edgekit: starting sshd (pid namespace init)" >&2
+exec chroot "$root" /usr/sbin/sshd -D -e -f /etc/edgekit/sshd_config
+"""
+
+_CGROUP_ENTER = 'if [ -n "$1" ]; then echo $$ > "$1/cgroup.procs"; fi; shift; exec "$@"'
+
+_children: dict[str, subprocess.Popen[bytes]] = {}  # started by this process: reaped on stop
+
+
+def _overlay_works(instance: Path, base: Path) -> bool:
+    """Can this host mount an overlay of ``base`` with upper/work under ``instance``?"""
+    probe = instance / ".overlay-probe"
+    shutil.rmtree(probe, ignore_errors=True)
+    for sub in ("upper", "work", "merged"):
+        (probe / sub).mkdir(parents=True)
+    try:
+        proc = subprocess.run(
+            ["unshare", "--mount", "--propagation", "private", "mount", "-t", "overlay", "edgekit-probe", "-o",
+             f"lowerdir={base},upperdir={probe}/upper,workdir={probe}/work", str(probe / "merged")],
+            capture_output=True, timeout=30,
+        )
+        return proc.returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return False
+    finally:
+        shutil.rmtree(probe, ignore_errors=True)
+
+
+def _prepare_instance(instance: Path, base: Path, fresh: bool, mode_hint: str | None) -> str:
+    """Set up upper/work/merged (overlay) or a full copy; returns the mode."""
+    if fresh:
+        for sub in ("upper", "work", "merged", "rootfs"):
+            shutil.rmtree(instance / sub, ignore_errors=True)
+    mode = mode_hint if mode_hint in ("overlay", "copy") and not fresh else None
+    if mode is None:
+        if (instance / "rootfs").is_dir() and not (instance / "upper").is_dir():
+            mode = "copy"
+        else:
+            mode = "overlay" if _overlay_works(instance, base) else "copy"
+    if mode == "overlay":
+        for sub in ("upper", "work", "merged"):
+            (instance / sub).mkdir(exist_ok=True)
+        shutil.rmtree(instance / "work", ignore_errors=True)  # overlayfs wants an empty workdir
+        (instance / "work").mkdir()
+    elif not (instance / "rootfs").is_dir():
+        partial = instance / "rootfs.partial"
+        shutil.rmtree(partial, ignore_errors=True)
+        subprocess.run(["cp", "-a", "--reflink=auto", str(base), str(partial)], check=True)
+        partial.rename(instance / "rootfs")
+    return mode
+
+
+def start(
+    device: Any,
+    *,
+    name: str | None = None,
+    port: int | None = None,
+    fresh: bool = False,
+    rebuild: bool = False,
+    memory_limit: bool = True,
+    profile_files: Any = (),
+    progress: Progress | None = None,
+    ready_timeout: float = DEFAULT_READY_TIMEOUT_S,
+) -> EmulatorState:
+    """Start (building the image first if needed) the emulated ``device``; returns its state.
+
+    Idempotent: a running emulator of that name is returned as is (``fresh`` restarts it with
+    the device's changes discarded: no runtime installed, an empty home directory).
+    """
+    say = progress or (lambda _msg: None)
+    profile = _profile(device, profile_files)
+    name = _check_name(name or profile.name)
+    spec = image_spec(profile)
+    require_root()
+    _require_tools("chroot", "unshare", "mount", "install")
+    current = load_state(name)
+    if current is not None and is_running(current):
+        if not (fresh or rebuild) and current.device == profile.name and current.image_key == spec.key \
+                and (port is None or port == current.port):
+            say(f"{name} is already running at {current.address}")
+            return current
+        stop(name)
+    elif current is not None:
+        _cleanup_dead(current)
+
+    ensure_binfmt(spec.qemu_arch)
+    meta = build_image(spec, rebuild=rebuild, progress=say)
+    base = spec.rootfs
+    uid, gid, home = _passwd_entry(base, spec.user)
+
+    instance = _instance_dir(name)
+    instance.mkdir(parents=True, exist_ok=True)
+    os.chmod(instance, 0o755)
+    mode = _prepare_instance(instance, base, fresh or (current is not None and current.image_key != spec.key),
+                             current.mode if current else None)
+    root = instance / ("merged" if mode == "overlay" else "rootfs")
+
+    etc = instance / "etc"
+    etc.mkdir(exist_ok=True)
+    os.chmod(etc, 0o755)
+    host_pub = _ensure_keypair(etc / "ssh_host_ed25519_key", f"edgekit-{name}")
+    client_pub = _ensure_keypair(instance / "id_ed25519", f"edgekit-emulator-{name}")
+    (etc / "authorized_keys").write_text(client_pub + "\n")
+
+    notes: list[str] = []
+    mismatch = _python_mismatch(profile, spec.release)
+    if mismatch:
+        notes.append(mismatch)
+    cores = os.cpu_count() or 1
+    if cores != profile.cpu.cores:
+        notes.append(f"cores: the device has {profile.cpu.cores}, the emulated one uses this host's {cores}")
+    notes.append("speed: qemu-user runs code hundreds of times slower than the device; latency is not representative")
+    cgroup: Path | None = None
+    if memory_limit:
+        cgroup, why = _memory_cgroup(name, profile.memory_mib)
+        if why:
+            notes.append(why)
+    else:
+        notes.append(f"the profile's {profile.memory_mib} MiB memory limit was turned off (--no-memory-limit)")
+
+    log = instance / "sshd.log"
+    last_error = None
+    for attempt in range(2):  # a second try on a new port if the first one was taken meanwhile
+        chosen = port or _free_port(current.port if current else None)
+        if attempt:
+            chosen = _free_port()
+        (etc / "sshd_config").write_text(_sshd_config(chosen, spec.user, profile.name))
+        say(f"starting the emulated {profile.name} ({spec.release} {spec.arch} under qemu-{spec.qemu_arch}) "
+            f"on {LOOPBACK}:{chosen}")
+        with open(log, "ab") as handle:
+            handle.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} start on port {chosen}\n".encode())
+            handle.flush()
+            argv = ["/bin/sh", "-c", _CGROUP_ENTER, "edgekit-cgroup", str(cgroup or ""),
+                    "unshare", "--mount", "--pid", "--fork", "--propagation", "private", "--kill-child",
+                    "--", "/bin/sh", "-c", _NAMESPACE_SCRIPT, f"{MARKER}:{name}",
+                    str(root), str(base), str(instance), mode, spec.user, str(uid), str(gid), home]
+            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=handle, stderr=subprocess.STDOUT,
+                                    start_new_session=True, close_fds=True)
+        _children[name] = proc
+        state = EmulatorState(
+            name=name, device=profile.name, image_key=spec.key, base_rootfs=str(base),
+            instance_dir=str(instance), mode=mode, pid=proc.pid, port=chosen, user=spec.user,
+            key_file=str(instance / "id_ed25519"), known_hosts=str(instance / "known_hosts"),
+            ssh_config=str(instance / "ssh_config"), alias=f"edgekit-{name}", log=str(log),
+            started_at=time.time(), machine=spec.machine, python=meta.get("python"), numpy=meta.get("numpy"),
+            memory_limit_mib=profile.memory_mib if cgroup else None, cgroup=str(cgroup) if cgroup else None,
+            notes=notes,
+        )
+        _write_json(_state_path(name), state.to_dict())
+        try:
+            _wait_ready(state, proc, ready_timeout)
+        except EmulatorError as exc:
+            last_error = exc
+            stop(name)
+            if port is None and "Address already in use" in str(exc) and attempt == 0:
+                continue
+            raise
+        host_key_type, host_key_b64 = host_pub.split()[:2]
+        Path(state.known_hosts).write_text(f"[{LOOPBACK}]:{chosen} {host_key_type} {host_key_b64}\n")
+        Path(state.ssh_config).write_text(_host_config_entry(state))
+        _write_include_file()
+        say(f"the emulated {profile.name} is up: {state.address}")
+        return state
+    assert last_error is not None
+    raise last_error
+
+
+def _log_tail(path: str, lines: int = 15) -> str:
+    try:
+        text = Path(path).read_text(errors="replace")
+    except OSError:
+        return ""
+    text = text.rsplit("--- ", 1)[-1]
+    return "\n".join(text.strip().splitlines()[-lines:])
+
+
+def _wait_ready(state: EmulatorState, proc: subprocess.Popen[bytes], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise EmulatorError(
+                f"the emulated {state.device} stopped while starting (status {proc.returncode}); its log:\n"
+                f"{_log_tail(state.log)}",
+                f"full log: {state.log}",
+            )
+        if ssh_ready(state.host, state.port, timeout=min(5.0, max(0.5, deadline - time.monotonic()))):
+            return
+        time.sleep(0.2)
+    raise EmulatorError(
+        f"the emulated {state.device}'s sshd did not answer on {state.host}:{state.port} within {timeout:g} s; "
+        f"its log:\n{_log_tail(state.log)}",
+        f"full log: {state.log}; a busy host may need a longer --ready-timeout",
+    )
+
+
+def _cleanup_dead(state: EmulatorState) -> None:
+    _remove_cgroup(state.cgroup)
+
+
+def stop(name: str, *, timeout: float = 10.0, remove: bool = False) -> bool:
+    """Stop emulator ``name`` (every process of the device dies with it); True if it ran.
+
+    ``remove`` also deletes the instance (the device's changes, keys, state); the cached image
+    stays.
+    """
+    state = load_state(name)
+    was_running = False
+    if state is not None:
+        if is_running(state):
+            require_root("stopping an emulated device")
+            was_running = True
+            _terminate(state, timeout)
+        proc = _children.pop(name, None)
+        if proc is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=1)
+        _remove_cgroup(state.cgroup)
+        with contextlib.suppress(OSError):
+            _write_include_file()
+    if remove:
+        instance = _instance_dir(name)
+        if instance.is_dir():
+            shutil.rmtree(instance, ignore_errors=True)
+    elif state is not None and state.pid:
+        _write_json(_state_path(name), dataclasses.replace(state, pid=0).to_dict())  # keeps port, mode
+    return was_running
+
+
+def _terminate(state: EmulatorState, timeout: float) -> None:
+    for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(state.pid, sig)
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            proc = _children.get(state.name)
+            if proc is not None and proc.poll() is not None:
+                return
+            if not _pid_alive(state.pid):
+                return
+            time.sleep(0.05)
+    if _pid_alive(state.pid):
+        raise EmulatorError(f"the emulated {state.device} (pid {state.pid}) did not stop")
+
+
+def stop_all(*, remove: bool = False) -> list[str]:
+    return [s.name for s in list_states() if stop(s.name, remove=remove)]
+
+
+__all__ = [
+    "CACHE_ENV",
+    "EmulatorError",
+    "EmulatorState",
+    "EmulatorUnsupportedError",
+    "ImageSpec",
+    "NeedsRootError",
+    "binfmt_status",
+    "build_image",
+    "cache_dir",
+    "ensure_binfmt",
+    "image_info",
+    "image_spec",
+    "include_file",
+    "is_running",
+    "list_states",
+    "load_state",
+    "ssh_ready",
+    "start",
+    "status",
+    "status_all",
+    "stop",
+    "stop_all",
+]

@@ -1,0 +1,888 @@
+"""Offline provisioning of a device's inference runtimes, and ``edgekit doctor``.
+
+The device needs no internet and no pip: the host
+
+1. asks the device over SSH (a tiny ``python3 -c``) for its Python, CPU architecture, glibc,
+   home directory and installed distributions;
+2. downloads on the host the runtime wheels for exactly that platform (``pip download
+   --only-binary=:all: --platform manylinux_2_<N>_<arch> ... --python-version <XY>
+   --implementation cp --no-deps``), plus every dependency their metadata requires that the
+   device does not already provide (the distro's numpy stays), into a cache
+   (``~/.cache/edgekit/wheels/<tag>/``, reused offline next time);
+3. pushes them over SFTP and unpacks them on the device with Python's ``zipfile`` (no pip
+   needed) into a private folder, ``~/.local/lib/edgekit-site`` by default, swapped in
+   atomically, with a manifest ``edgekit-site.json``;
+4. checks with the runner's ``--probe`` that the runtimes import.
+
+The runner finds that folder through ``PYTHONPATH`` only (no ``.pth``, nothing outside the
+folder is touched): :func:`runner_python` gives the ``python`` command for ``SSHTarget`` that
+sets it. By default the runtimes are pinned to the versions installed on this host, so the
+device runs what the host validated.
+"""
+
+from __future__ import annotations
+
+import email.parser
+import hashlib
+import json
+import os
+import posixpath
+import re
+import shlex
+import subprocess
+import sys
+import time
+import zipfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+from edgekit.errors import (
+    EdgekitError,
+    MissingDependencyError,
+    TargetError,
+    UsageError,
+)
+
+DEFAULT_SITE_DIR = "~/.local/lib/edgekit-site"
+MANIFEST_NAME = "edgekit-site.json"
+WHEEL_CACHE_ENV = "EDGEKIT_WHEEL_CACHE"
+# runner runtime name -> PyPI project
+RUNTIME_PROJECTS = {
+    "onnxruntime": "onnxruntime",
+    "ai_edge_litert": "ai-edge-litert",
+    "tflite_runtime": "tflite-runtime",
+    "tensorflow": "tensorflow",
+}
+# installed by default: the first of the profile's runtimes per format that has device wheels
+# (tensorflow is only installed when asked for: ~1 GB)
+DEFAULT_CANDIDATES = ("onnxruntime", "ai_edge_litert", "tflite_runtime")
+LOW_DISK_MIB = 500
+
+Progress = Callable[[str], None]
+
+
+class ProvisionError(TargetError):
+    """Provisioning the device failed (exit code 5)."""
+
+
+# ------------------------------------------------------------------------------------ device facts
+
+# Runs on the device (Python >= 3.6, standard library only). argv[1]: the site folder.
+FACTS_SCRIPT = r"""
+import json, os, platform, re, sys
+out = {"python": platform.python_version(), "implementation": sys.implementation.name,
+       "machine": platform.machine(), "system": platform.system(), "executable": sys.executable}
+glibc = None
+try:
+    parts = os.confstr("CS_GNU_LIBC_VERSION").split()
+    if len(parts) == 2 and parts[0] == "glibc":
+        glibc = parts[1]
+except (AttributeError, ValueError, OSError):
+    pass
+out["glibc"] = glibc
+home = os.path.expanduser("~")
+site = os.path.abspath(os.path.expanduser(sys.argv[1]))
+out["home"] = home
+out["site_dir"] = site
+out["site_dir_exists"] = os.path.isdir(site)
+manifest = None
+try:
+    with open(os.path.join(site, "edgekit-site.json")) as fh:
+        manifest = json.load(fh)
+except Exception:
+    pass
+out["manifest"] = manifest
+dists = {}
+pat = re.compile(r"^(.+?)-(\d[^-]*?)(-py\d[^-]*)?(-[^-]+)?\.(dist-info|egg-info)$")
+for entry in sys.path:
+    if not entry or not os.path.isdir(entry) or os.path.abspath(entry).startswith(site):
+        continue
+    for name in os.listdir(entry):
+        m = pat.match(name)
+        if m:
+            key = re.sub(r"[-_.]+", "-", m.group(1)).lower()
+            dists.setdefault(key, m.group(2))
+out["dists"] = dists
+import importlib.util
+out["pip"] = importlib.util.find_spec("pip") is not None
+try:
+    st = os.statvfs(home)
+    out["free_disk_mib"] = st.f_bavail * st.f_frsize // (1 << 20)
+except OSError:
+    out["free_disk_mib"] = None
+mem = {}
+try:
+    with open("/proc/meminfo") as fh:
+        for line in fh:
+            k, v = line.split(":", 1)
+            if k in ("MemTotal", "MemAvailable"):
+                mem[k] = int(v.split()[0]) // 1024
+except Exception:
+    pass
+out["mem_total_mib"] = mem.get("MemTotal")
+out["mem_available_mib"] = mem.get("MemAvailable")
+print("@@edgekit-facts " + json.dumps(out))
+"""
+
+# Runs on the device: unzip wheels into SITE.new, write the manifest, swap it in.
+# argv: site_dir manifest.json wheel...
+INSTALL_SCRIPT = r"""
+import json, os, shutil, sys, time, zipfile
+site, manifest_path, wheels = sys.argv[1], sys.argv[2], sys.argv[3:]
+new = site + ".new"
+shutil.rmtree(new, ignore_errors=True)
+os.makedirs(new)
+def dest_of(name):
+    parts = name.split("/")
+    if name.startswith("/") or ".." in parts or "\\" in name:
+        raise SystemExit("unsafe path in wheel: " + name)
+    if parts[0].endswith(".data") and len(parts) > 2:
+        if parts[1] in ("purelib", "platlib"):
+            return "/".join(parts[2:])
+        return None  # scripts, headers, data: the runner needs none of them
+    return name
+for wheel in wheels:
+    with zipfile.ZipFile(wheel) as zf:
+        for info in zf.infolist():
+            rel = dest_of(info.filename)
+            if not rel:
+                continue
+            target = os.path.join(new, rel)
+            if info.filename.endswith("/"):
+                os.makedirs(target, exist_ok=True)
+                continue
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            with zf.open(info) as src, open(target, "wb") as dst:
+                shutil.copyfileobj(src, dst, 1 << 20)
+            mode = (info.external_attr >> 16) & 0o777
+            if mode & 0o111:
+                os.chmod(target, 0o755)
+with open(manifest_path) as fh:
+    manifest = json.load(fh)
+manifest["installed_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+with open(os.path.join(new, "edgekit-site.json"), "w") as fh:
+    json.dump(manifest, fh, indent=1)
+old = None
+if os.path.lexists(site):
+    old = site + ".old"
+    shutil.rmtree(old, ignore_errors=True)
+    os.rename(site, old)
+os.rename(new, site)
+if old:
+    shutil.rmtree(old, ignore_errors=True)
+print("@@edgekit-installed " + site)
+"""
+
+
+@dataclass
+class DeviceFacts:
+    """What the facts script found on the device."""
+
+    python: str
+    implementation: str
+    machine: str
+    glibc: str | None
+    home: str
+    site_dir: str
+    site_dir_exists: bool
+    manifest: dict[str, Any] | None
+    dists: dict[str, str]
+    pip: bool
+    free_disk_mib: int | None
+    mem_total_mib: int | None
+    mem_available_mib: int | None
+    system: str | None = None
+    executable: str | None = None
+
+    @property
+    def python_tag(self) -> str:
+        major, minor = self.python.split(".")[:2]
+        return f"{major}{minor}"
+
+    @property
+    def platform_key(self) -> str:
+        """Names the wheel cache folder: ``cp311-manylinux_2_36_aarch64``."""
+        if not self.glibc:
+            return f"cp{self.python_tag}-linux_{self.machine}"
+        major, minor = self.glibc.split(".")[:2]
+        return f"cp{self.python_tag}-manylinux_{major}_{minor}_{self.machine}"
+
+
+def _parse_marked_json(text: str, mark: str) -> dict[str, Any] | None:
+    for line in reversed(text.splitlines()):
+        if line.startswith(mark + " "):
+            try:
+                return json.loads(line[len(mark) + 1:])
+            except ValueError:
+                return None
+    return None
+
+
+def device_facts(target: Any, python: str = "python3", site_dir: str = DEFAULT_SITE_DIR) -> DeviceFacts:
+    """Run the facts script on ``target`` (an open-able ``SSHTarget``)."""
+    argv = [*shlex.split(python), "-c", FACTS_SCRIPT, site_dir]
+    status, out, err = target.exec(argv, timeout=300)
+    facts = _parse_marked_json(out, "@@edgekit-facts")
+    if facts is None:
+        if status in (126, 127):
+            raise MissingDependencyError(
+                f"{shlex.split(python)[0]} is not installed on the device {target.address}",
+                "install Python 3 on the device (e.g. `sudo apt install python3 python3-numpy`), "
+                "or pass --python with the interpreter's path",
+            )
+        raise TargetError(f"could not read the device's facts on {target.address} (status {status}): "
+                          f"{(err or out).strip()[-500:]}")
+    names = set(DeviceFacts.__dataclass_fields__)
+    return DeviceFacts(**{k: v for k, v in facts.items() if k in names})
+
+
+def runner_python(python: str, site_dir: str) -> str:
+    """The ``python`` command for ``SSHTarget`` that puts the provisioned folder first.
+
+    ``site_dir`` must be absolute (``DeviceFacts.site_dir``): ``SSHTarget`` quotes every word,
+    so a ``~`` would not be expanded.
+    """
+    argv = shlex.split(python)
+    if argv and argv[0] == "env" and any(a.startswith("PYTHONPATH=") for a in argv):
+        return python
+    return shlex.join(["env", f"PYTHONPATH={site_dir}", *argv])
+
+
+# ------------------------------------------------------------------------------------ wheels
+
+
+def wheel_cache_dir() -> Path:
+    env = os.environ.get(WHEEL_CACHE_ENV)
+    if env:
+        return Path(os.path.expanduser(env))
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "edgekit" / "wheels"
+
+
+def manylinux_platforms(machine: str, glibc: str | None) -> list[str]:
+    """``--platform`` values for pip, newest first: pip does not expand ``manylinux_2_X`` itself."""
+    if not glibc:
+        raise ProvisionError(
+            "the device's C library is not glibc (musl? Android?): there are no manylinux wheels for it",
+            "install the runtime with the device's own package manager",
+        )
+    major, minor = (int(p) for p in glibc.split(".")[:2])
+    if major != 2:
+        raise ProvisionError(f"unexpected glibc version {glibc} on the device")
+    lowest = 17 if machine in ("aarch64", "ppc64le", "s390x", "armv7l") else 5
+    platforms = [f"manylinux_2_{m}_{machine}" for m in range(minor, lowest - 1, -1)]
+    legacy = {17: "manylinux2014", 12: "manylinux2010", 5: "manylinux1"}
+    platforms += [f"{name}_{machine}" for m, name in legacy.items() if m <= minor and m >= lowest
+                  and not (name != "manylinux2014" and machine not in ("x86_64", "i686"))]
+    return platforms
+
+
+def _packaging() -> Any:
+    try:
+        import packaging.requirements
+        import packaging.tags
+        import packaging.utils
+        import packaging.version
+    except ImportError:  # pragma: no cover - onnxruntime depends on it
+        raise MissingDependencyError("edgekit provision needs the `packaging` module on the host",
+                                     "pip install packaging") from None
+    return packaging
+
+
+def _marker_env(facts: DeviceFacts) -> dict[str, str]:
+    return {
+        "python_version": ".".join(facts.python.split(".")[:2]),
+        "python_full_version": facts.python,
+        "implementation_name": facts.implementation,
+        "implementation_version": facts.python,
+        "platform_python_implementation": "CPython" if facts.implementation == "cpython" else facts.implementation,
+        "os_name": "posix",
+        "sys_platform": "linux",
+        "platform_system": "Linux",
+        "platform_machine": facts.machine,
+        "platform_release": "",
+        "platform_version": "",
+        "extra": "",
+    }
+
+
+def wheel_requirements(wheel: Path) -> list[str]:
+    """The ``Requires-Dist`` lines of a wheel."""
+    with zipfile.ZipFile(wheel) as zf:
+        meta = next((n for n in zf.namelist()
+                     if n.count("/") == 1 and n.endswith(".dist-info/METADATA")), None)
+        if meta is None:
+            return []
+        message = email.parser.Parser().parsestr(zf.read(meta).decode("utf-8", "replace"))
+    return list(message.get_all("Requires-Dist") or [])
+
+
+@dataclass
+class WheelChoice:
+    name: str
+    version: str
+    wheel: str  # file name
+    path: str
+    sha256: str
+    from_cache: bool
+    required_by: str
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class WheelResolver:
+    """Resolves the device's wheels with pip (``pip download`` for the device's platform).
+
+    The device's own distributions (the distro's numpy above all) are passed to pip as
+    constraints, so pip picks dependency versions that work with them (e.g. an ``ml_dtypes``
+    that accepts numpy 1.24) and they are not installed again. When that cannot be resolved,
+    it retries with numpy alone pinned, then with nothing pinned (the private folder then
+    holds its own numpy, which shadows the device's for the runner only).
+
+    The cache (``<cache>/<platform>/``) is tried first without any index (offline); pip goes
+    online only for what it lacks.
+    """
+
+    def __init__(self, facts: DeviceFacts, cache: Path | None = None, *, offline: bool = False,
+                 progress: Progress | None = None) -> None:
+        self.facts = facts
+        self.cache = (cache or wheel_cache_dir()) / facts.platform_key
+        self.offline = offline
+        self.say = progress or (lambda _msg: None)
+        self.packaging = _packaging()
+        self.platforms = manylinux_platforms(facts.machine, facts.glibc)
+        self.notes: list[str] = []
+
+    def device_constraints(self) -> dict[str, str]:
+        """The device's distributions whose versions pip can read (PEP 440)."""
+        version_cls = self.packaging.version.Version
+        pins = {}
+        for name, version in sorted(self.facts.dists.items()):
+            try:
+                version_cls(version)
+            except Exception:  # noqa: BLE001 - a Debian-only version string: not a constraint
+                continue
+            pins[name] = version
+        return pins
+
+    def _pip_download(self, reqs: list[str], pins: dict[str, str], *, no_index: bool,
+                      dest: Path) -> tuple[bool, str]:
+        argv = [sys.executable, "-m", "pip", "download", "--disable-pip-version-check", "--progress-bar", "off",
+                "--only-binary=:all:", "--python-version", self.facts.python_tag, "--implementation", "cp",
+                "-d", str(dest), "--find-links", str(self.cache)]
+        for platform in self.platforms:
+            argv += ["--platform", platform]
+        if no_index:
+            argv.append("--no-index")
+        if pins:
+            constraints = dest / "constraints.txt"
+            constraints.write_text("".join(f"{n}=={v}\n" for n, v in pins.items()))
+            argv += ["-c", str(constraints)]
+        proc = subprocess.run(argv + reqs, capture_output=True, text=True, timeout=1800)
+        if proc.returncode == 0:
+            return True, ""
+        text = proc.stderr or proc.stdout
+        lines = [ln.strip() for ln in text.splitlines() if ln.startswith("ERROR") or "conflict" in ln.lower()]
+        return False, "; ".join(lines[:6]) or text.strip()[-600:]
+
+    def resolve(self, requirements: Iterable[str]) -> tuple[list[WheelChoice], dict[str, str]]:
+        """(wheels to install, the device's distributions reused as they are)."""
+        import shutil
+        import tempfile
+
+        reqs = list(requirements)
+        self.cache.mkdir(parents=True, exist_ok=True)
+        pins = self.device_constraints()
+        attempts = [("the device's packages", pins)]
+        if "numpy" in pins and len(pins) > 1:
+            attempts.append(("the device's numpy", {"numpy": pins["numpy"]}))
+        if pins:
+            attempts.append(("nothing", {}))
+        errors = []
+        for label, constraint in attempts:
+            for no_index in ([True] if self.offline else [True, False]):
+                with tempfile.TemporaryDirectory(prefix="edgekit-wheels-") as tmp:
+                    dest = Path(tmp) / "wheels"
+                    dest.mkdir()
+                    if not no_index:
+                        self.say(f"downloading wheels for {self.facts.platform_key}: {', '.join(reqs)}")
+                    ok, error = self._pip_download(reqs, constraint, no_index=no_index, dest=dest)
+                    if not ok:
+                        if not no_index:
+                            errors.append(f"with {label} pinned: {error}")
+                        continue
+                    if label != attempts[0][0]:
+                        self.notes.append(f"the runtimes' dependencies do not fit {attempts[0][0]} "
+                                          f"({errors[-1] if errors else 'no resolution'}); resolved with {label} pinned")
+                    return self._collect(dest)
+        if self.offline:
+            raise ProvisionError(
+                f"the wheel cache {self.cache} lacks wheels for {', '.join(reqs)} and --offline forbids downloading",
+                "run once with network access, or put the wheels into that folder",
+            )
+        raise ProvisionError(
+            f"pip could not download wheels for the device ({self.facts.platform_key}): " + " | ".join(errors),
+            "check the host's network/PyPI access, or pick another --runtime version",
+        )
+
+    def _collect(self, dest: Path) -> tuple[list[WheelChoice], dict[str, str]]:
+        import shutil
+
+        utils = self.packaging.utils
+        wheels = sorted(dest.glob("*.whl"))
+        found = {}
+        for path in wheels:
+            name, version, _build, _tags = utils.parse_wheel_filename(path.name)
+            found[str(name)] = (str(version), path)
+        parents: dict[str, str] = {}
+        Requirement = self.packaging.requirements.Requirement
+        env = _marker_env(self.facts)
+        for name, (_v, path) in found.items():
+            for line in wheel_requirements(path):
+                req = Requirement(line)
+                if req.marker is None or req.marker.evaluate(env):
+                    parents.setdefault(str(utils.canonicalize_name(req.name)), name)
+        choices: list[WheelChoice] = []
+        provided: dict[str, str] = {}
+        for name, (version, path) in found.items():
+            cached = self.cache / path.name
+            from_cache = cached.is_file()
+            if not from_cache:  # provided ones too: the next offline resolution needs them
+                shutil.copy2(path, cached)
+            if self.facts.dists.get(name) == version:
+                provided[name] = version
+                continue
+            choices.append(WheelChoice(name=name, version=version, wheel=path.name, path=str(cached),
+                                       sha256=_sha256(cached), from_cache=from_cache,
+                                       required_by=parents.get(name, "requested")))
+        return choices, provided
+
+
+def _host_version(project: str) -> str | None:
+    try:
+        from importlib.metadata import PackageNotFoundError, version
+    except ImportError:  # pragma: no cover
+        return None
+    try:
+        return version(project).split("+", 1)[0]
+    except PackageNotFoundError:
+        return None
+
+
+def default_runtimes(profile: Any) -> list[str]:
+    """The first of the profile's runtimes per format that edgekit can install (no tensorflow)."""
+    picked = []
+    for _fmt, names in profile.runtimes.items():
+        for name in names:
+            if name in DEFAULT_CANDIDATES:
+                if name not in picked:
+                    picked.append(name)
+                break
+    return picked
+
+
+def runtime_requirements(runtimes: Iterable[str], *, pin_to_host: bool = True) -> list[str]:
+    """``RUNTIME[==VERSION]`` items → pip requirement strings (pinned to the host's version)."""
+    reqs = []
+    for item in runtimes:
+        name, sep, version = item.partition("==")
+        name = name.strip()
+        project = RUNTIME_PROJECTS.get(name) or RUNTIME_PROJECTS.get(name.replace("-", "_"))
+        if project is None:
+            raise UsageError(f"unknown runtime {name!r}", f"choose from {', '.join(RUNTIME_PROJECTS)}")
+        if sep:
+            reqs.append(f"{project}=={version.strip()}")
+        elif pin_to_host and (host := _host_version(project)):
+            reqs.append(f"{project}=={host}")
+        else:
+            reqs.append(project)
+    return reqs
+
+
+# ------------------------------------------------------------------------------------ provision
+
+
+@dataclass
+class ProvisionResult:
+    device: str
+    address: str
+    site_dir: str
+    python_command: str  # pass as SSHTarget(python=...) / DeployOptions.ssh["python"]
+    platform: str
+    packages: list[WheelChoice]
+    provided_by_device: dict[str, str]
+    installed: bool  # False: the device already had exactly these wheels
+    runtimes: dict[str, Any]  # the runner's probe after installing
+    notes: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _open_target(profile: Any, host: str, ssh: dict[str, Any] | None) -> Any:
+    from edgekit.targets import create_target
+
+    return create_target(profile, host=host, **dict(ssh or {}))
+
+
+def _sftp(target: Any) -> Any:
+    """The SFTP session of an open ``SSHTarget``."""
+    target.open()
+    sftp = getattr(target, "sftp", None) or getattr(target, "_sftp", None)
+    if sftp is None:  # pragma: no cover - SSHTarget always has one once open
+        raise TargetError(f"no SFTP session to {target.address}")
+    return sftp
+
+
+def _exec_checked(target: Any, argv: list[str], doing: str, timeout: float = 1800) -> str:
+    status, out, err = target.exec(argv, timeout=timeout)
+    if status != 0:
+        text = (err or out).strip()
+        if re.search(r"No space left on device|Disk quota exceeded", text):
+            from edgekit.errors import RemoteDiskFullError
+
+            raise RemoteDiskFullError(f"the device {target.address} ran out of disk space while {doing}",
+                                      "free space on the device, or pass --site-dir on a larger filesystem")
+        raise ProvisionError(f"{doing} on {target.address} failed (status {status}): {text[-800:]}")
+    return out
+
+
+def probe_runtimes(target: Any, python: str) -> dict[str, Any]:
+    """The runner's ``--probe`` run with ``python`` (which sets PYTHONPATH)."""
+    saved = (target.python, target.python_argv)
+    target.python, target.python_argv = python, shlex.split(python)
+    try:
+        return target.probe()
+    finally:
+        target.python, target.python_argv = saved
+
+
+def provision(
+    device: Any,
+    host: str,
+    *,
+    ssh: dict[str, Any] | None = None,
+    runtimes: Iterable[str] | None = None,
+    site_dir: str = DEFAULT_SITE_DIR,
+    cache: Path | None = None,
+    offline: bool = False,
+    force: bool = False,
+    pin_to_host: bool = True,
+    profile_files: Iterable[str] = (),
+    progress: Progress | None = None,
+) -> ProvisionResult:
+    """Install the device's runtimes from wheels downloaded on this host (see the module doc)."""
+    from edgekit.devices import get as get_profile
+
+    say = progress or (lambda _msg: None)
+    started = time.monotonic()
+    profile = get_profile(device, profile_files) if isinstance(device, str) else device
+    ssh = dict(ssh or {})
+    python = ssh.get("python") or profile.ssh.python
+    notes: list[str] = []
+    with _open_target(profile, host, ssh) as target:
+        say(f"checking {target.address}")
+        facts = device_facts(target, python, site_dir)
+        notes += _facts_notes(profile, facts)
+        wanted = list(runtimes) if runtimes else default_runtimes(profile)
+        if not wanted:
+            raise UsageError(f"{profile.name}'s profile names no runtime edgekit can install",
+                             f"pass --runtime, one of {', '.join(RUNTIME_PROJECTS)}")
+        resolver = WheelResolver(facts, cache, offline=offline, progress=say)
+        reqs = runtime_requirements(wanted, pin_to_host=pin_to_host)
+        try:
+            choices, provided = resolver.resolve(reqs)
+        except ProvisionError as exc:
+            pinned = [r for r, w in zip(reqs, wanted) if "==" in r and "==" not in w]
+            if not pinned or offline:
+                raise
+            notes.append(f"no device wheel of the host's versions ({', '.join(pinned)}): {exc.message}; "
+                         "took the newest instead")
+            choices, provided = resolver.resolve(runtime_requirements(wanted, pin_to_host=False))
+        notes += resolver.notes
+        for name, version in provided.items():
+            notes.append(f"{name} {version} is provided by the device (not installed)")
+        command = runner_python(python, facts.site_dir)
+        manifest = {
+            "edgekit": _edgekit_version(),
+            "platform": facts.platform_key,
+            "python": facts.python,
+            "packages": [{"name": c.name, "version": c.version, "wheel": c.wheel, "sha256": c.sha256}
+                         for c in choices],
+            "provided_by_device": provided,
+        }
+        installed = False
+        if not force and _same_wheels(facts.manifest, choices) and facts.site_dir_exists:
+            say(f"{facts.site_dir} already holds these wheels (use --force to reinstall)")
+        else:
+            _push_and_install(target, python, facts, choices, manifest, say)
+            installed = True
+        say("checking that the runtimes import on the device")
+        probe = probe_runtimes(target, command)
+        found = probe.get("runtimes") or {}
+        broken = [name for name in wanted if not (found.get(name.split("==")[0]) or {}).get("available")]
+        if broken:
+            details = "; ".join(f"{n}: {(found.get(n.split('==')[0]) or {}).get('error')}" for n in broken)
+            raise ProvisionError(f"installed, but these runtimes do not import on {target.address}: {details}",
+                                 "run `edgekit doctor` for details; the device may need another runtime version")
+        return ProvisionResult(
+            device=profile.name, address=target.address, site_dir=facts.site_dir, python_command=command,
+            platform=facts.platform_key, packages=choices, provided_by_device=provided, installed=installed,
+            runtimes=found, notes=notes, seconds=round(time.monotonic() - started, 1),
+        )
+
+
+def _edgekit_version() -> str:
+    from edgekit import __version__
+
+    return __version__
+
+
+def _same_wheels(manifest: dict[str, Any] | None, choices: list[WheelChoice]) -> bool:
+    if not manifest:
+        return False
+    have = sorted(p.get("sha256", "") for p in manifest.get("packages") or [])
+    return have == sorted(c.sha256 for c in choices)
+
+
+def _push_and_install(target: Any, python: str, facts: DeviceFacts, choices: list[WheelChoice],
+                      manifest: dict[str, Any], say: Progress) -> None:
+    staging = facts.site_dir + ".incoming"
+    total = sum(Path(c.path).stat().st_size for c in choices)
+    if facts.free_disk_mib is not None and facts.free_disk_mib * (1 << 20) < total * 5:
+        from edgekit.errors import RemoteDiskFullError
+
+        raise RemoteDiskFullError(
+            f"the device {target.address} has {facts.free_disk_mib} MiB free; the runtimes need about "
+            f"{total * 5 // (1 << 20)} MiB while installing",
+            "free space on the device, or pass --site-dir on a larger filesystem",
+        )
+    _exec_checked(target, ["mkdir", "-p", "--", staging], "creating the staging folder")
+    try:
+        sftp = _sftp(target)
+        say(f"pushing {len(choices)} wheels ({total / (1 << 20):.0f} MiB) to {staging}")
+        remote_wheels = []
+        for choice in choices:
+            remote = posixpath.join(staging, choice.wheel)
+            sftp.put(choice.path, remote)
+            remote_wheels.append(remote)
+        with sftp.open(posixpath.join(staging, "install.py"), "w") as handle:
+            handle.write(INSTALL_SCRIPT.encode())
+        with sftp.open(posixpath.join(staging, "manifest.json"), "w") as handle:
+            handle.write(json.dumps(manifest, indent=1).encode())
+        say(f"unpacking into {facts.site_dir}")
+        out = _exec_checked(
+            target,
+            [*shlex.split(python), posixpath.join(staging, "install.py"), facts.site_dir,
+             posixpath.join(staging, "manifest.json"), *remote_wheels],
+            "unpacking the wheels",
+        )
+        if "@@edgekit-installed" not in out:
+            raise ProvisionError(f"the installer on {target.address} did not finish: {out.strip()[-500:]}")
+    finally:
+        try:
+            target.exec(["rm", "-rf", "--", staging], timeout=300)
+        except EdgekitError:
+            pass
+
+
+def _facts_notes(profile: Any, facts: DeviceFacts) -> list[str]:
+    notes = []
+    want = ".".join(profile.python.split(".")[:2])
+    have = ".".join(facts.python.split(".")[:2])
+    if want != have:
+        notes.append(f"the device runs Python {facts.python}, the profile {profile.name} says {profile.python}: "
+                     f"wheels are chosen for the device's {facts.python}")
+    if profile.arch and facts.machine != profile.arch:
+        notes.append(f"the device is {facts.machine}, the profile {profile.name} says {profile.arch}")
+    return notes
+
+
+# ------------------------------------------------------------------------------------ doctor
+
+
+@dataclass
+class Check:
+    name: str
+    status: str  # "ok" | "warn" | "fail" | "info"
+    detail: str
+    fix: str | None = None
+
+
+@dataclass
+class DoctorReport:
+    device: str
+    address: str
+    checks: list[Check]
+    facts: dict[str, Any]
+    probe: dict[str, Any]
+    python_command: str
+
+    @property
+    def ok(self) -> bool:
+        return not any(c.status == "fail" for c in self.checks)
+
+    def check(self, name: str) -> Check | None:
+        return next((c for c in self.checks if c.name == name), None)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self) | {"ok": self.ok}
+
+    def to_text(self) -> str:
+        marks = {"ok": "ok  ", "warn": "warn", "fail": "FAIL", "info": "info"}
+        lines = [f"edgekit doctor: {self.device} at {self.address}"]
+        for c in self.checks:
+            lines.append(f"  [{marks.get(c.status, c.status)}] {c.name}: {c.detail}")
+            if c.fix and c.status in ("fail", "warn"):
+                lines.append(f"         → {c.fix}")
+        lines.append("ready to deploy" if self.ok else "not ready: fix the FAIL lines above")
+        return "\n".join(lines)
+
+
+def doctor(
+    device: Any,
+    host: str,
+    *,
+    ssh: dict[str, Any] | None = None,
+    site_dir: str = DEFAULT_SITE_DIR,
+    profile_files: Iterable[str] = (),
+    progress: Progress | None = None,
+) -> DoctorReport:
+    """What the device has and lacks for ``edgekit deploy``, and what to do about it."""
+    from edgekit.devices import get as get_profile
+
+    say = progress or (lambda _msg: None)
+    profile = get_profile(device, profile_files) if isinstance(device, str) else device
+    ssh = dict(ssh or {})
+    python = ssh.get("python") or profile.ssh.python
+    provision_cmd = f"edgekit provision --device {profile.name} --host {host}"
+    with _open_target(profile, host, ssh) as target:
+        address = target.address
+        say(f"checking {address}")
+        facts = device_facts(target, python, site_dir)
+        command = runner_python(python, facts.site_dir)
+        say("probing the runtimes with the runner")
+        probe = probe_runtimes(target, command)
+    checks = _doctor_checks(profile, facts, probe, provision_cmd)
+    return DoctorReport(device=profile.name, address=address, checks=checks, facts=asdict(facts), probe=probe,
+                        python_command=command)
+
+
+def _doctor_checks(profile: Any, facts: DeviceFacts, probe: dict[str, Any], provision_cmd: str) -> list[Check]:
+    checks: list[Check] = []
+    dev = probe.get("device") or {}
+    state = probe.get("state_before") or {}
+    want = ".".join(profile.python.split(".")[:2])
+    have = ".".join(facts.python.split(".")[:2])
+    if want == have:
+        same = "" if facts.python == profile.python else f" (profile says {profile.python})"
+        checks.append(Check("python", "ok", f"Python {facts.python}{same}"))
+    else:
+        checks.append(Check("python", "warn", f"Python {facts.python}, the profile says {profile.python}",
+                            "update the profile's `python:` (or the device) so that tests match the device"))
+    if facts.machine == profile.arch:
+        checks.append(Check("arch", "ok", facts.machine))
+    else:
+        checks.append(Check("arch", "fail", f"{facts.machine}, the profile says {profile.arch}",
+                            "check --device: this looks like another kind of board"))
+    if facts.glibc:
+        checks.append(Check("glibc", "ok", f"glibc {facts.glibc} → wheels {facts.platform_key}"))
+    else:
+        checks.append(Check("glibc", "warn", "not glibc: manylinux wheels will not run here",
+                            "install the runtime with the device's package manager"))
+    numpy = dev.get("numpy")
+    if numpy:
+        where = "provisioned" if "numpy" not in facts.dists else "system"
+        checks.append(Check("numpy", "ok", f"numpy {numpy} ({where})"))
+    else:
+        checks.append(Check("numpy", "fail", "numpy does not import (the runner needs it)",
+                            "sudo apt install python3-numpy (or pip install numpy on the device)"))
+    found = probe.get("runtimes") or {}
+    for fmt, names in profile.runtimes.items():
+        usable = [(n, found[n]) for n in names if (found.get(n) or {}).get("available")]
+        if usable:
+            name, entry = usable[0]
+            extra = f"; also {', '.join(n for n, _ in usable[1:])}" if len(usable) > 1 else ""
+            checks.append(Check(f"runtime {fmt}", "ok", f"{name} {entry.get('version')}{extra}"))
+        else:
+            errors = "; ".join(f"{n}: {(found.get(n) or {}).get('error') or 'not found'}" for n in names)
+            checks.append(Check(f"runtime {fmt}", "fail", f"missing: none of {', '.join(names)} imports ({errors})",
+                                f"run `{provision_cmd}` (add your -i/--known-hosts flags)"))
+    manifest = facts.manifest
+    if manifest:
+        pkgs = ", ".join(f"{p['name']} {p['version']}" for p in manifest.get("packages") or [])
+        checks.append(Check("provisioned", "info", f"{facts.site_dir}: {pkgs} (installed {manifest.get('installed_at')})"))
+    else:
+        checks.append(Check("provisioned", "info", f"nothing installed by edgekit in {facts.site_dir}"))
+    if facts.free_disk_mib is None:
+        checks.append(Check("disk", "info", "free space unknown"))
+    elif facts.free_disk_mib < LOW_DISK_MIB:
+        checks.append(Check("disk", "warn", f"{facts.free_disk_mib} MiB free in {facts.home}",
+                            "free space: runtimes need ~200 MiB, each run its model and data"))
+    else:
+        checks.append(Check("disk", "ok", f"{facts.free_disk_mib} MiB free in {facts.home}"))
+    if facts.mem_total_mib:
+        status = "ok"
+        detail = f"{facts.mem_total_mib} MiB total, {facts.mem_available_mib} MiB available"
+        if abs(facts.mem_total_mib - profile.memory_mib) > 0.3 * profile.memory_mib:
+            status = "info"
+            detail += f" (the profile says {profile.memory_mib} MiB)"
+        checks.append(Check("memory", status, detail))
+    governor = state.get("governor")
+    if governor is None:
+        checks.append(Check("governor", "info", "unknown (no cpufreq in /sys)"))
+    elif governor == "performance":
+        checks.append(Check("governor", "ok", governor))
+    else:
+        checks.append(Check("governor", "warn", f"{governor}: latency will vary with the clock",
+                            "echo performance | sudo tee /sys/devices/system/cpu/cpu*/cpufreq/scaling_governor"))
+    temp = state.get("temperature_c")
+    if temp is None:
+        checks.append(Check("temperature", "info", "unknown (no thermal zone)"))
+    elif temp >= 70:
+        checks.append(Check("temperature", "warn", f"{temp} °C: the SoC may throttle",
+                            "cool the board (heatsink/fan) and let it idle before measuring"))
+    else:
+        checks.append(Check("temperature", "ok", f"{temp} °C"))
+    throttled = state.get("throttled")
+    if throttled is None:
+        checks.append(Check("throttling", "info", "unknown (no vcgencmd)"))
+    else:
+        now = [k for k, v in (throttled.get("now") or {}).items() if v]
+        since = [k for k, v in (throttled.get("since_boot") or {}).items() if v]
+        if now:
+            checks.append(Check("throttling", "warn", f"now: {', '.join(now)}",
+                                "use the official power supply and cooling; measure after it clears"))
+        elif since:
+            checks.append(Check("throttling", "info", f"since boot: {', '.join(since)} ({throttled.get('raw')})"))
+        else:
+            checks.append(Check("throttling", "ok", "none"))
+    if dev.get("emulated_by"):
+        checks.append(Check("emulation", "info", f"runs under {dev['emulated_by']}: latency is not representative"))
+    return checks
+
+
+__all__ = [
+    "DEFAULT_SITE_DIR",
+    "Check",
+    "DeviceFacts",
+    "DoctorReport",
+    "ProvisionError",
+    "ProvisionResult",
+    "WheelResolver",
+    "default_runtimes",
+    "device_facts",
+    "doctor",
+    "manylinux_platforms",
+    "provision",
+    "runner_python",
+    "runtime_requirements",
+]

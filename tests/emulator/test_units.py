@@ -1,0 +1,203 @@
+"""Emulator and provisioning logic that needs no root, no qemu and no device (fast)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from edgekit import emulator, provision
+from edgekit.errors import UsageError
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv(emulator.CACHE_ENV, str(tmp_path / "emu"))
+    return tmp_path / "emu"
+
+
+# ------------------------------------------------------------------------------------ emulator
+
+
+def test_pi4_is_debian_bookworm_arm64_and_shares_its_image_with_the_pi_zero(cache):
+    spec = emulator.image_spec("pi4")
+    assert (spec.distro, spec.release, spec.arch, spec.user) == ("debian", "bookworm", "arm64", "pi")
+    assert spec.machine == "aarch64" and spec.qemu_arch == "aarch64"
+    assert "python3-numpy" in spec.packages and "openssh-server" in spec.packages
+    assert spec.rootfs == cache.resolve() / "images" / spec.key / "rootfs"
+    assert emulator.image_spec("pi-zero-2w").key == spec.key
+
+
+def test_jetson_nano_cannot_be_built_from_debian(cache):
+    with pytest.raises(emulator.EmulatorUnsupportedError) as info:
+        emulator.image_spec("jetson-nano")
+    message = info.value.one_line()
+    assert "Ubuntu" in message and "Debian" in message and "3.6" in message
+    assert info.value.exit_code == 2
+
+
+def test_start_without_root_says_so(cache, monkeypatch):
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    with pytest.raises(emulator.NeedsRootError) as info:
+        emulator.start("pi4", name="never-started")
+    assert "needs root" in str(info.value) and "sudo" in info.value.hint
+    assert not (cache / "instances" / "never-started").exists()
+
+
+def test_cli_start_without_root_is_one_line_and_exit_2(cache, monkeypatch, capsys):
+    from edgekit.cli import main
+
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    assert main(["emulator", "start", "pi4"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: starting an emulated device needs root") and len(err.splitlines()) == 1
+
+
+def test_status_of_an_unknown_instance(cache):
+    assert emulator.status("nothing-here") == {"name": "nothing-here", "running": False, "known": False}
+    assert emulator.status_all() == []
+
+
+def test_bad_instance_names_are_refused(cache):
+    for bad in ("../etc", "Pi4", "", "a/b"):
+        with pytest.raises(UsageError):
+            emulator.status(bad)
+
+
+def test_state_round_trip_and_cli_flags(cache):
+    state = emulator.EmulatorState(
+        name="x", device="pi4", image_key="k", base_rootfs="/b", instance_dir="/i", mode="overlay", pid=0,
+        port=2222, user="pi", key_file="/i/id_ed25519", known_hosts="/i/known_hosts", ssh_config="/i/ssh_config",
+        alias="edgekit-x", log="/i/sshd.log", started_at=0.0, machine="aarch64",
+    )
+    assert state.address == "pi@127.0.0.1:2222"
+    assert state.cli_args() == "--host pi@127.0.0.1:2222 --known-hosts /i/known_hosts -i /i/id_ed25519"
+    assert emulator.EmulatorState.from_dict(state.to_dict() | {"unknown_field": 1}) == state
+    assert not emulator.is_running(state)
+
+
+# ------------------------------------------------------------------------------------ provision
+
+
+def test_manylinux_platforms_are_expanded_for_pip():
+    arm = provision.manylinux_platforms("aarch64", "2.36")
+    assert arm[0] == "manylinux_2_36_aarch64" and "manylinux_2_28_aarch64" in arm
+    assert arm[-2:] == ["manylinux_2_17_aarch64", "manylinux2014_aarch64"]
+    assert "manylinux1_aarch64" not in arm
+    x86 = provision.manylinux_platforms("x86_64", "2.17")
+    assert {"manylinux2014_x86_64", "manylinux2010_x86_64", "manylinux1_x86_64"} <= set(x86)
+    with pytest.raises(provision.ProvisionError, match="not glibc"):
+        provision.manylinux_platforms("aarch64", None)
+
+
+def test_runner_python_puts_the_site_dir_on_pythonpath():
+    command = provision.runner_python("python3", "/home/pi/.local/lib/edgekit-site")
+    assert command == "env PYTHONPATH=/home/pi/.local/lib/edgekit-site python3"
+    assert provision.runner_python(command, "/other") == command
+    assert provision.runner_python("/opt/py3/bin/python3", "/a b") == "env 'PYTHONPATH=/a b' /opt/py3/bin/python3"
+
+
+def test_runtime_requirements_pin_to_the_host():
+    from importlib.metadata import version
+
+    assert provision.runtime_requirements(["onnxruntime"]) == [f"onnxruntime=={version('onnxruntime').split('+')[0]}"]
+    assert provision.runtime_requirements(["onnxruntime"], pin_to_host=False) == ["onnxruntime"]
+    assert provision.runtime_requirements(["tflite_runtime==2.14.0"]) == ["tflite-runtime==2.14.0"]
+    with pytest.raises(UsageError, match="unknown runtime"):
+        provision.runtime_requirements(["pytorch"])
+
+
+def test_default_runtimes_follow_the_profile():
+    from edgekit.devices import get
+
+    assert sorted(provision.default_runtimes(get("pi4"))) == ["ai_edge_litert", "onnxruntime"]
+    assert sorted(provision.default_runtimes(get("jetson-nano"))) == ["onnxruntime", "tflite_runtime"]
+
+
+def test_facts_script_runs_on_this_python(tmp_path):
+    done = subprocess.run([sys.executable, "-c", provision.FACTS_SCRIPT, str(tmp_path / "site")],
+                          capture_output=True, text=True, check=True)
+    facts = provision._parse_marked_json(done.stdout, "@@edgekit-facts")
+    assert facts["python"].startswith(f"{sys.version_info.major}.{sys.version_info.minor}")
+    assert facts["site_dir"] == str(tmp_path / "site") and facts["site_dir_exists"] is False
+    assert "numpy" in facts["dists"] and facts["glibc"]
+    assert facts["free_disk_mib"] > 0 and facts["mem_total_mib"] > 0
+
+
+def _wheel(path: Path, files: dict[str, tuple[bytes, int]]) -> Path:
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, (data, mode) in files.items():
+            info = zipfile.ZipInfo(name)
+            info.external_attr = mode << 16
+            zf.writestr(info, data)
+    return path
+
+
+def test_install_script_unpacks_wheels_and_swaps_atomically(tmp_path):
+    wheel = _wheel(tmp_path / "demo-1.0-py3-none-any.whl", {
+        "demo/__init__.py": (b"X = 1\n", 0o644),
+        "demo/lib.so": (b"\x7fELF", 0o755),
+        "demo-1.0.dist-info/METADATA": (b"Name: demo\nVersion: 1.0\n", 0o644),
+        "demo-1.0.data/purelib/demo_extra.py": (b"Y = 2\n", 0o644),
+        "demo-1.0.data/scripts/demo-cli": (b"#!/bin/sh\n", 0o755),
+    })
+    manifest = tmp_path / "manifest.json"
+    manifest.write_text(json.dumps({"packages": [{"name": "demo"}]}))
+    site = tmp_path / "site"
+    for _ in range(2):  # a second install replaces the first
+        done = subprocess.run([sys.executable, "-c", provision.INSTALL_SCRIPT, str(site), str(manifest), str(wheel)],
+                              capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        assert "@@edgekit-installed" in done.stdout
+    assert (site / "demo" / "__init__.py").read_text() == "X = 1\n"
+    assert os.access(site / "demo" / "lib.so", os.X_OK)
+    assert (site / "demo_extra.py").is_file() and not (site / "demo-cli").exists()
+    assert json.loads((site / "edgekit-site.json").read_text())["installed_at"]
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("site")) == ["site"]
+    bad = _wheel(tmp_path / "bad-1.0-py3-none-any.whl", {"../escape.py": (b"", 0o644)})
+    done = subprocess.run([sys.executable, "-c", provision.INSTALL_SCRIPT, str(site), str(manifest), str(bad)],
+                          capture_output=True, text=True)
+    assert done.returncode != 0 and "unsafe path" in done.stderr
+    assert not (tmp_path / "escape.py").exists() and (site / "demo" / "__init__.py").is_file()
+
+
+def _facts(**over):
+    base = dict(python="3.11.2", implementation="cpython", machine="aarch64", glibc="2.36", home="/home/pi",
+                site_dir="/home/pi/.local/lib/edgekit-site", site_dir_exists=False, manifest=None,
+                dists={"numpy": "1.24.2"}, pip=False, free_disk_mib=20000, mem_total_mib=3800,
+                mem_available_mib=3000)
+    return provision.DeviceFacts(**(base | over))
+
+
+def test_doctor_checks_say_what_is_missing_and_what_to_do():
+    from edgekit.devices import get
+
+    probe = {
+        "device": {"numpy": "1.24.2", "emulated_by": None},
+        "state_before": {"governor": "ondemand", "temperature_c": 74.0,
+                         "throttled": {"raw": "0x50005", "now": {"under_voltage": True}, "since_boot": {}}},
+        "runtimes": {"onnxruntime": {"available": True, "version": "1.32.0"},
+                     "ai_edge_litert": {"available": False, "error": "ModuleNotFoundError"}},
+    }
+    checks = {c.name: c for c in provision._doctor_checks(get("pi4"), _facts(), probe, "edgekit provision --device pi4 --host H")}
+    assert checks["runtime onnx"].status == "ok" and "1.32.0" in checks["runtime onnx"].detail
+    assert checks["runtime tflite"].status == "fail"
+    assert checks["runtime tflite"].fix.startswith("run `edgekit provision --device pi4 --host H`")
+    assert checks["governor"].status == "warn" and "performance" in checks["governor"].fix
+    assert checks["temperature"].status == "warn"
+    assert checks["throttling"].status == "warn" and "under_voltage" in checks["throttling"].detail
+    assert checks["python"].status == "ok" and checks["arch"].status == "ok"
+    report = provision.DoctorReport("pi4", "pi@h", list(checks.values()), {}, probe, "python3")
+    assert not report.ok and "FAIL" in report.to_text() and "→ run `edgekit provision" in report.to_text()
+    other = {c.name: c for c in provision._doctor_checks(get("pi4"), _facts(python="3.9.2", machine="armv7l"),
+                                                         probe, "x")}
+    assert other["python"].status == "warn" and other["arch"].status == "fail"
+
+
+def test_platform_key_names_the_wheel_cache():
+    assert _facts().platform_key == "cp311-manylinux_2_36_aarch64"
