@@ -80,7 +80,10 @@ def _add_deploy(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", required=True, help="device profile name (see `edgekit devices`)")
     where = p.add_mutually_exclusive_group(required=True)
     where.add_argument("--emulate", action="store_true", help="run on this host under the profile's limits")
-    where.add_argument("--host", help="[user@]addr[:port] or an ~/.ssh/config alias")
+    where.add_argument("--host", action="append",
+                       help="[user@]addr[:port] or an ~/.ssh/config alias; repeat it to profile a fleet")
+    where.add_argument("--hosts", metavar="FLEET_YAML", help="profile every device listed in this file at once")
+    p.add_argument("--concurrency", type=int, help="fleet: devices measured at the same time (default up to 8)")
     p.add_argument("--format", choices=["onnx", "tflite"], help="override the profile's preferred format")
     p.add_argument("--precision", choices=["fp32", "fp16", "int8"], help="override the profile's precision")
     p.add_argument("--weights", help="state_dict file for a pkg.module:fn model")
@@ -99,12 +102,7 @@ def _add_deploy(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--strict", action="store_true", help="fail when parity is over tolerance")
     p.add_argument("--recipe", help="compression recipe (YAML) to run before export")
     p.add_argument("--data", help="data for --recipe: example:fashion-mnist or pkg.module:fn")
-    ssh = p.add_argument_group("ssh")
-    ssh.add_argument("--identity", "-i", help="private key file")
-    ssh.add_argument("--known-hosts", help="known_hosts file (default ~/.ssh/known_hosts)")
-    ssh.add_argument("--accept-new-host-key", action="store_true",
-                     help="trust and record the host key of a host seen for the first time")
-    ssh.add_argument("--python", help="the device's python (default: the profile's)")
+    _add_ssh_flags(p)
     p.set_defaults(handler=_cmd_deploy)
 
 
@@ -116,15 +114,17 @@ def _cmd_deploy(args: argparse.Namespace) -> int:
         from edgekit.errors import UsageError
 
         raise UsageError("--save-outputs needs --inputs", "pass the .npz whose outputs you want back")
+    fleet = args.hosts or (args.host and len(args.host) > 1)
     options = DeployOptions(
-        emulate=args.emulate, host=args.host, format=args.format, precision=args.precision,
+        emulate=args.emulate, host=args.host[0] if args.host and not fleet else None, format=args.format, precision=args.precision,
         weights=args.weights, input_shape=args.input_shape, runs=args.runs, warmup=args.warmup,
         min_seconds=args.min_seconds, threads=args.threads, inputs=args.inputs,
         save_outputs=args.save_outputs, out_dir=args.out_dir, profile_files=args.profile,
         eval_limit=args.eval_limit, strict=args.strict, recipe=args.recipe, recipe_data=args.data,
-        ssh={"key_filename": args.identity, "known_hosts": args.known_hosts,
-             "accept_new_host_key": args.accept_new_host_key or None, "python": args.python},
+        ssh=_ssh_options(args),
     )
+    if fleet:
+        return _deploy_fleet(args, options)
     report = deploy(args.model, args.device, options, progress=_progress(args))
     if args.report:
         _write_report(args.report, report)
@@ -134,6 +134,23 @@ def _cmd_deploy(args: argparse.Namespace) -> int:
         print_report(report)
     _record(report, announce=not (args.quiet or args.json))
     return int(ExitCode.OK)
+
+
+def _deploy_fleet(args: argparse.Namespace, options: Any) -> int:
+    from edgekit.fleet import deploy_fleet, load_fleet, render_fleet_text
+
+    hosts, concurrency = load_fleet(args.hosts) if args.hosts else (args.host, None)
+    fleet = deploy_fleet(args.model, args.device, hosts, options, progress=_progress(args),
+                         concurrency=args.concurrency or concurrency)
+    if args.report:
+        from edgekit.export.base import write_json_atomic
+
+        write_json_atomic(Path(args.report), fleet.model_dump(mode="json"))
+    print(fleet.to_json() if args.json else render_fleet_text(fleet))
+    for row in fleet.rows:
+        if row.report is not None:
+            _record(row.report, announce=False)
+    return int(ExitCode.OK if fleet.ok else ExitCode.TARGET)
 
 
 def _record(report: Any, announce: bool) -> None:
@@ -350,11 +367,77 @@ def _add_ssh_flags(p: argparse.ArgumentParser) -> None:
     ssh.add_argument("--accept-new-host-key", action="store_true",
                      help="trust and record the host key of a host seen for the first time")
     ssh.add_argument("--python", help="the device's python (default: the profile's)")
+    ssh.add_argument("--connect-timeout", type=float, metavar="S", help="give up connecting after S seconds (default 10)")
+    ssh.add_argument("--command-timeout", type=float, metavar="S",
+                     help="stop a run on the device after S seconds (default 600)")
+    ssh.add_argument("--password", action="store_true",
+                     help="ask for an SSH password (tried after the keys; never stored or logged)")
 
 
 def _ssh_options(args: argparse.Namespace) -> dict[str, Any]:
-    return {"key_filename": args.identity, "known_hosts": args.known_hosts,
-            "accept_new_host_key": args.accept_new_host_key or None, "python": args.python}
+    options = {"key_filename": args.identity, "known_hosts": args.known_hosts,
+               "accept_new_host_key": args.accept_new_host_key or None, "python": args.python}
+    for name in ("connect_timeout", "command_timeout"):
+        value = getattr(args, name, None)
+        if value is not None and not value > 0:
+            from edgekit.errors import UsageError
+
+            raise UsageError(f"--{name.replace('_', '-')} must be a positive number of seconds")
+        options[name] = value
+    if getattr(args, "password", False):
+        import getpass
+
+        options["password"] = getpass.getpass("SSH password: ")
+    if sys.stdin.isatty():
+        options["passphrase"] = _passphrase_prompt()
+    return options
+
+
+def _passphrase_prompt() -> Callable[[Path], str]:
+    """Asks for an encrypted key file's passphrase once per file (also across a fleet's threads)."""
+    import getpass
+    import threading
+
+    lock = threading.Lock()
+    answers: dict[Path, str] = {}
+
+    def ask(path: Path) -> str:
+        with lock:
+            if path not in answers:
+                answers[path] = getpass.getpass(f"passphrase for {path}: ")
+            return answers[path]
+
+    return ask
+
+
+# --- device -------------------------------------------------------------------------------------
+
+def _add_device(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("device", help="look after a device: `device clean` empties edgekit's cache on it")
+    p.add_argument("action", choices=["clean"], help="clean: remove the cached runner, models and inputs")
+    p.add_argument("--host", required=True, help="[user@]addr[:port] or an ~/.ssh/config alias")
+    p.add_argument("--device", help="device profile (for its SSH user, port, python and work directory)")
+    p.add_argument("--workdir", help="edgekit's folder on the device (default: the profile's, ~/.cache/edgekit)")
+    p.add_argument("--profile", action="append", default=[], help="extra device profile YAML (repeatable)")
+    p.add_argument("--json", action="store_true")
+    _add_ssh_flags(p)
+    p.set_defaults(handler=_cmd_device)
+
+
+def _cmd_device(args: argparse.Namespace) -> int:
+    from edgekit.targets.ssh import clean_device
+
+    ssh = _ssh_options(args)
+    if args.workdir:
+        ssh["workdir"] = args.workdir
+    removed = clean_device(args.host, device=args.device, profile_files=args.profile, **ssh)
+    if args.json:
+        print(json.dumps(removed, indent=2))
+    else:
+        stale = f" and {removed['run_dirs']} stale run directories" if removed["run_dirs"] else ""
+        print(f"{removed['address']}: removed {removed['entries']} files ({removed['bytes'] / (1 << 20):.1f} MiB) "
+              f"from {removed['cache_dir']}{stale}")
+    return int(ExitCode.OK)
 
 
 def _add_emulator(sub: argparse._SubParsersAction) -> None:
@@ -502,11 +585,43 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
     return int(ExitCode.OK if report.ok else ExitCode.FAILURE)
 
 
+# --- compress -----------------------------------------------------------------------------------
+
+def _add_compress(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("compress", help="run a compression recipe; write the model, a rebuild manifest and a report")
+    p.add_argument("model", help="example:NAME or a factory pkg.module:fn")
+    p.add_argument("--recipe", required=True, help="recipe YAML: a list of steps (see docs/compress.md)")
+    p.add_argument("--data", required=True, help="training data: example:fashion-mnist or pkg.module:fn "
+                                                 "returning (train_loader, val_loader)")
+    p.add_argument("-o", "--out-dir", required=True, help="folder for model.pt, manifest.json, report.json")
+    p.add_argument("--weights", help="state_dict file for a pkg.module:fn model")
+    p.add_argument("--input-shape", help="input shape for a pkg.module:fn model, e.g. 1,3,224,224")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(handler=_cmd_compress)
+
+
+def _cmd_compress(args: argparse.Namespace) -> int:
+    from edgekit.compress import compress
+    from edgekit.report.progress import make_progress
+
+    result = compress(args.model, args.recipe, args.data, args.out_dir, weights=args.weights,
+                      input_shape=args.input_shape, progress=make_progress(quiet=args.quiet or args.json))
+    if args.json:
+        print(result.report.to_json())
+        return int(ExitCode.OK)
+    for step in result.steps:
+        print(step.summary())
+    print(f"wrote {', '.join(result.files)} to {result.out_dir}")
+    return int(ExitCode.OK)
+
+
 # --- main ---------------------------------------------------------------------------------------
 
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_deploy, _add_devices]
 COMMANDS += [_add_report, _add_runs, _add_compare]
 COMMANDS += [_add_emulator, _add_provision, _add_doctor]
+COMMANDS += [_add_device]
+COMMANDS += [_add_compress]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tempfile
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -121,32 +122,95 @@ def deploy(model: str, device: str, options: DeployOptions | None = None,
     say = as_progress(progress)
     if options.emulate == bool(options.host):
         raise UsageError("choose where to run: --emulate or --host [user@]addr[:port]", "pass exactly one of them")
+    with tempfile.TemporaryDirectory(prefix="edgekit-deploy-") as tmp:
+        prepared = prepare_deploy(model, device, options, say, Path(tmp))
+        target = create_target(prepared.profile, emulate=options.emulate, host=options.host, progress=say,
+                               **options.ssh)
+        return measure_on_target(prepared, target, options, say)
+
+
+@dataclass
+class PreparedDeploy:
+    """The host-side half of a deploy, made once and shared by every target (``edgekit.fleet``).
+
+    The exported artifact and every file a target gets, written once (so they are hashed and
+    pushed once per device, and a device's cache can reuse them). Reference outputs and
+    accuracy are computed on first use, once, thread-safely.
+    """
+
+    model: str
+    profile: DeviceProfile
+    resolved: ResolvedModel
+    artifact: Artifact
+    reference_size: int | None
+    because: str
+    evalset: EvalSet | None
+    parity_inputs: dict[str, np.ndarray]
+    parity_npz: Path
+    user_inputs_npz: Path | None
+    eval_npz: Path | None
+    work: Path
+    _memo: dict[str, Any] = field(default_factory=dict, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def reference_outputs(self) -> tuple[str, list[np.ndarray]]:
+        with self._lock:
+            if "reference" not in self._memo:
+                self._memo["reference"] = _reference_outputs(self.artifact, self.resolved, self.parity_inputs)
+            return self._memo["reference"]
+
+    def reference_accuracy(self) -> float | None:
+        with self._lock:
+            if "accuracy" not in self._memo:
+                self._memo["accuracy"] = (self.evalset.reference_accuracy(self.resolved.module)
+                                          if self.evalset is not None else None)
+            return self._memo["accuracy"]
+
+
+def prepare_deploy(model: str, device: str, options: DeployOptions, say: Progress, work: Path) -> PreparedDeploy:
+    """Resolve, compress, export, and write the inputs, parity and eval files into ``work``."""
     profile = get_profile(device, options.profile_files)
     resolved = resolve_model(model, weights=options.weights, input_shape=options.input_shape)
     user_inputs = load_npz_inputs(options.inputs) if options.inputs else None
-    with tempfile.TemporaryDirectory(prefix="edgekit-deploy-") as tmp:
-        work = Path(tmp)
-        out_dir = Path(options.out_dir) if options.out_dir else work / "artifacts"
-        out_dir.mkdir(parents=True, exist_ok=True)
-        if options.recipe and resolved.module is not None:
-            say("compressing with the recipe")
-            resolved.module = _run_recipe(resolved, options)
-        evalset = eval_set(resolved.dataset, options.eval_limit) if resolved.dataset else None
-        artifact, reference_size, because = _artifact_for(resolved, profile, options, out_dir, evalset, say)
-        parity_x = _parity_inputs(artifact, evalset, user_inputs)
-        target = create_target(profile, emulate=options.emulate, host=options.host, **options.ssh)
-        with target:
-            say(f"running on {target.describe().address}")
-            bench = _run_benchmark(target, artifact, profile, options, user_inputs, work)
-            parity = _run_parity(target, artifact, resolved, parity_x, profile, options, work)
-            accuracy = _run_accuracy(target, artifact, resolved, evalset, profile, options, work) if evalset else None
-        report = _build_report(model, profile, target, artifact, reference_size, because, bench, parity, accuracy, options)
-        if options.strict and parity and not parity.passed:
-            from edgekit.errors import ParityError
+    out_dir = Path(options.out_dir) if options.out_dir else work / "artifacts"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if options.recipe and resolved.module is not None:
+        say("compressing with the recipe")
+        resolved.module = _run_recipe(resolved, options)
+    evalset = eval_set(resolved.dataset, options.eval_limit) if resolved.dataset else None
+    artifact, reference_size, because = _artifact_for(resolved, profile, options, out_dir, evalset, say)
+    parity_x = _parity_inputs(artifact, evalset, user_inputs)
+    return PreparedDeploy(
+        model=model, profile=profile, resolved=resolved, artifact=artifact, reference_size=reference_size,
+        because=because, evalset=evalset, parity_inputs=parity_x,
+        parity_npz=_save_npz(work / "parity_inputs.npz", parity_x),
+        user_inputs_npz=_save_npz(work / "user_inputs.npz", user_inputs) if user_inputs is not None else None,
+        eval_npz=_save_npz(work / "eval.npz", {"x": evalset.x, "y": evalset.y}) if evalset is not None else None,
+        work=work,
+    )
 
-            raise ParityError(f"parity failed on the device: max|Δ| {parity.max_abs_diff:.3g} > {parity.tolerance:.3g}",
-                              "try a higher precision, or calibrate with real data")
-        return report
+
+def measure_on_target(prepared: PreparedDeploy, target: Target, options: DeployOptions, say: Progress,
+                      local: Path | None = None) -> DeployReport:
+    """Run the benchmark, parity and accuracy jobs on ``target`` over ONE connection; the report.
+
+    ``local`` receives the fetched files (default: ``prepared.work``; a fleet gives each device
+    its own folder).
+    """
+    local = Path(local) if local is not None else prepared.work
+    with target:
+        say(f"running on {target.describe().address}")
+        bench = _run_benchmark(target, prepared, options, local)
+        parity = _run_parity(target, prepared, options, local)
+        accuracy = _run_accuracy(target, prepared, options, local) if prepared.evalset is not None else None
+    report = _build_report(prepared.model, prepared.profile, target, prepared.artifact, prepared.reference_size,
+                           prepared.because, bench, parity, accuracy, options)
+    if options.strict and parity and not parity.passed:
+        from edgekit.errors import ParityError
+
+        raise ParityError(f"parity failed on the device: max|Δ| {parity.max_abs_diff:.3g} > {parity.tolerance:.3g}",
+                          "try a higher precision, or calibrate with real data")
+    return report
 
 
 def _run_recipe(resolved: ResolvedModel, options: DeployOptions) -> Any:
@@ -178,13 +242,13 @@ def _artifact_for(
     say(f"exporting {choice.format}/{choice.precision}")
     artifact = export(
         resolved.module, resolved.example_inputs, format=choice.format, precision=choice.precision,
-        calibration=calibration, out_dir=out_dir, name=resolved.name, check_parity=True,
+        calibration=calibration, out_dir=out_dir, name=f"{resolved.name}.{choice.precision}", check_parity=True,
         strict=options.strict,
     )
     reference_size = None
     if choice.precision != "fp32":
         reference = export(resolved.module, resolved.example_inputs, format=choice.format, precision="fp32",
-                           out_dir=out_dir, name=resolved.name, check_parity=False)
+                           out_dir=out_dir, name=f"{resolved.name}.fp32", check_parity=False)
         reference_size = reference.size_bytes
     return artifact, reference_size, choice.because
 
@@ -221,22 +285,22 @@ def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> Path:
     return path
 
 
-def _run_benchmark(target: Target, artifact: Artifact, profile: DeviceProfile, options: DeployOptions,
-                   user_inputs: dict[str, np.ndarray] | None, work: Path) -> dict[str, Any]:
+def _run_benchmark(target: Target, prepared: PreparedDeploy, options: DeployOptions, work: Path) -> dict[str, Any]:
+    artifact, profile = prepared.artifact, prepared.profile
     job = _base_job(artifact, profile, options, "benchmark")
     job.update(warmup=DEFAULT_WARMUP if options.warmup is None else options.warmup,
                runs=DEFAULT_RUNS if options.runs is None else options.runs,
                min_seconds=options.min_seconds, inputs=None, save_outputs=None)
     files = {artifact.path.name: artifact.path}
     fetch = []
-    if user_inputs is not None:
-        files["inputs.npz"] = _save_npz(work / "user_inputs.npz", user_inputs)
+    if prepared.user_inputs_npz is not None:
+        files["inputs.npz"] = prepared.user_inputs_npz
         job["inputs"] = "inputs.npz"
         if options.save_outputs:
             job["save_outputs"] = "outputs.npz"
             fetch.append("outputs.npz")
     local = work / "bench"
-    local.mkdir(exist_ok=True)
+    local.mkdir(parents=True, exist_ok=True)
     result = target.run(RunJob(job=job, files=files, fetch=fetch), local)
     if options.save_outputs and "outputs.npz" in result.files:
         _copy_atomic(result.files["outputs.npz"], Path(options.save_outputs))
@@ -254,20 +318,16 @@ def _copy_atomic(src: Path, dest: Path) -> None:
 
 
 def _device_outputs(target: Target, artifact: Artifact, profile: DeviceProfile, options: DeployOptions,
-                    feeds: dict[str, np.ndarray], work: Path, name: str) -> list[np.ndarray]:
+                    inputs_npz: Path, work: Path, name: str) -> list[np.ndarray]:
     job = _base_job(artifact, profile, options, "outputs")
     job.update(inputs="inputs.npz", save_outputs="outputs.npz")
-    files = {artifact.path.name: artifact.path, "inputs.npz": _save_npz(work / f"{name}_inputs.npz", feeds)}
+    files = {artifact.path.name: artifact.path, "inputs.npz": inputs_npz}
     local = work / name
-    local.mkdir(exist_ok=True)
+    local.mkdir(parents=True, exist_ok=True)
     result = target.run(RunJob(job=job, files=files, fetch=["outputs.npz"]), local)
+    names = (result.result.get("outputs") or {}).get("names")
     with np.load(result.files["outputs.npz"], allow_pickle=False) as data:
-        return [data[key] for key in sorted(data.files, key=_output_order)]
-
-
-def _output_order(key: str) -> tuple[int, str]:
-    digits = "".join(ch for ch in key if ch.isdigit())
-    return (int(digits) if digits else 0, key)
+        return [data[name] for name in (names or data.files)]
 
 
 def _reference_outputs(artifact: Artifact, resolved: ResolvedModel, feeds: dict[str, np.ndarray]) -> tuple[str, list[np.ndarray]]:
@@ -285,26 +345,27 @@ def _reference_outputs(artifact: Artifact, resolved: ResolvedModel, feeds: dict[
     return "host runtime", run_artifact(artifact, feeds)
 
 
-def _run_parity(target: Target, artifact: Artifact, resolved: ResolvedModel, feeds: dict[str, np.ndarray],
-                profile: DeviceProfile, options: DeployOptions, work: Path) -> ParitySummary:
+def _run_parity(target: Target, prepared: PreparedDeploy, options: DeployOptions, work: Path) -> ParitySummary:
     from edgekit.export.parity import compare_outputs
 
-    device_out = _device_outputs(target, artifact, profile, options, feeds, work, "parity")
-    reference, expected = _reference_outputs(artifact, resolved, feeds)
+    artifact = prepared.artifact
+    device_out = _device_outputs(target, artifact, prepared.profile, options, prepared.parity_npz, work, "parity")
+    reference, expected = prepared.reference_outputs()
     stats = compare_outputs(expected, device_out, precision=artifact.precision)
     return ParitySummary(reference=reference, **stats)
 
 
-def _run_accuracy(target: Target, artifact: Artifact, resolved: ResolvedModel, evalset: EvalSet,
-                  profile: DeviceProfile, options: DeployOptions, work: Path) -> AccuracySummary:
-    job = _base_job(artifact, profile, options, "evaluate")
+def _run_accuracy(target: Target, prepared: PreparedDeploy, options: DeployOptions, work: Path) -> AccuracySummary:
+    artifact, evalset = prepared.artifact, prepared.evalset
+    assert evalset is not None and prepared.eval_npz is not None
+    job = _base_job(artifact, prepared.profile, options, "evaluate")
     job["eval"] = {"data": "eval.npz", "x": "x", "y": "y", "batch": 256}
-    files = {artifact.path.name: artifact.path, "eval.npz": _save_npz(work / "eval.npz", {"x": evalset.x, "y": evalset.y})}
+    files = {artifact.path.name: artifact.path, "eval.npz": prepared.eval_npz}
     local = work / "eval"
-    local.mkdir(exist_ok=True)
+    local.mkdir(parents=True, exist_ok=True)
     result = target.run(RunJob(job=job, files=files), local).result["eval"]
     return AccuracySummary(dataset=evalset.name, n=result["n"], accuracy=result["accuracy"],
-                           reference_accuracy=evalset.reference_accuracy(resolved.module))
+                           reference_accuracy=prepared.reference_accuracy())
 
 
 def _mib(kib: int | None) -> float | None:
@@ -321,8 +382,14 @@ def _warnings(bench: dict[str, Any], parity: ParitySummary | None, info_represen
                             "latency may vary with the clock")
             break
     throttled = (bench.get("state_after") or {}).get("throttled") or {}
-    if throttled.get("any"):
-        warnings.append(f"the device reported throttling: {', '.join(throttled.get('flags', [])) or throttled}")
+    now = sorted(flag for flag, on in (throttled.get("now") or {}).items() if on)
+    since_boot = sorted(flag for flag, on in (throttled.get("since_boot") or {}).items() if on)
+    if now:
+        warnings.append(f"the device is throttling ({', '.join(now)}; vcgencmd get_throttled "
+                        f"{throttled.get('raw')}): latency is not the device's best")
+    elif since_boot:
+        warnings.append(f"the device throttled since boot ({', '.join(since_boot)}; vcgencmd get_throttled "
+                        f"{throttled.get('raw')}): check its power supply and cooling")
     if parity is not None and not parity.passed:
         warnings.append(f"parity over tolerance: max|Δ| {parity.max_abs_diff:.3g} > {parity.tolerance:.3g}")
     if not info_representative:
@@ -345,7 +412,7 @@ def _build_report(model: str, profile: DeviceProfile, target: Target, artifact: 
         device=profile.name,
         profile=profile.model_dump(mode="json"),
         target=TargetSummary(kind=info.kind, address=info.address, reproduced=info.reproduced,
-                             not_reproduced=info.not_reproduced),
+                             not_reproduced=info.not_reproduced, transfer=target.stats()),
         artifact=ArtifactSummary(file=artifact.path.name, format=artifact.format, precision=artifact.precision,
                                  size_bytes=artifact.size_bytes, sha256=artifact.sha256,
                                  reference_size_bytes=reference_size, chosen_because=because,

@@ -390,6 +390,7 @@ def _run_logged(argv: list[str], log: Path, say: Progress, what: str, timeout: f
         assert proc.stdout is not None
         deadline = time.monotonic() + timeout
         tail: list[str] = []
+        timed_out = False
         try:
             for line in proc.stdout:
                 handle.write(line)
@@ -397,15 +398,16 @@ def _run_logged(argv: list[str], log: Path, say: Progress, what: str, timeout: f
                 if line.startswith("I: ") and "automatically" not in line:
                     say(f"{what}: {line[3:].strip()}")
                 if time.monotonic() > deadline:
+                    timed_out = True
                     proc.kill()
                     break
-            code = proc.wait(timeout=max(1.0, deadline - time.monotonic()))
+            code = proc.wait(timeout=max(1.0, deadline - time.monotonic()) if not timed_out else 30)
         except BaseException:
             proc.kill()
             proc.wait()
             raise
-    if code != 0 or time.monotonic() > deadline:
-        why = f"timed out after {timeout:g} s" if code == 0 or code == -9 else f"exited with status {code}"
+    if code != 0 or timed_out:
+        why = f"timed out after {timeout:g} s" if timed_out else f"exited with status {code}"
         raise EmulatorError(
             f"{what} failed ({argv[0]} {why}); last output:\n" + "\n".join(tail[-12:]),
             f"full log: {log}. Check that apt can reach {DEFAULT_MIRROR} (or set {MIRROR_ENV})",
@@ -825,7 +827,7 @@ echo "edgekit: starting sshd (pid namespace init)" >&2
 exec chroot "$root" /usr/sbin/sshd -D -e -f /etc/edgekit/sshd_config
 """
 
-_CGROUP_ENTER = 'if [ -n "$1" ]; then echo $$ > "$1/cgroup.procs"; fi; shift; exec "$@"'
+_CGROUP_ENTER = 'if [ -n "$1" ]; then echo $$ > "$1/cgroup.procs" || exit 97; fi; shift; exec "$@"'
 
 _children: dict[str, subprocess.Popen[bytes]] = {}  # started by this process: reaped on stop
 
@@ -914,8 +916,8 @@ def start(
     instance = _instance_dir(name)
     instance.mkdir(parents=True, exist_ok=True)
     os.chmod(instance, 0o755)
-    mode = _prepare_instance(instance, base, fresh or (current is not None and current.image_key != spec.key),
-                             current.mode if current else None)
+    reset = fresh or rebuild or (current is not None and current.image_key != spec.key)
+    mode = _prepare_instance(instance, base, reset, current.mode if current else None)
     root = instance / ("merged" if mode == "overlay" else "rootfs")
 
     etc = instance / "etc"
@@ -1049,20 +1051,34 @@ def stop(name: str, *, timeout: float = 10.0, remove: bool = False) -> bool:
     return was_running
 
 
+def _children_of(pid: int) -> list[int]:
+    try:
+        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except (OSError, ValueError):
+        return []
+
+
 def _terminate(state: EmulatorState, timeout: float) -> None:
-    for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
+    """Kill the namespace's init (the guest sshd): the kernel then kills every process in it.
+
+    ``unshare --fork`` ignores SIGTERM while it waits, so SIGKILL it as well; ``--kill-child``
+    makes sure its child dies with it. Nothing in the device needs a graceful shutdown (like
+    pulling a board's plug: the overlay keeps what was written).
+    """
+    for child in _children_of(state.pid):
         with contextlib.suppress(ProcessLookupError):
-            os.kill(state.pid, sig)
-        deadline = time.monotonic() + wait
-        while time.monotonic() < deadline:
-            proc = _children.get(state.name)
-            if proc is not None and proc.poll() is not None:
-                return
-            if not _pid_alive(state.pid):
-                return
-            time.sleep(0.05)
-    if _pid_alive(state.pid):
-        raise EmulatorError(f"the emulated {state.device} (pid {state.pid}) did not stop")
+            os.kill(child, signal.SIGKILL)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(state.pid, signal.SIGKILL)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        proc = _children.get(state.name)
+        if proc is not None and proc.poll() is not None:
+            return
+        if not _pid_alive(state.pid):
+            return
+        time.sleep(0.02)
+    raise EmulatorError(f"the emulated {state.device} (pid {state.pid}) did not stop within {timeout:g} s")
 
 
 def stop_all(*, remove: bool = False) -> list[str]:

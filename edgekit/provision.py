@@ -800,11 +800,12 @@ def _doctor_checks(profile: Any, facts: DeviceFacts, probe: dict[str, Any], prov
                             "install the runtime with the device's package manager"))
     numpy = dev.get("numpy")
     if numpy:
-        where = "provisioned" if "numpy" not in facts.dists else "system"
+        where = "the device's" if facts.dists.get("numpy") == numpy else f"from {facts.site_dir}"
         checks.append(Check("numpy", "ok", f"numpy {numpy} ({where})"))
     else:
         checks.append(Check("numpy", "fail", "numpy does not import (the runner needs it)",
-                            "sudo apt install python3-numpy (or pip install numpy on the device)"))
+                            f"sudo apt install python3-numpy on the device, or `{provision_cmd}` "
+                            "(it then installs numpy into its private folder)"))
     found = probe.get("runtimes") or {}
     for fmt, names in profile.runtimes.items():
         usable = [(n, found[n]) for n in names if (found.get(n) or {}).get("available")]

@@ -3,4 +3,5 @@
 pytest_plugins = [
     "tests.fixtures.models",
     "tests.fixtures.sshd",
+    "tests.fixtures.netns",
 ]

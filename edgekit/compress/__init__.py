@@ -23,7 +23,7 @@ from __future__ import annotations
 from edgekit._callable import make_module_callable
 from edgekit.compress.api import CompressResult, compress, load_compressed
 from edgekit.compress.distill import DistillConfig, FeaturePair
-from edgekit.compress.finetune import FinetuneConfig, TrainProgress
+from edgekit.compress.finetune import FinetuneConfig
 from edgekit.compress.lowrank import LowRankConfig, low_rank
 from edgekit.compress.measure import Figures, measure
 from edgekit.compress.nonlinear import ClusterConfig, cluster
@@ -61,7 +61,6 @@ __all__ = [
     "QuantizedModel",
     "Recipe",
     "StepReport",
-    "TrainProgress",
     "activation_prune",
     "cluster",
     "compress",

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from edgekit.compress.recipe import Recipe, load_recipe, run_recipe
-from edgekit.compress.report import REPORT_SCHEMA_VERSION, StepReport
+from edgekit.compress.report import StepReport
 from edgekit.errors import ModelError, UsageError
 
 MANIFEST_SCHEMA_VERSION = 1
@@ -45,7 +45,7 @@ class CompressResult:
     model: nn.Module
     steps: list[StepReport]
     manifest: dict[str, Any]
-    report: dict[str, Any]
+    report: Any  # edgekit.report.schema.CompressReport
     files: list[str] = field(default_factory=list)
 
 
@@ -106,24 +106,65 @@ def compress(
             "state_dict": MODEL_FILE,
             "state_keys": len(compressed.state_dict()),
         }
-        report = {
-            "schema_version": REPORT_SCHEMA_VERSION,
-            "model": base["ref"] or base["class"],
-            "recipe": recipe.to_dict() | {"source": recipe.source},
-            "data": data_name,
-            "seconds": round(time.perf_counter() - start, 2),
-            "before": steps[0].before.to_dict(),
-            "after": steps[-1].after.to_dict(),
-            "steps": [s.to_dict() for s in steps],
-        }
+        report = _compress_report(base, recipe, data_name, steps, staging, time.perf_counter() - start)
         _write_json(staging / MANIFEST_FILE, manifest)
-        _write_json(staging / REPORT_FILE, report)
+        (staging / REPORT_FILE).write_text(report.to_json() + "\n")
         files = sorted(p.name for p in staging.iterdir())
         _publish(staging, out_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return CompressResult(out_dir, compressed, steps, manifest, report, files)
+
+
+def _compress_report(base: dict[str, Any], recipe: Recipe, data_name: str, steps: Sequence[StepReport],
+                     folder: Path, seconds: float) -> Any:
+    """The run as an ``edgekit.report`` CompressReport (read by ``edgekit report`` and ``edgekit runs``)."""
+    import edgekit
+    from edgekit.export.base import sha256_file
+    from edgekit.report.schema import ArtifactSummary, CompressReport, StepMetrics, StepSummary
+
+    summaries = []
+    for s in steps:
+        extra = dict(s.details)
+        extra.update(index=s.index, kind=s.kind, accuracy_drop_pt=s.accuracy_drop_pt)
+        if s.changes:
+            extra["changes"] = s.changes
+        summaries.append(StepSummary(name=s.kind, settings=_non_defaults(s), before=StepMetrics(**s.before.to_dict()),
+                                     after=StepMetrics(**s.after.to_dict()), seconds=round(s.seconds, 3),
+                                     extra=_jsonable(extra), notes=list(s.notes)))
+    artifact = None
+    quant = next((s for s in steps if s.kind == "quantize"), None)
+    if quant is not None:
+        fmt = quant.config["formats"][0]
+        info = quant.details["artifacts"][fmt]
+        path = folder / info["file"]
+        artifact = ArtifactSummary(file=path.name, format=fmt, precision="int8", size_bytes=info["size_bytes"],
+                                   sha256=sha256_file(path), reference_size_bytes=info.get("fp32_size_bytes"),
+                                   chosen_because="the recipe's quantize step")
+    return CompressReport(
+        edgekit_version=edgekit.__version__, model=base["ref"] or base["class"],
+        recipe=recipe.to_dict() | {"source": recipe.source}, dataset=f"{data_name} (validation split)",
+        latency_where="not measured (edgekit deploy measures latency)", steps=summaries, artifact=artifact,
+        settings={"seconds": round(seconds, 2), "input_shape": base["input_shape"]},
+    )
+
+
+def _non_defaults(step: StepReport) -> dict[str, Any]:
+    from edgekit.compress.recipe import STEP_CONFIGS
+
+    cls = STEP_CONFIGS.get(step.kind)
+    if cls is None:
+        return dict(step.config)
+    defaults = {}
+    for name, info in cls.model_fields.items():
+        default = info.get_default(call_default_factory=True)
+        defaults[name] = default.model_dump() if hasattr(default, "model_dump") else default
+    return _jsonable({k: v for k, v in step.config.items() if defaults.get(k, object()) != v})
+
+
+def _jsonable(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=_json_default))
 
 
 def _write_json(path: Path, data: Any) -> None:
@@ -155,6 +196,9 @@ def _write_codebooks(model: nn.Module, steps: Sequence[StepReport], path: Path) 
 
 def _publish(staging: Path, out_dir: Path) -> None:
     """Move the finished files into ``out_dir`` (a rename when it does not exist yet)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(staging, 0o777 & ~umask)  # mkdtemp made it private; the output is an ordinary folder
     if not out_dir.exists():
         os.replace(staging, out_dir)
         return
@@ -172,6 +216,7 @@ def load_compressed(path: str | Path, model: nn.Module | None = None) -> nn.Modu
     """
     from edgekit.compress.distill import DistillConfig, build_student
     from edgekit.compress.lowrank import apply_low_rank_structure
+    from edgekit.compress.quantize import apply_bn_folding_structure
     from edgekit.compress.structured import replay_channel_pruning
 
     folder = Path(path)
@@ -198,6 +243,9 @@ def load_compressed(path: str | Path, model: nn.Module | None = None) -> nn.Modu
             replay_channel_pruning(model, example_inputs, change["history"])
         elif change["type"] == "low_rank":
             apply_low_rank_structure(model, change["layers"])
+    folded = (manifest.get("quantization") or {}).get("folded_batchnorm")
+    if folded:  # QAT trained the BN-folded float model
+        apply_bn_folding_structure(model, folded)
     state = torch.load(folder / manifest.get("state_dict", MODEL_FILE), map_location="cpu", weights_only=True)
     try:
         model.load_state_dict(state)

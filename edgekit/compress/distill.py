@@ -27,7 +27,7 @@ from torch import nn
 
 from edgekit._callable import make_module_callable
 from edgekit.compress.config import StepConfig, import_ref
-from edgekit.compress.finetune import FinetuneConfig, TrainProgress, as_progress, train
+from edgekit.compress.finetune import FinetuneConfig, ProgressArg, as_progress, train
 from edgekit.compress.layers import require_layers
 from edgekit.compress.measure import measure
 from edgekit.compress.report import StepReport
@@ -129,7 +129,7 @@ def distill(
     config: DistillConfig | dict[str, Any] | None = None,
     *,
     example_inputs: Sequence[torch.Tensor] | None = None,
-    progress: TrainProgress | str | None = None,
+    progress: ProgressArg = None,
 ) -> tuple[nn.Module, StepReport]:
     """Train ``student`` from ``teacher`` on ``data``; the report compares teacher and student."""
     from edgekit.datasets import train_data

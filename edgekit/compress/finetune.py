@@ -22,6 +22,8 @@ from edgekit.compress.config import StepConfig, import_ref
 from edgekit.compress.measure import evaluate, measure
 from edgekit.compress.report import StepReport
 from edgekit.errors import UsageError
+from edgekit.report.progress import NULL_PROGRESS, LineProgress, Progress, RichProgress, make_progress
+from edgekit.report.progress import as_progress as _as_progress
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 BatchLoss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -56,60 +58,29 @@ class Constraint(Protocol):
 
 # --- progress -----------------------------------------------------------------------------------
 
-class TrainProgress:
-    """Epoch progress: a rich bar on a terminal, one plain line per epoch otherwise, or nothing.
+ProgressArg = Any  # edgekit.report.progress.Progress, a callable taking a str, a mode name, or None
 
-    ``mode`` is "auto" (rich when stderr is a TTY), "rich", "plain" or "quiet".
+
+def as_progress(progress: ProgressArg = None) -> Progress:
+    """The shared Progress (``edgekit.report.progress``) for what a caller passed.
+
+    None is silent (library code never decides how progress looks); a Progress or a callable is
+    used as is; a mode name picks one: "auto" (rich bars on a terminal, plain lines otherwise),
+    "rich", "plain" or "quiet".
     """
-
-    def __init__(self, mode: str = "auto", stream: Any = None) -> None:
-        if mode not in ("auto", "rich", "plain", "quiet"):
-            raise UsageError(f"unknown progress mode {mode!r}", "use auto, rich, plain or quiet")
-        self.stream = stream or sys.stderr
-        if mode == "auto":
-            mode = "rich" if getattr(self.stream, "isatty", lambda: False)() else "plain"
-        self.mode = mode
-        self._bar: Any = None
-        self._task: Any = None
-
-    def message(self, text: str) -> None:
-        if self.mode != "quiet":
-            self.stream.write(f"· {text}\n")
-            self.stream.flush()
-
-    def start_epoch(self, label: str, total: int | None) -> None:
-        if self.mode == "rich":
+    if isinstance(progress, str):
+        if progress == "quiet":
+            return NULL_PROGRESS
+        if progress == "auto":
+            return make_progress()
+        if progress == "plain":
+            return LineProgress(sys.stderr)
+        if progress == "rich":
             from rich.console import Console
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-            if self._bar is None:
-                self._bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                     TextColumn("{task.fields[status]}"), TimeElapsedColumn(),
-                                     console=Console(file=self.stream), transient=False)
-                self._bar.start()
-            self._task = self._bar.add_task(label, total=total, status="")
-
-    def advance(self, loss: float) -> None:
-        if self.mode == "rich" and self._task is not None:
-            self._bar.update(self._task, advance=1, status=f"loss {loss:.4f}")
-
-    def end_epoch(self, label: str, summary: str) -> None:
-        if self.mode == "rich" and self._task is not None:
-            self._bar.update(self._task, status=summary)
-        elif self.mode == "plain":
-            self.stream.write(f"{label}: {summary}\n")
-            self.stream.flush()
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.stop()
-            self._bar = None
-
-
-def as_progress(progress: "TrainProgress | str | None") -> TrainProgress:
-    if isinstance(progress, TrainProgress):
-        return progress
-    return TrainProgress(progress or "auto")
+            return RichProgress(Console(file=sys.stderr))
+        raise UsageError(f"unknown progress mode {progress!r}", "use auto, rich, plain or quiet")
+    return _as_progress(progress)
 
 
 # --- the loop -----------------------------------------------------------------------------------
@@ -145,7 +116,7 @@ def train(
     *,
     extra_params: Sequence[nn.Parameter] = (),
     constraints: Sequence[Constraint] = (),
-    progress: TrainProgress | str | None = None,
+    progress: ProgressArg = None,
     label: str = "fine-tune",
     evaluate_model: nn.Module | None = None,
 ) -> list[dict[str, Any]]:
@@ -164,13 +135,12 @@ def train(
     target = evaluate_model if evaluate_model is not None else model
     history: list[dict[str, Any]] = []
     best_acc, best_state, stale = -1.0, None, 0
-    try:
-        for epoch in range(config.epochs):
-            start = time.perf_counter()
-            name = f"{label} {epoch + 1}/{config.epochs}"
-            show.start_epoch(name, per_epoch)
-            model.train()
-            total, seen = 0.0, 0
+    for epoch in range(config.epochs):
+        start = time.perf_counter()
+        name = f"{label} {epoch + 1}/{config.epochs}"
+        model.train()
+        total, seen = 0.0, 0
+        with show.task(name, total=per_epoch, unit="batches") as task:
             for i, (x, y) in enumerate(train_batches):
                 if config.max_batches is not None and i >= config.max_batches:
                     break
@@ -185,28 +155,26 @@ def train(
                     c.apply(model)
                 total += float(loss.detach()) * int(y.shape[0])
                 seen += int(y.shape[0])
-                show.advance(float(loss.detach()))
-            record: dict[str, Any] = {"epoch": epoch + 1, "train_loss": total / max(seen, 1)}
-            if val_batches is not None:
-                record["val_accuracy"] = evaluate(target, val_batches)
-            record["seconds"] = round(time.perf_counter() - start, 2)
-            history.append(record)
-            summary = f"loss {record['train_loss']:.4f}"
-            if "val_accuracy" in record:
-                summary += f", val {100 * record['val_accuracy']:.2f}%"
-            show.end_epoch(name, summary + f", {record['seconds']:.1f} s")
-            if "val_accuracy" in record:
-                if record["val_accuracy"] > best_acc:
-                    best_acc, stale = record["val_accuracy"], 0
-                    if config.restore_best:
-                        best_state = copy.deepcopy(target.state_dict())
-                else:
-                    stale += 1
-                    if config.patience is not None and stale >= config.patience:
-                        record["early_stop"] = True
-                        break
-    finally:
-        show.close()
+                task.advance()
+        record: dict[str, Any] = {"epoch": epoch + 1, "train_loss": total / max(seen, 1)}
+        if val_batches is not None:
+            record["val_accuracy"] = evaluate(target, val_batches)
+        record["seconds"] = round(time.perf_counter() - start, 2)
+        history.append(record)
+        summary = f"loss {record['train_loss']:.4f}"
+        if "val_accuracy" in record:
+            summary += f", val {100 * record['val_accuracy']:.2f}%"
+        show.note(f"{name}: {summary}, {record['seconds']:.1f} s")
+        if "val_accuracy" in record:
+            if record["val_accuracy"] > best_acc:
+                best_acc, stale = record["val_accuracy"], 0
+                if config.restore_best:
+                    best_state = copy.deepcopy(target.state_dict())
+            else:
+                stale += 1
+                if config.patience is not None and stale >= config.patience:
+                    record["early_stop"] = True
+                    break
     if best_state is not None and history and history[-1].get("val_accuracy", best_acc) < best_acc:
         target.load_state_dict(best_state)
         history.append({"restored_epoch": max(history, key=lambda r: r.get("val_accuracy", -1))["epoch"]})
@@ -230,7 +198,7 @@ def finetune(
     loss_fn: LossFn | None = None,
     constraints: Sequence[Constraint] = (),
     example_inputs: Sequence[torch.Tensor] | None = None,
-    progress: TrainProgress | str | None = None,
+    progress: ProgressArg = None,
 ) -> tuple[nn.Module, StepReport]:
     """Fine-tune ``model`` on ``data`` (a TrainData or DATA reference); returns it and a report.
 
@@ -252,4 +220,4 @@ def finetune(
 
 make_module_callable(__name__, "finetune")  # edgekit.compress.finetune(...) calls finetune(); the module stays importable
 
-__all__ = ["Constraint", "FinetuneConfig", "TrainProgress", "finetune", "train"]
+__all__ = ["Constraint", "FinetuneConfig", "as_progress", "finetune", "train"]

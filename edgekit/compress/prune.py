@@ -28,7 +28,7 @@ from torch.nn.utils import prune as torch_prune
 
 from edgekit._callable import make_module_callable
 from edgekit.compress.config import StepConfig
-from edgekit.compress.finetune import FinetuneConfig, TrainProgress, as_progress, resolve_loss, train
+from edgekit.compress.finetune import FinetuneConfig, ProgressArg, as_progress, resolve_loss, train
 from edgekit.compress.importance import activation_scores, magnitude_scores, taylor_scores
 from edgekit.compress.layers import select_layers
 from edgekit.compress.measure import PRUNABLE_TYPES, layer_sparsity, measure, overall_sparsity
@@ -168,7 +168,7 @@ def _scheduled(ratio: float, fraction: float) -> float:
 
 
 def _unstructured(model: nn.Module, config: PruneConfig, data: Any, loss_fn: Callable | None,
-                  progress: TrainProgress) -> dict[str, Any]:
+                  progress: Any) -> dict[str, Any]:
     modules = select_layers(model, PRUNABLE_TYPES, config.layers, config.ignore, "prune")
     rounds = []
     for step in range(1, config.steps + 1):
@@ -181,7 +181,7 @@ def _unstructured(model: nn.Module, config: PruneConfig, data: Any, loss_fn: Cal
         for name, mask in masks.items():
             apply_mask(modules[name], mask)
         record: dict[str, Any] = {"step": step, "sparsity": overall_sparsity(model)}
-        progress.message(f"prune round {step}/{config.steps}: sparsity {100 * record['sparsity']:.1f}%")
+        progress.note(f"prune round {step}/{config.steps}: sparsity {100 * record['sparsity']:.1f}%")
         if config.finetune is not None and config.finetune.epochs > 0:
             if data is None:
                 raise UsageError("prune.finetune needs data", "pass data (e.g. example:fashion-mnist)")
@@ -200,7 +200,7 @@ def prune(
     *,
     example_inputs: Sequence[torch.Tensor] | None = None,
     loss_fn: Callable | None = None,
-    progress: TrainProgress | str | None = None,
+    progress: ProgressArg = None,
 ) -> tuple[nn.Module, StepReport]:
     """Prune ``model`` (in place for unstructured; channels may rebuild layers) and report it.
 

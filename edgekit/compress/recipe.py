@@ -29,7 +29,7 @@ from torch import nn
 
 from edgekit.compress.config import StepConfig
 from edgekit.compress.distill import DistillConfig, build_student, distill
-from edgekit.compress.finetune import Constraint, FinetuneConfig, TrainProgress, as_progress, finetune
+from edgekit.compress.finetune import Constraint, FinetuneConfig, ProgressArg, as_progress, finetune
 from edgekit.compress.lowrank import LowRankConfig, low_rank
 from edgekit.compress.nonlinear import ClusterConfig, cluster, codebook_constraint
 from edgekit.compress.prune import PruneConfig, finalize, is_pruned, prune
@@ -140,7 +140,7 @@ def run_recipe(
     out_dir: str | Path | None = None,
     name: str = "model",
     loss_fn: Callable | None = None,
-    progress: TrainProgress | str | None = None,
+    progress: ProgressArg = None,
 ) -> tuple[nn.Module, list[StepReport]]:
     """Run every step of ``recipe`` on ``model`` (changed in place; a distill step swaps in the student).
 
@@ -157,7 +157,7 @@ def run_recipe(
     constraints: list[Constraint] = []
     reports: list[StepReport] = []
     for number, step in enumerate(recipe.steps, start=1):
-        show.message(f"step {number}/{len(recipe.steps)}: {step.kind}")
+        show.note(f"step {number}/{len(recipe.steps)}: {step.kind}")
         structural = step.kind in _NEEDS_PLAIN_WEIGHTS or (step.kind == "prune" and step.config.structure == "channels")  # type: ignore[attr-defined]
         if structural and is_pruned(model):
             finalize(model)
@@ -173,7 +173,7 @@ def run_recipe(
         if step.kind == "cluster":
             constraints = [codebook_constraint(model, step.config)]  # type: ignore[arg-type]
         reports.append(report)
-        show.message(report.summary())
+        show.note(report.summary())
     if is_pruned(model):
         finalize(model)
     return model.eval(), reports
@@ -181,7 +181,7 @@ def run_recipe(
 
 def _run_step(model: nn.Module, step: Step, data: Any, example_inputs: Sequence[torch.Tensor],
               constraints: list[Constraint], out_dir: str | Path | None, name: str, loss_fn: Callable | None,
-              show: TrainProgress) -> tuple[nn.Module, StepReport]:
+              show: Any) -> tuple[nn.Module, StepReport]:
     cfg = step.config
     if step.kind == "prune":
         if cfg.structure == "unstructured":  # type: ignore[attr-defined]

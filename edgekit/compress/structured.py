@@ -19,7 +19,7 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import nn
 
-from edgekit.compress.finetune import TrainProgress, as_progress, resolve_loss, train
+from edgekit.compress.finetune import ProgressArg, as_progress, resolve_loss, train
 from edgekit.compress.importance import accumulated_gradients, channel_importance
 from edgekit.compress.layers import output_layer, require_layers
 from edgekit.compress.measure import PRUNABLE_TYPES, measure
@@ -50,7 +50,7 @@ def prune_channels(
     data: Any = None,
     *,
     loss_fn: Callable | None = None,
-    progress: TrainProgress | str | None = None,
+    progress: ProgressArg = None,
 ) -> tuple[nn.Module, StepReport]:
     """Remove channels as ``config`` (a PruneConfig with structure "channels") says; see prune()."""
     import torch_pruning as tp
@@ -100,7 +100,7 @@ def prune_channels(
         else:
             pruner.step()
         record: dict[str, Any] = {"step": step, "params": sum(p.numel() for p in model.parameters())}
-        show.message(f"channel pruning round {step}/{config.steps}: {record['params']:,} params")
+        show.note(f"channel pruning round {step}/{config.steps}: {record['params']:,} params")
         if config.finetune is not None and config.finetune.epochs > 0:
             if data is None:
                 raise UsageError("prune.finetune needs data", "pass data (e.g. example:fashion-mnist)")

@@ -13,8 +13,12 @@ if TYPE_CHECKING:
     from edgekit.devices import DeviceProfile
 
 
-def create_target(profile: "DeviceProfile", *, emulate: bool = False, host: str | None = None, **ssh: Any) -> Target:
-    """The emulated target for ``emulate``, else an SSH target for ``host`` with the profile's defaults."""
+def create_target(profile: "DeviceProfile", *, emulate: bool = False, host: str | None = None,
+                  progress: Any = None, **ssh: Any) -> Target:
+    """The emulated target for ``emulate``, else an SSH target for ``host`` with the profile's defaults.
+
+    ``progress`` (an ``edgekit.report.progress.Progress``) shows the SSH target's file pushes.
+    """
     if emulate:
         from edgekit.targets.emulated import EmulatedTarget
 
@@ -24,7 +28,7 @@ def create_target(profile: "DeviceProfile", *, emulate: bool = False, host: str 
 
     options = {"user": None, "port": None, "python": profile.ssh.python, "workdir": profile.ssh.workdir,
                "profile_name": profile.name, "memory_mib": profile.memory_mib, "default_user": profile.ssh.user,
-               "default_port": profile.ssh.port}
+               "default_port": profile.ssh.port, "progress": progress}
     options.update({k: v for k, v in ssh.items() if v is not None})
     return SSHTarget(host, **options)
 

@@ -34,7 +34,7 @@ class RunResult:
     files: dict[str, Path] = field(default_factory=dict)
     wall_s: float = 0.0
     bytes_pushed: int = 0  # file bytes sent to the device for this run (0 when its cache had them)
-    transfer: dict[str, int] = field(default_factory=dict)  # this run's share of Target.stats()
+    transfer: dict[str, float] = field(default_factory=dict)  # this run's share of Target.stats()
 
 
 @dataclass
@@ -70,7 +70,7 @@ class Target(ABC):
     def describe(self) -> TargetInfo:
         """What this target is and what it does (not) reproduce."""
 
-    def stats(self) -> dict[str, int]:
+    def stats(self) -> dict[str, float]:
         """Cumulative transfer counters (connections, bytes pushed, cache hits...); {} when none."""
         return {}
 

@@ -3,11 +3,12 @@
 Layout on the device (``workdir`` is the target's, ``~/.cache/edgekit`` by default)::
 
     <workdir>/cache/<sha256>        a verified file (mode 0400): the runner, a model, an .npz
-    <workdir>/cache/<sha256>.part   a transfer in progress (resumed after a dropped link)
+    <workdir>/cache/<sha256>.part-<token>   a transfer in progress (one per writer; resumed
+                                            after a dropped link)
     <workdir>/edgekit-run-<uuid>/   one run: hard links into the cache + job.json + results
 
 A file is pushed only when ``cache/<sha256>`` is missing (or has the wrong size); it is
-written to ``<sha256>.part`` and becomes ``<sha256>`` only after the device has hashed it and
+written to ``<sha256>.part-<token>`` and becomes ``<sha256>`` only after the device has hashed it and
 found the digest it was pushed under (an atomic ``rename``). A cache entry that existed before
 is hashed again the first time a connection uses it, so a file corrupted on the device is
 found, removed and pushed again. Nothing else is trusted: the device never runs a cache entry
@@ -18,16 +19,20 @@ One Python process on the device, the *supervisor* (:data:`SUPERVISOR`, run as
 shell word), does everything a run needs in one round trip:
 
 1. refuses a Python older than the runner's floor (:data:`MIN_PYTHON`), before anything else;
-2. hashes the files the host asks it to verify, renames verified ``.part`` files into place,
-   removes corrupt ones and reports them (exit :data:`EXIT_CACHE_BAD`);
+2. hashes the files the host asks it to verify, renames verified parts into place (and drops
+   other writers' parts of the same file idle for 10 minutes), removes corrupt files and
+   reports them (exit :data:`EXIT_CACHE_BAD`);
 3. creates the run directory (mode 0700), writes ``job.json``, links the cache entries in
    under their job names (hard link, else symlink, else copy);
 4. forks the runner (``runpy`` in the child, so no second interpreter start), waits with
    ``os.wait4`` and so knows the child's peak RSS even when the kernel's OOM killer ended it,
    reads the ``oom_kill`` counter of ``/proc/vmstat`` before and after, the cgroup's memory
    limit and ``MemTotal``;
-5. prints ``result.json`` on stdout (when small) and a status line on stderr, and also keeps
-   the status in ``.edgekit-status`` so a host that lost the connection can pick it up later.
+5. prints ``result.json`` (when small) and a status line on stdout, keeps the status in
+   ``.edgekit-status`` too (for a host that lost the connection), then waits for the host to
+   fetch what it needs and say ``rm`` on stdin: it removes the run directory then, so a run
+   needs no second command. On EOF instead of ``rm`` (the link dropped), the directory stays
+   for the host to collect after reconnecting.
 
 This module has no paramiko import: it holds the host-side digests, the statistics and the
 device-side code; :mod:`edgekit.targets.ssh` moves the bytes.
@@ -44,7 +49,7 @@ from pathlib import Path
 from typing import Any
 
 CACHE_DIR_NAME = "cache"
-PART_SUFFIX = ".part"
+PART_SUFFIX = ".part-"  # + the writer's token
 STATUS_NAME = ".edgekit-status"
 PIDS_NAME = ".edgekit-pids"
 MIN_PYTHON = (3, 6)  # the runner's floor: runtimes/edgekit_runner.py, "Python >= 3.6"
@@ -59,6 +64,8 @@ RESULT_MARK = "@@edgekit-result "
 PYTHON_MARK = "@@edgekit-python "
 CACHE_MARK = "@@edgekit-cache "
 SETUP_MARK = "@@edgekit-setup "
+CLEANED_MARK = "@@edgekit-cleaned "
+END_MARK = "@@edgekit-end"
 
 _SHA256_HEX = frozenset("0123456789abcdef")
 
@@ -113,8 +120,9 @@ class TransferStats:
     bytes_cached: int = 0
     bytes_fetched: int = 0  # result files brought back (outputs.npz, ...), not result.json
     corrupt_entries: int = 0  # cache entries or transfers whose sha256 did not match
+    runner_s: float = 0.0  # wall time of the runner processes on the device (fork to exit)
 
-    def to_dict(self) -> dict[str, int]:
+    def to_dict(self) -> dict[str, float]:
         return asdict(self)
 
     def minus(self, before: "TransferStats") -> "TransferStats":
@@ -138,12 +146,15 @@ def parse_marker_json(text: str, mark: str) -> Any:
 
 def strip_markers(text: str) -> str:
     """``text`` without the supervisor's marker lines (what a user should see)."""
-    marks = (STATUS_MARK, PYTHON_MARK, CACHE_MARK, SETUP_MARK)
+    marks = (STATUS_MARK, PYTHON_MARK, CACHE_MARK, SETUP_MARK, CLEANED_MARK, END_MARK)
     return "\n".join(line for line in text.splitlines() if not line.startswith(marks)).strip("\n")
 
 
 def split_inline_result(stdout: bytes) -> tuple[bytes, bytes | None]:
-    """``(stdout without the result block, result.json bytes or None)``."""
+    """``(stdout without the result block and status line, result.json bytes or None)``."""
+    status = stdout.rfind(b"\n" + STATUS_MARK.encode("ascii"))
+    if status >= 0:
+        stdout = stdout[:status]
     mark = b"\n" + RESULT_MARK.encode("ascii")
     index = stdout.rfind(mark)
     if index < 0:
@@ -187,7 +198,7 @@ def _err(text):
 if tuple(sys.version_info[:2]) < (%(major)d, %(minor)d):
     _err("\n%(python_mark)s" + ".".join([str(v) for v in sys.version_info[:3]]) + " " + str(sys.executable) + "\n")
     sys.exit(%(too_old)d)
-import errno, hashlib, json, shutil, signal, traceback
+import errno, hashlib, json, shutil, signal, time, traceback
 
 def _vmstat_oom():
     try:
@@ -244,6 +255,18 @@ def _sha256(path):
             digest.update(block)
     return digest.hexdigest()
 
+def _drop_stale_parts(cache, digest):
+    prefix = digest + "%(part_suffix)s"
+    now = time.time()
+    try:
+        for name in os.listdir(cache):
+            if name.startswith(prefix):
+                path = os.path.join(cache, name)
+                if now - os.stat(path).st_mtime > 600:
+                    os.remove(path)
+    except OSError:
+        pass
+
 def _setup_failed(doing, exc):
     _err("\n%(setup_mark)s" + json.dumps({"doing": doing, "errno": getattr(exc, "errno", None),
                                          "message": str(exc)}) + "\n")
@@ -290,7 +313,7 @@ def _run_child(runner, args, run_dir):
         os._exit(code & 255)
 
 def main():
-    spec = json.loads(sys.stdin.buffer.read().decode("utf-8"))
+    spec = json.loads(sys.stdin.buffer.readline().decode("utf-8"))
     if spec.get("mode") == "check":
         _err("\n%(python_mark)s" + ".".join([str(v) for v in sys.version_info[:3]]) + " ok\n")
         return 0
@@ -318,6 +341,7 @@ def main():
                 os.rename(part, os.path.join(cache, digest))
             except OSError as exc:
                 _setup_failed("storing a verified file in the cache", exc)
+            _drop_stale_parts(cache, digest)
         verified.append(digest)
     if bad:
         _err("\n%(cache_mark)s" + json.dumps(bad) + "\n")
@@ -353,6 +377,7 @@ def main():
     oom0 = _vmstat_oom()
     sys.stdout.flush()
     sys.stderr.flush()
+    started = time.time()
     pid = os.fork()
     if pid == 0:
         _run_child(runner, args, run_dir)
@@ -372,7 +397,7 @@ def main():
     else:
         rc = os.WEXITSTATUS(status)
     memtotal = _mem_total_kib()
-    info = {"rc": rc, "signal": os.WTERMSIG(status) if os.WIFSIGNALED(status) else None,
+    info = {"rc": rc, "runner_s": round(time.time() - started, 6), "signal": os.WTERMSIG(status) if os.WIFSIGNALED(status) else None,
             "peak_kib": usage.ru_maxrss, "oom0": oom0, "oom1": _vmstat_oom(),
             "memlimit": _mem_limit(), "memtotal_kib": memtotal, "verified": verified,
             "python": ".".join([str(v) for v in sys.version_info[:3]])}
@@ -385,17 +410,35 @@ def main():
         size = os.path.getsize("result.json")
     except OSError:
         size = None
+    tail = b""
     try:
         if size is not None and size <= %(inline_max)d:
             with open("result.json", "rb") as f:
                 body = f.read()
-            sys.stdout.flush()
-            out = sys.stdout.buffer
-            out.write(b"\n%(result_mark)s" + str(len(body)).encode("ascii") + b"\n" + body)
-            out.flush()
+            tail = b"\n%(result_mark)s" + str(len(body)).encode("ascii") + b"\n" + body
     except Exception:
         pass
-    _err("\n%(status_mark)s" + json.dumps(info) + "\n")
+    try:
+        sys.stdout.flush()
+        sys.stdout.buffer.write(tail + b"\n%(status_mark)s" + json.dumps(info).encode("utf-8") + b"\n")
+        sys.stdout.flush()
+    except Exception:
+        pass
+    _err("\n%(end_mark)s\n")  # everything the runner wrote to stderr came before this line
+    if spec.get("await_cleanup"):
+        # the host fetches what it needs, then says "rm"; on EOF (the link dropped) the run
+        # directory stays for the host to collect after reconnecting
+        try:
+            order = sys.stdin.buffer.readline()
+        except Exception:
+            order = b""
+        if order.strip() == b"rm":
+            os.chdir("/")
+            try:
+                shutil.rmtree(run_dir)
+                _err("\n%(cleaned_mark)sok\n")
+            except OSError as exc:
+                _err("\n%(cleaned_mark)sfailed " + str(exc) + "\n")
     return rc
 
 if __name__ == "__main__":
@@ -405,7 +448,8 @@ if __name__ == "__main__":
     "cache_bad": EXIT_CACHE_BAD, "setup_failed": EXIT_SETUP_FAILED, "pids": PIDS_NAME,
     "status": STATUS_NAME, "inline_max": INLINE_RESULT_MAX, "python_mark": PYTHON_MARK,
     "cache_mark": CACHE_MARK, "setup_mark": SETUP_MARK, "status_mark": STATUS_MARK,
-    "result_mark": RESULT_MARK,
+    "result_mark": RESULT_MARK, "part_suffix": PART_SUFFIX, "cleaned_mark": CLEANED_MARK,
+    "end_mark": END_MARK,
 }
 
 __all__ = [

@@ -9,7 +9,7 @@ and one SFTP session for every later push and command. Keep-alives go out every
 ``run(job, local_dir)`` (see :mod:`edgekit.targets.cache` for the device side):
 
 1. hashes the runner and ``job.files`` on the host (once per file version);
-2. pushes into ``<workdir>/cache/`` only what the device's cache lacks, as ``<sha256>.part``
+2. pushes into ``<workdir>/cache/`` only what the device's cache lacks, as ``<sha256>.part-<token>``
    (resuming a transfer a dropped link interrupted), by SFTP; before the first push of a
    connection the device's Python is checked against the runner's floor (3.6);
 3. runs one *supervisor* process on the device (``python -c SUPERVISOR``, its JSON spec on
@@ -35,13 +35,14 @@ import logging
 import os
 import posixpath
 import re
+import select
 import shlex
 import socket
 import stat
 import threading
 import time
 import uuid
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Callable, Iterator, Union
@@ -64,6 +65,8 @@ from edgekit.targets.base import RunJob, RunResult, Target, TargetInfo, parse_re
 from edgekit.targets.cache import (
     CACHE_DIR_NAME,
     CACHE_MARK,
+    CLEANED_MARK,
+    END_MARK,
     EXIT_CACHE_BAD,
     EXIT_PYTHON_TOO_OLD,
     EXIT_SETUP_FAILED,
@@ -102,6 +105,7 @@ DEFAULT_RECONNECT_S = 30.0
 STDERR_TAIL_BYTES = 64 * 1024
 STDOUT_TAIL_BYTES = 4 << 20  # holds an inline result.json (cache.INLINE_RESULT_MAX) and more
 PUSH_CHUNK = 32768
+PROGRESS_MIN_BYTES = 4 << 20  # pushes smaller than this show no progress bar
 RESERVED_NAMES = (JOB_NAME, RUNNER_NAME, RESULT_NAME, PIDS_NAME, STATUS_NAME)
 STALE_RUN_DIR_S = 3600  # `clean_cache` also removes run directories idle this long
 
@@ -128,6 +132,7 @@ class _Exec:
     mem_total_mib: int | None = None
     mem_limit_mib: int | None = None  # the cgroup's limit, when lower than MemTotal
     peak_mib: float | None = None  # the runner's peak RSS (wait4), also after a kill
+    runner_s: float | None = None  # the runner process's wall time on the device
     supervised: bool = False  # the supervisor's status line was seen
     verified: list[str] = field(default_factory=list)  # digests the device hashed and found right
     cache_bad: dict[str, str] = field(default_factory=dict)  # digest -> "missing" | "corrupt"
@@ -135,6 +140,7 @@ class _Exec:
     python_version: str | None = None  # from the supervisor's version check
     result: bytes | None = None  # result.json, when it came inline on stdout
     recovered: bool = False  # picked up after a reconnect
+    channel: Any = None  # the supervisor's channel while it waits for "rm" (see _finish_supervisor)
 
     @property
     def killed_by_oom(self) -> bool | None:
@@ -224,7 +230,7 @@ class SSHTarget(Target):
     (and a silent SFTP operation), ``keepalive_s`` the keep-alive interval, ``reconnect_s``
     how long a run whose link dropped tries to reconnect and collect its result. ``runner``
     overrides the runner file (tests). ``profile_name`` / ``memory_mib`` describe the device
-    in out-of-memory messages.
+    in out-of-memory messages. ``progress`` (a ``Progress``) shows pushes of large files.
     """
 
     def __init__(
@@ -251,6 +257,7 @@ class SSHTarget(Target):
         reconnect_s: float = DEFAULT_RECONNECT_S,
         default_user: str | None = None,
         default_port: int | None = None,
+        progress: Any = None,
     ) -> None:
         if isinstance(key_filename, (str, os.PathLike)):
             key_files = [Path(os.path.expanduser(str(key_filename)))]
@@ -283,6 +290,7 @@ class SSHTarget(Target):
         self.use_agent = use_agent
         self.keepalive_s = keepalive_s
         self.reconnect_s = float(reconnect_s)
+        self.progress = progress  # an edgekit.report.progress.Progress: shows pushes of large files
         self._password = password  # never logged, never put in a message
         self._passphrase = passphrase  # idem
         self._keys: dict[Path, paramiko.PKey] = {}  # decrypted key files, for reconnects
@@ -296,6 +304,8 @@ class SSHTarget(Target):
         self._verified: set[str] = set()  # cache entries the device hashed on this connection
         self._python_ok: set[tuple[str, ...]] = set()  # python commands checked on this connection
         self._leftovers: list[str] = []  # run dirs whose removal failed; retried in close()
+        self._started: set[str] = set()  # run dirs a supervisor was started for (may exist)
+        self._token = uuid.uuid4().hex[:12]  # names this target's unfinished transfers
         self._stats = TransferStats()
         self._lock = threading.RLock()  # one operation at a time on the connection
 
@@ -324,7 +334,7 @@ class SSHTarget(Target):
         """The device's cache folder (absolute once connected)."""
         return posixpath.join(self._remote_workdir(), CACHE_DIR_NAME)
 
-    def stats(self) -> dict[str, int]:
+    def stats(self) -> dict[str, float]:
         """What this target moved so far: connections, bytes pushed, cache hits, ... (cumulative)."""
         return self._stats.to_dict()
 
@@ -379,9 +389,11 @@ class SSHTarget(Target):
         files = {RUNNER_NAME: self._runner_file(), **names}
         with self._lock:
             before = self._stats.copy()
-            run_dir = ""
+            run_dir, done = "", None
             try:
-                run_dir, done = self._supervised(files, job.job, [], "running the job")
+                self._ensure_open()
+                run_dir = self._new_run_dir()
+                done = self._supervised(run_dir, files, job.job, [], "running the job")
                 result = self._read_result(run_dir, done)
                 if done.recovered:
                     result.setdefault("notes", []).append(
@@ -390,9 +402,10 @@ class SSHTarget(Target):
                     )
                 fetched = self._fetch(run_dir, fetch, local_dir)
                 self._stats.runs += 1
+                self._stats.runner_s += done.runner_s or 0.0
             finally:
                 if run_dir:
-                    self._remove_run_dir(run_dir)
+                    self._remove_run_dir(run_dir, done)
             moved = self._stats.minus(before)
             return RunResult(result=result, files=fetched, wall_s=done.wall_s,
                              bytes_pushed=moved.bytes_pushed, transfer=moved.to_dict())
@@ -401,9 +414,11 @@ class SSHTarget(Target):
         """Run ``runner --probe`` on the device and return its facts (for ``edgekit doctor``)."""
         files = {RUNNER_NAME: self._runner_file()}
         with self._lock:
-            run_dir = ""
+            run_dir, done = "", None
             try:
-                run_dir, done = self._supervised(files, None, ["--probe"], "probing the device")
+                self._ensure_open()
+                run_dir = self._new_run_dir()
+                done = self._supervised(run_dir, files, None, ["--probe"], "probing the device")
                 raw = done.result if done.result is not None else self._read_remote(
                     posixpath.join(run_dir, RESULT_NAME))
                 if raw is None:
@@ -419,7 +434,7 @@ class SSHTarget(Target):
                 return facts
             finally:
                 if run_dir:
-                    self._remove_run_dir(run_dir)
+                    self._remove_run_dir(run_dir, done)
 
     def exec(self, argv: list[str], timeout: float | None = None) -> tuple[int, str, str]:
         """Run one command on the device (each argument quoted); ``(status, stdout, stderr)``."""
@@ -530,13 +545,18 @@ class SSHTarget(Target):
                 f"cannot connect to {where}: {exc.strerror or exc}",
                 "check the address and that the device is on this network",
             ) from None
+        # SSH requests and replies are small: no Nagle delay (a 40 ms stall per SFTP round trip)
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass
         # A dead link shows as data that is never acknowledged (keep-alives are data): give up
         # after KEEPALIVE_COUNT_MAX keep-alive intervals, as ServerAliveCountMax would.
         if hasattr(socket, "TCP_USER_TIMEOUT"):
             keepalive = endpoint.keepalive_s or self.keepalive_s
             try:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT,
-                                int(max(keepalive, 1) * KEEPALIVE_COUNT_MAX * 1000))
+                                int(max(keepalive, 0.2) * KEEPALIVE_COUNT_MAX * 1000))
             except OSError:
                 pass
         return sock
@@ -750,6 +770,16 @@ class SSHTarget(Target):
         self._hops = []
         self._dirs_ready = set()
 
+    def _still_connected(self, grace_s: float = 0.25) -> bool:
+        """After an error: is the connection still up? (paramiko's reader thread may need a moment
+        to notice a dead socket, so a lost link can surface first as a failed channel operation.)"""
+        deadline = time.monotonic() + grace_s
+        while self.is_open:
+            if time.monotonic() >= deadline:
+                return True
+            time.sleep(0.02)
+        return False
+
     @contextmanager
     def _guard(self, doing: str) -> Iterator[None]:
         """Turn a dropped connection into ConnectionFailedError, SFTP errors into TargetError."""
@@ -764,12 +794,12 @@ class SSHTarget(Target):
                 "check the device and the network, then retry (or raise --command-timeout)",
             ) from None
         except (paramiko.SSHException, EOFError, OSError) as exc:
-            if not self.is_open:
+            if isinstance(exc, EOFError) or not self._still_connected():
                 raise ConnectionFailedError(
-                    f"lost the connection to {self.address} while {doing}: {exc or type(exc).__name__}",
+                    f"lost the connection to {self.address} while {doing}: {str(exc) or type(exc).__name__}",
                     "check the device and the network, then retry",
                 ) from None
-            raise TargetError(f"{doing} on {self.address} failed: {exc or type(exc).__name__}") from None
+            raise TargetError(f"{doing} on {self.address} failed: {str(exc) or type(exc).__name__}") from None
 
     # ------------------------------------------------------------------ remote files
 
@@ -854,7 +884,7 @@ class SSHTarget(Target):
 
         Entries verified earlier on this target are trusted; the others are looked up with one
         directory listing: present with the right size → verify in place; else push (resuming a
-        ``.part``) → verify the part.
+        ``.part-*``) → verify the part.
         """
         assert self._sftp is not None
         unknown: dict[str, _Entry] = {}
@@ -880,30 +910,55 @@ class SSHTarget(Target):
                 missing.append(entry)
         if missing:
             self._check_python()  # no byte moves to a device whose Python cannot run the runner
-            needed = sum(e.size - self._resumable(listing, e) for e in missing)
+            resume = {e.digest: self._resumable(listing, e) for e in missing}
+            needed = sum(e.size - resume[e.digest][1] for e in missing)
             for entry in missing:
-                part = self._push_file(cache_dir, entry, self._resumable(listing, entry), needed)
+                part = self._push_file(cache_dir, entry, *resume[entry.digest], needed)
                 verify.append([entry.digest, part])
         return verify
 
     @staticmethod
-    def _resumable(listing: dict[str, int], entry: _Entry) -> int:
-        part = listing.get(entry.digest + PART_SUFFIX, 0)
-        return part if 0 < part < entry.size else 0
+    def _resumable(listing: dict[str, int], entry: _Entry) -> tuple[str | None, int]:
+        """The largest unfinished transfer of ``entry`` (any writer's): ``(name, size)`` or ``(None, 0)``."""
+        prefix = entry.digest + PART_SUFFIX
+        parts = [(size, name) for name, size in listing.items() if name.startswith(prefix) and 0 < size < entry.size]
+        if not parts:
+            return None, 0
+        size, name = max(parts)
+        return name, size
 
-    def _push_file(self, cache_dir: str, entry: _Entry, offset: int, needed: int) -> str:
-        """Send ``entry`` to ``<cache>/<sha256>.part`` from ``offset``; the part's path."""
+    def _push_file(self, cache_dir: str, entry: _Entry, resume_from: str | None, offset: int, needed: int) -> str:
+        """Send ``entry`` to ``<cache>/<sha256>.part-<token>``, from ``offset`` of the unfinished
+        transfer ``resume_from`` (taken over by renaming it); the part's path.
+
+        Each writer has its own part (two deploys to one device may push the same file at the
+        same time); the device hashes a part before it becomes the cache entry.
+        """
         assert self._sftp is not None
-        part = posixpath.join(cache_dir, entry.digest + PART_SUFFIX)
+        part = posixpath.join(cache_dir, entry.digest + PART_SUFFIX + self._token)
+        if resume_from is not None and posixpath.join(cache_dir, resume_from) != part:
+            try:
+                self._sftp.posix_rename(posixpath.join(cache_dir, resume_from), part)
+            except (OSError, paramiko.SSHException):  # taken by another writer meanwhile: start over
+                offset = 0
         sent = 0
+        show = getattr(self.progress, "task", None) if entry.size - offset >= PROGRESS_MIN_BYTES else None
         try:
-            with self._guard(f"pushing {entry.name!r}"):
+            with self._guard(f"pushing {entry.name!r}"), \
+                    (show(f"pushing {entry.name}", total=entry.size, unit="B") if show else nullcontext()) as task:
                 with self._sftp.open(part, "ab" if offset else "wb") as remote:
                     remote.set_pipelined(True)
                     for block in read_local(entry.local, offset, PUSH_CHUNK):
                         remote.write(block)
                         sent += len(block)
                         self._stats.bytes_pushed += len(block)
+                        if task is not None:
+                            task.update(offset + sent)
+                # paramiko drops the replies to pipelined writes (a full disk among them): check
+                # the size that arrived, the device checks the sha256 before the file is used
+                arrived = self._sftp.stat(part).st_size
+                if arrived != entry.size:
+                    raise OSError(f"{arrived} of {entry.size} bytes arrived")
         except ConnectionFailedError as exc:
             done = offset + sent
             raise ConnectionFailedError(
@@ -954,20 +1009,23 @@ class SSHTarget(Target):
         if key in self._python_ok:
             return
         done = self._exec(self._supervisor_command(), timeout=min(self.command_timeout, 120),
-                          stdin=json.dumps({"mode": "check"}).encode("utf-8"))
+                          stdin=json.dumps({"mode": "check"}).encode("utf-8") + b"\n")
         if done.status != 0 or done.python_version is None:
             raise self._failure_error(done, "checking the device's Python")
         self._python_ok.add(key)
 
-    def _supervised(self, files: dict[str, Path], job: dict[str, Any] | None, args: list[str],
-                    doing: str) -> tuple[str, _Exec]:
-        """Sync the cache and run the runner under the supervisor; ``(run_dir, what it did)``.
+    def _new_run_dir(self) -> str:
+        """A fresh run directory's path (the supervisor creates it)."""
+        return posixpath.join(self._remote_workdir(), RUN_DIR_PREFIX + uuid.uuid4().hex)
+
+    def _supervised(self, run_dir: str, files: dict[str, Path], job: dict[str, Any] | None,
+                    args: list[str], doing: str) -> _Exec:
+        """Sync the cache and run the runner under the supervisor in ``run_dir``.
 
         A cache entry the supervisor found missing or corrupt is pushed again (twice at most).
         """
         entries = self._entries(files)
         self._ensure_open()
-        run_dir = posixpath.join(self._remote_workdir(), RUN_DIR_PREFIX + uuid.uuid4().hex)
         deadline = time.monotonic() + self.command_timeout
         done: _Exec | None = None
         for attempt in range(3):
@@ -980,6 +1038,7 @@ class SSHTarget(Target):
                 "job": job,
                 "runner": RUNNER_NAME,
                 "args": args,
+                "await_cleanup": True,
             }
             done = self._exec_supervisor(spec, run_dir, deadline, doing)
             self._verified.update(d for d in done.verified if is_digest(d))
@@ -999,15 +1058,17 @@ class SSHTarget(Target):
                 )
             break
         assert done is not None
-        if done.supervised or done.status in (0, 1):
+        if done.supervised:
             self._python_ok.add(tuple(self.python_argv))
-        return run_dir, done
+        return done
 
     def _exec_supervisor(self, spec: dict[str, Any], run_dir: str, deadline: float, doing: str) -> _Exec:
         remaining = max(deadline - time.monotonic(), 1.0)
+        self._started.add(run_dir)
         try:
             return self._exec(self._supervisor_command(), timeout=remaining, run_dir=run_dir,
-                              stdin=json.dumps(spec).encode("utf-8"), limit_s=self.command_timeout)
+                              stdin=json.dumps(spec).encode("utf-8") + b"\n", limit_s=self.command_timeout,
+                              keep_open=True)
         except ConnectionFailedError as exc:
             if self.is_open:  # the command timeout: the connection is fine, the run was stopped
                 raise
@@ -1080,15 +1141,20 @@ class SSHTarget(Target):
             files[name] = local
         return files
 
-    def _remove_run_dir(self, run_dir: str) -> None:
-        """``rm -rf`` the run directory; never raises (a failure is retried in ``close()``)."""
-        if not run_dir or RUN_DIR_PREFIX not in posixpath.basename(run_dir):
+    def _remove_run_dir(self, run_dir: str, done: _Exec | None = None) -> None:
+        """Remove the run directory: by its supervisor when it still waits (no extra command),
+        else ``rm -rf``. Never raises (a failure is retried in ``close()``)."""
+        if not run_dir or RUN_DIR_PREFIX not in posixpath.basename(run_dir) or run_dir not in self._started:
+            return  # never created: the run failed before its supervisor started
+        if done is not None and done.channel is not None and self._finish_supervisor(done, remove=True):
+            self._started.discard(run_dir)
             return
         try:
             self._ensure_open()
             done = self._exec(_quote_all(["rm", "-rf", "--", run_dir]), timeout=60)
             if done.status != 0:
                 raise TargetError(done.stderr_tail(3))
+            self._started.discard(run_dir)
         except Exception as exc:  # noqa: BLE001 - cleanup must not hide the real error
             log.warning("could not remove %s on %s: %s", run_dir, self.address, exc)
             if run_dir not in self._leftovers:
@@ -1097,22 +1163,34 @@ class SSHTarget(Target):
     # ------------------------------------------------------------------ commands
 
     def _exec(self, command: str, *, timeout: float, run_dir: str | None = None,
-              stdin: bytes | None = None, limit_s: float | None = None) -> _Exec:
-        """Run ``command`` through the login shell, feed ``stdin``, read stdout/stderr until it exits."""
+              stdin: bytes | None = None, limit_s: float | None = None, keep_open: bool = False) -> _Exec:
+        """Run ``command`` through the login shell, feed ``stdin``, read stdout/stderr until it exits.
+
+        ``keep_open`` (the supervisor): stop reading once its status line has arrived and leave
+        the channel open in ``done.channel`` (see :meth:`_finish_supervisor`).
+        """
         assert self._transport is not None
         transport = self._transport
         out, err = _Tail(STDOUT_TAIL_BYTES), _Tail(STDERR_TAIL_BYTES)
         started = time.monotonic()
         deadline = started + timeout
+        status: int | None = None
         with self._guard("starting a command"):
             channel = transport.open_session(timeout=self._timeout_for(self.endpoint))
         try:
             with self._guard("running a command"):
                 channel.settimeout(timeout)
                 channel.exec_command(command)
-                if stdin is not None:
-                    channel.sendall(stdin)
-                    channel.shutdown_write()
+                try:
+                    if stdin is not None:
+                        channel.sendall(stdin)
+                    if not keep_open:
+                        channel.shutdown_write()
+                except OSError:
+                    if not transport.is_active():
+                        raise
+                    # the command ended before reading its input (e.g. python not found): its
+                    # exit status and output say why
                 pause = 0.002
                 while True:
                     busy = False
@@ -1122,6 +1200,8 @@ class SSHTarget(Target):
                     if channel.recv_stderr_ready():
                         err.add(channel.recv_stderr(65536))
                         busy = True
+                    if keep_open and busy and _supervisor_done(out.data, err.data):
+                        break  # the run is over; the supervisor waits for "rm"
                     if busy:
                         pause = 0.002
                         continue
@@ -1139,16 +1219,57 @@ class SSHTarget(Target):
                             "run fewer or shorter inferences (--runs, --min-seconds), or raise "
                             "--command-timeout",
                         )
-                    channel.status_event.wait(pause)  # wakes at once when the command exits
+                    # wakes at once when output arrives or the channel closes (its fileno is a pipe
+                    # paramiko signals), else polls the exit status and the deadline
+                    select.select([channel], [], [], pause)
                     pause = min(pause * 2, 0.05)
-                status = channel.recv_exit_status()
-        finally:
+                if channel.exit_status_ready():
+                    status = channel.recv_exit_status()
+                    if status == -1 and not transport.is_active():  # closed with the connection, no status
+                        raise EOFError("the connection closed")
+        except BaseException:
             channel.close()
-        stdout, inline = split_inline_result(out.value())
-        done = _Exec(status=status, stdout=stdout, stderr=err.value(), wall_s=time.monotonic() - started,
-                     result=inline)
+            raise
+        raw = out.value()
+        stdout, inline = split_inline_result(raw)
+        done = _Exec(status=-1 if status is None else status, stdout=stdout, stderr=err.value(),
+                     wall_s=time.monotonic() - started, result=inline)
+        info = _status_from_stdout(raw)
+        if info is not None:
+            _apply_status(done, info)
+            if status is None:
+                done.status = int(info.get("rc", -1))
+        if status is None and info is not None:
+            done.channel = channel
+        else:
+            channel.close()
         _parse_markers(done)
         return done
+
+    def _finish_supervisor(self, done: _Exec, remove: bool) -> bool:
+        """Tell a waiting supervisor to remove its run directory (or just to exit); True when it did."""
+        channel, done.channel = done.channel, None
+        if channel is None:
+            return False
+        err = _Tail(STDERR_TAIL_BYTES)
+        try:
+            with self._guard("removing the run directory"):
+                channel.sendall(b"rm\n" if remove else b"keep\n")
+                channel.shutdown_write()
+                deadline = time.monotonic() + 60
+                while not channel.exit_status_ready():
+                    if time.monotonic() > deadline or not self.is_open:
+                        return False
+                    channel.status_event.wait(0.05)
+                while channel.recv_stderr_ready():
+                    err.add(channel.recv_stderr(65536))
+        except EdgekitError as exc:
+            log.debug("the supervisor on %s did not finish cleanly: %s", self.address, exc)
+            return False
+        finally:
+            channel.close()
+        text = err.value().decode("utf-8", "replace")
+        return f"{CLEANED_MARK}ok" in text
 
     def _kill_run(self, run_dir: str | None) -> None:
         """Kill the supervisor and the runner of a run that timed out (best effort)."""
@@ -1297,6 +1418,8 @@ def _apply_status(done: _Exec, info: dict[str, Any]) -> None:
     done.oom_before, done.oom_after = info["oom0"], info["oom1"]
     if isinstance(info.get("memtotal_kib"), int):
         done.mem_total_mib = info["memtotal_kib"] // 1024
+    if isinstance(info.get("runner_s"), (int, float)):
+        done.runner_s = float(info["runner_s"])
     if isinstance(info.get("peak_kib"), int) and info["peak_kib"] > 0:
         done.peak_mib = info["peak_kib"] / 1024
     limit = info.get("memlimit")
@@ -1306,14 +1429,38 @@ def _apply_status(done: _Exec, info: dict[str, Any]) -> None:
             done.mem_limit_mib = limit_mib
 
 
+_STATUS_BYTES = b"\n" + STATUS_MARK.encode("ascii")
+
+
+_END_BYTES = b"\n" + END_MARK.encode("ascii") + b"\n"
+
+
+def _supervisor_done(stdout: bytearray, stderr: bytearray) -> bool:
+    """True once the supervisor's whole status line (stdout) and its end mark (stderr, after all
+    the runner's own stderr) have arrived."""
+    if not (stdout.endswith(b"\n") and stderr.endswith(_END_BYTES)):
+        return False
+    index = stdout.rfind(_STATUS_BYTES)
+    return index >= 0 and stdout.find(b"\n", index + 1) == len(stdout) - 1
+
+
+def _status_from_stdout(raw: bytes) -> dict[str, Any] | None:
+    index = raw.rfind(_STATUS_BYTES)
+    if index < 0:
+        return None
+    line = raw[index + len(_STATUS_BYTES):].split(b"\n", 1)[0]
+    try:
+        info = json.loads(line.decode("utf-8", "replace"))
+    except ValueError:
+        return None
+    return info if isinstance(info, dict) else None
+
+
 def _parse_markers(done: _Exec) -> None:
     """Read the supervisor's marker lines off stderr (and drop them from what users see)."""
     text = done.stderr.decode("utf-8", "replace")
     if "@@edgekit-" not in text:
         return
-    info = parse_marker_json(text, STATUS_MARK)
-    if isinstance(info, dict):
-        _apply_status(done, info)
     bad = parse_marker_json(text, CACHE_MARK)
     if isinstance(bad, dict):
         done.cache_bad = {str(k): str(v) for k, v in bad.items()}
@@ -1324,3 +1471,24 @@ def _parse_markers(done: _Exec) -> None:
     if index >= 0:
         done.python_version = text[index + len(PYTHON_MARK):].split("\n", 1)[0].strip()
     done.stderr = strip_markers(text).encode("utf-8")
+
+
+def clean_device(host: str, device: str | None = None, profile_files: Any = (), **ssh: Any) -> dict[str, Any]:
+    """``edgekit device clean``: remove edgekit's cache on ``host`` (and stale run directories).
+
+    ``device`` names a profile for its SSH defaults (user, port, python, work directory);
+    ``ssh`` are ``SSHTarget`` keywords (None values are ignored). Returns what
+    :meth:`SSHTarget.clean_cache` returns plus ``address``.
+    """
+    options = {k: v for k, v in ssh.items() if v is not None}
+    if device:
+        from edgekit.devices import get as get_profile
+
+        profile = get_profile(device, profile_files)
+        defaults = {"python": profile.ssh.python, "workdir": profile.ssh.workdir,
+                    "default_user": profile.ssh.user, "default_port": profile.ssh.port}
+        options = {**defaults, **options}
+    target = SSHTarget(host, **options)
+    with target:
+        removed = target.clean_cache()
+    return {"address": target.address, **removed}

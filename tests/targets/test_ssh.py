@@ -6,6 +6,7 @@ Parsing and known_hosts tests need no server; every other test is marked ``ssh``
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import stat
@@ -91,6 +92,14 @@ def stub_runner(tmp_path: Path, body: str) -> Path:
     path = tmp_path / f"stub_runner_{uuid.uuid4().hex[:6]}.py"
     path.write_text(textwrap.dedent(body))
     return path
+
+
+def _process_state(pid: int) -> str | None:
+    """The state letter of a process (``R``, ``S``, ``Z``...), None when it is gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return None
 
 
 def stub_job(tmp_path: Path) -> RunJob:
@@ -280,7 +289,7 @@ def test_run_dir_is_private_and_files_arrive(ssh_device, workdir: str, tmp_path:
         result = target.run(job, tmp_path / "out").result
     assert result["mode_bits"] == "0o700"
     assert result["job"] == {"schema_version": 1, "hello": "world"}
-    assert result["listing"][:1] == [".edgekit-pids"] and "sub" in result["listing"]
+    assert {"sub", "job.json", "edgekit_runner.py"} <= set(result["listing"])
     run_dir = result["argv"][-1]
     assert os.path.basename(run_dir).startswith("edgekit-run-")
     assert run_dir.startswith(str(ssh_device.home) + "/edgekit-tests-")  # ~ is the SFTP home
@@ -444,8 +453,9 @@ def test_disk_full_and_runner_oom_kinds(ssh_device, tmp_path: Path, kind: str) -
 
 @pytest.mark.ssh
 def test_command_timeout_stops_the_runner(ssh_device, workdir: str, tmp_path: Path) -> None:
-    tag = uuid.uuid4().hex
-    runner = stub_runner(tmp_path, f"import time\nTAG = '{tag}'\ntime.sleep(60)\n")
+    pid_file = Path(f"/tmp/edgekit-test-pid-{uuid.uuid4().hex}")
+    runner = stub_runner(tmp_path, f"import os, time\nopen({str(pid_file)!r}, 'w').write(str(os.getpid()))\n"
+                                   "time.sleep(60)\n")
     started = time.monotonic()
     with ssh_device.target(runner=runner, workdir=workdir, command_timeout=1.5) as target:
         with pytest.raises(ConnectionFailedError, match="did not finish within 1.5 s"):
@@ -453,8 +463,9 @@ def test_command_timeout_stops_the_runner(ssh_device, workdir: str, tmp_path: Pa
         assert target.exec(["true"])[0] == 0  # the connection is still usable
     assert time.monotonic() - started < 10
     assert ssh_device.run_dirs(workdir) == []
-    left = ssh_device.run_as_user(["pgrep", "-u", ssh_device.user, "-f", runner.name])
-    assert left.stdout.strip() == ""
+    pid = int(pid_file.read_text())
+    pid_file.unlink()
+    assert _process_state(pid) in (None, "Z")  # killed, not left running (a zombie waits for init)
 
 
 @pytest.mark.ssh
@@ -564,6 +575,8 @@ def test_oom_kill_is_reported_as_out_of_memory(ssh_device, workdir: str, memory_
     assert "ran out of memory on the device" in message
     assert "killed by the kernel OOM killer" in message
     assert "(profile tiny-board) has 512 MiB" in message
+    peak = int(re.search(r"peak so far (\d+) MiB", message).group(1))  # wait4 saw the killed runner's peak
+    assert 60 <= peak <= 100
     assert "cgroup was limited to 96 MiB" in message
     assert ssh_device.run_dirs(workdir) == []
 
@@ -597,7 +610,8 @@ def test_disk_full_while_pushing(ssh_device, tiny_filesystem: Path, tmp_path: Pa
         with pytest.raises(RemoteDiskFullError, match=r"disk is full: 0 MiB free .* needs 0\.5 MiB"):
             target.run(RunJob(job={"schema_version": 1}, files={"big.onnx": big}), tmp_path / "out")
         assert target.run(RunJob(job={"schema_version": 1}, files={}), tmp_path / "out").result["ok"]
-    assert list((tiny_filesystem / "work").iterdir()) == []
+    assert [p.name for p in (tiny_filesystem / "work").iterdir()] == ["cache"]  # no run directory left
+    assert [p.name for p in (tiny_filesystem / "work" / "cache").iterdir() if ".part" in p.name] == []
 
 
 @pytest.mark.ssh

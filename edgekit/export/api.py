@@ -1,0 +1,347 @@
+"""``export()``: a torch model to one device file, checked against torch and described in a manifest.
+
+The order is fixed: validate the request → convert into a temporary name beside the target →
+rename (nothing half-written ever carries the final name) → hash, versions, calibration summary →
+parity against torch in the artifact's own runtime (the runner's code path) → optional accuracy →
+manifest (``<file>.manifest.json``, written atomically).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import os
+import re
+import time
+import uuid
+import warnings
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from edgekit.errors import (
+    ExportError,
+    MissingDependencyError,
+    ParityError,
+    UnsupportedPrecisionError,
+    UsageError,
+)
+from edgekit.export import calibration as cal
+from edgekit.export.base import Artifact
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
+
+
+def choose(format: str, precision: str) -> Any:  # noqa: A002 - mirrors the public keyword
+    """The Format object for ``format`` after checking it can export ``precision`` here.
+
+    Raises UsageError (unknown format), UnsupportedPrecisionError (naming the supported ones;
+    nothing is flipped silently) and MissingDependencyError (naming the pip extra).
+    """
+    from edgekit.export import get_format
+
+    fmt = get_format(format)
+    if precision not in fmt.precisions:
+        raise UnsupportedPrecisionError(
+            f"{fmt.name} does not support precision {precision!r}",
+            f"choose one of: {', '.join(fmt.precisions)}",
+        )
+    if not fmt.available():
+        extra = fmt.extra or fmt.name
+        raise MissingDependencyError(
+            f"exporting {fmt.name} needs the [{extra}] extra", f"pip install 'edgekit[{extra}]'", extra=fmt.extra
+        )
+    return fmt
+
+
+def export(
+    model: Any,
+    example_inputs: Any,
+    format: str = "onnx",  # noqa: A002 - the documented keyword
+    precision: str = "fp32",
+    calibration: Any = None,
+    out_dir: str | Path = ".",
+    name: str | None = None,
+    options: dict[str, Any] | None = None,
+    check_parity: bool = True,
+    parity_inputs: Any = None,
+    strict: bool = False,
+    eval_data: Any = None,
+) -> Artifact:
+    """Export ``model`` to ``out_dir/<name><suffix>`` and return its Artifact (manifest written).
+
+    ``calibration``: representative inputs for static int8 (an array for one input, a dict by
+    input name, or a list in forward() order; samples stacked on axis 0). ``parity_inputs``: the
+    same shapes, compared torch vs artifact (default: ``eval_data`` x, else calibration samples,
+    else the example inputs plus seeded random ones). ``strict``: a parity failure raises
+    ParityError (the artifact and manifest are kept for inspection). ``eval_data``: ``(x, y)``
+    arrays; the artifact's own accuracy in its runtime is recorded under ``parity["accuracy"]``.
+    """
+    import torch
+
+    fmt = choose(format, precision)
+    if not isinstance(model, torch.nn.Module):
+        raise UsageError(f"model must be a torch.nn.Module, not {type(model).__name__}")
+    examples = cal.as_tuple(example_inputs)
+    model = model.eval()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    name = name or _default_name(model, precision)
+    if not _NAME_RE.match(name) or "/" in name:
+        raise UsageError(f"bad artifact name {name!r}", "use letters, digits, '.', '_', '+' or '-'")
+    final = out_dir / f"{name}{fmt.suffix}"
+    partial = out_dir / f".{name}.{uuid.uuid4().hex[:8]}.partial{fmt.suffix}"
+    source = source_sha256(model)
+    opts = dict(options or {})
+    opts["metadata"] = {**(opts.get("metadata") or {}), "source_sha256": source}
+    started = time.perf_counter()
+    try:
+        artifact = fmt.export(model, examples, precision, partial, calibration=calibration, options=opts)
+        if not partial.is_file():
+            raise ExportError(f"the {fmt.name} exporter wrote no file")
+        os.replace(partial, final)
+    except BaseException:
+        _remove_leftovers(partial)
+        raise
+    artifact.path = final
+    artifact.format = fmt.name
+    artifact.precision = precision
+    artifact.source_sha256 = source
+    artifact.export_seconds = time.perf_counter() - started
+    artifact.versions = {**versions(), **artifact.versions}
+    _rehash(artifact)
+    # An older manifest describes an older file: replace it now, refine it below.
+    artifact.write_manifest()
+
+    if check_parity:
+        from edgekit.export.parity import check_parity as _check_parity
+
+        inputs, source_kind = _parity_inputs(parity_inputs, eval_data, calibration, examples, model)
+        result = _check_parity(model, artifact, inputs)
+        result["inputs"] = source_kind
+        artifact.parity = result
+        if not result["passed"]:
+            artifact.notes.append(result.get("warning") or "parity failed")
+            warnings.warn(result.get("warning") or "parity failed", stacklevel=2)
+    if eval_data is not None:
+        from edgekit.export.parity import evaluate_artifact, evaluate_torch
+
+        x, y = _xy(eval_data)
+        acc = evaluate_artifact(artifact, x, y)
+        ref = evaluate_torch(model, x, y, examples)
+        acc["reference_accuracy"] = ref["accuracy"]
+        acc["drop_pt"] = 100.0 * (ref["accuracy"] - acc["accuracy"])
+        artifact.parity = {**(artifact.parity or {}), "accuracy": acc}
+    artifact.write_manifest()
+    if strict and artifact.parity is not None and not artifact.parity.get("passed", True):
+        p = artifact.parity
+        raise ParityError(
+            f"parity failed: max|Δ| {p['max_abs_diff']:.3g} > tolerance {p['tolerance']:.3g}",
+            f"the artifact is kept at {final} for inspection; rerun without strict to accept it",
+        )
+    return artifact
+
+
+def inspect(path: str | Path) -> Artifact:
+    """An Artifact for a model file deployed as is (its format from the suffix)."""
+    from edgekit.export import SUFFIXES, format_for_file, get_format
+
+    fmt_name = format_for_file(str(path))
+    if fmt_name is None:
+        raise UsageError(f"unknown model file type: {path}", f"known suffixes: {', '.join(SUFFIXES)}")
+    return get_format(fmt_name).inspect(Path(path))
+
+
+# -- what the manifest records -----------------------------------------------------------------
+
+
+def source_sha256(model: Any) -> str:
+    """sha256 over the state_dict: each entry's name, dtype, shape and raw bytes, in order."""
+    import torch
+
+    digest = hashlib.sha256()
+    for key, value in model.state_dict().items():
+        digest.update(key.encode())
+        if isinstance(value, torch.Tensor):
+            tensor = value.detach().cpu().contiguous()
+            digest.update(str(tensor.dtype).encode())
+            digest.update(str(tuple(tensor.shape)).encode())
+            if tensor.dtype == torch.bfloat16:
+                tensor = tensor.view(torch.int16)
+            digest.update(tensor.numpy().tobytes())
+        else:
+            digest.update(repr(value).encode())
+    return digest.hexdigest()
+
+
+def versions() -> dict[str, str]:
+    """edgekit, torch and numpy versions (formats add their converter and runtime)."""
+    import torch
+
+    return {"edgekit": edgekit_version(), "torch": torch.__version__, "numpy": np.__version__}
+
+
+def edgekit_version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("edgekit")
+    except Exception:
+        import edgekit
+
+        return edgekit.__version__
+
+
+def _rehash(artifact: Artifact) -> None:
+    from edgekit.export.base import sha256_file
+
+    artifact.size_bytes = artifact.path.stat().st_size
+    artifact.sha256 = sha256_file(artifact.path)
+
+
+def _default_name(model: Any, precision: str) -> str:
+    return f"{type(model).__name__.lower()}-{precision}"
+
+
+def _remove_leftovers(partial: Path) -> None:
+    for path in (partial, partial.with_name(partial.name + ".data")):
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+
+def _xy(eval_data: Any) -> tuple[np.ndarray, np.ndarray]:
+    if hasattr(eval_data, "x") and hasattr(eval_data, "y"):
+        return np.asarray(eval_data.x), np.asarray(eval_data.y)
+    try:
+        x, y = eval_data
+    except (TypeError, ValueError):
+        raise UsageError("eval_data must be (x, y) arrays") from None
+    return x, np.asarray(y)
+
+
+def _parity_inputs(parity_inputs: Any, eval_data: Any, calibration: Any, examples: tuple[Any, ...], model: Any) -> tuple[Any, str]:
+    if parity_inputs is not None:
+        return parity_inputs, "given"
+    if eval_data is not None and len(examples) == 1:
+        x, _ = _xy(eval_data)
+        return x[:64], "eval data"
+    if calibration is not None:
+        names = cal.input_names(model, len(examples))
+        feeds = cal.to_feeds(calibration, names, "calibration data")
+        return {n: v[:32] for n, v in feeds.items()}, "calibration samples"
+    rng = np.random.default_rng(0)
+    arrays = []
+    for e in examples:
+        base = e.detach().cpu().numpy()
+        if base.dtype.kind == "f":
+            extra = rng.standard_normal((7, *base.shape[1:])).astype(base.dtype)
+            arrays.append(np.concatenate([base, extra]))
+        else:
+            arrays.append(base)
+    return arrays, "example inputs + seeded random samples"
+
+
+# -- helpers shared by the format modules ------------------------------------------------------
+
+
+@contextlib.contextmanager
+def quiet():
+    """Silence converters that print progress to stdout/stderr or warn about their internals."""
+    sink = io.StringIO()
+    saved = os.environ.get("LITERT_TORCH_SHOW_PROGRESS")
+    os.environ["LITERT_TORCH_SHOW_PROGRESS"] = "n"
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
+            warnings.simplefilter("ignore")
+            yield sink
+    finally:
+        if saved is None:
+            os.environ.pop("LITERT_TORCH_SHOW_PROGRESS", None)
+        else:
+            os.environ["LITERT_TORCH_SHOW_PROGRESS"] = saved
+
+
+def exception_text(exc: BaseException | None) -> str:
+    parts = []
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        parts.append(f"{type(exc).__name__}: {exc}")
+        exc = exc.__cause__ or exc.__context__
+    return "\n".join(parts)
+
+
+def module_of_op(model: Any, examples: Sequence[Any], op: str, node_name: str | None = None) -> str:
+    """`` in module 'features.3' (Conv2d)`` for the first node of ``op`` in the model, or ''."""
+    import torch
+
+    key = _op_key(op)
+    try:
+        with quiet():
+            ep = torch.export.export(model, tuple(examples), strict=False)
+    except Exception:
+        return ""
+    graphs = [ep.graph]
+    with contextlib.suppress(Exception), quiet():
+        graphs.append(ep.run_decompositions().graph)
+    for graph in graphs:
+        for node in graph.nodes:
+            if node.op != "call_function":
+                continue
+            if (node_name and node.name == node_name) or _op_key(str(node.target)) == key:
+                stack = node.meta.get("nn_module_stack") or {}
+                if not stack:
+                    return ""
+                path, cls = list(stack.values())[-1]
+                path = path.replace("L['self'].", "").replace("L['self']", "") or "<root>"
+                cls_name = cls.__name__ if isinstance(cls, type) else str(cls).rsplit(".", 1)[-1].strip("'>")
+                return f" in module '{path}' ({cls_name})"
+    return ""
+
+
+def _op_key(target: str) -> str:
+    parts = target.split(".")
+    if len(parts) >= 3 and parts[0] in ("aten", "prims", "quantized_decomposed"):
+        parts = parts[1:2]
+    elif len(parts) == 2 and parts[0] in ("aten", "prims"):
+        parts = parts[1:]
+    return parts[0].replace("_", "").lower() if parts else target
+
+
+def supported_elsewhere(op: str, exclude: str) -> list[str]:
+    """Formats whose converter registers a conversion for ``op`` (a registry lookup, no export)."""
+    import torch
+
+    found = []
+    parts = op.split(".")
+    namespace, base = (parts[0], parts[1]) if len(parts) >= 2 else ("aten", parts[0])
+    try:
+        packet = getattr(getattr(torch.ops, namespace), base)
+        overloads = [getattr(packet, o) for o in packet.overloads()]
+    except Exception:
+        return found
+    if exclude != "onnx":
+        with contextlib.suppress(Exception), quiet():
+            from torch.onnx._internal.exporter import _registration
+
+            registry = _registration.ONNXRegistry.from_torchlib()
+            if any(registry.is_registered(o) for o in overloads):
+                found.append("onnx")
+    if exclude != "tflite":
+        with contextlib.suppress(Exception), quiet():
+            from litert_torch.backend import lowerings
+
+            if any(lowerings.lookup(o) is not None for o in overloads):
+                found.append("tflite")
+    return found
+
+
+def alternatives_hint(formats: list[str], fallback: str) -> str:
+    if formats:
+        return f"formats that support it: {', '.join(formats)}; or {fallback}"
+    return f"no other edgekit format supports it either; {fallback}"
+
+
+__all__ = ["choose", "export", "inspect", "source_sha256", "versions"]

@@ -1,0 +1,586 @@
+"""ONNX export: torch.onnx (dynamo) for fp32, onnxruntime's tools for fp16 and int8.
+
+Precisions
+  fp32  ``torch.onnx.export(dynamo=True)``: one self-contained ``.onnx`` (weights inside, no
+        ``.onnx.data`` side file; ONNX's 2 GB protobuf limit applies).
+  fp16  weights and compute in float16 (onnxruntime's float16 converter); inputs and outputs stay
+        float32 unless ``keep_io_types=False``, so callers feed what they fed the fp32 model.
+  int8  ``int8_mode="static"`` (default): QDQ static quantization with calibration data,
+        ``quant_pre_process`` first, int8 per-channel symmetric weights and, by default, uint8
+        asymmetric activations (``activation_type="uint8"``). On x86 ONNX Runtime fuses only u8
+        activations into QLinearConv/QLinearAdd when a tensor fans out (residual adds); s8
+        activations (``activation_type="int8"``) leave those convs in float behind
+        Transpose/Dequantize pairs. Biases stay float (``quantize_bias=False``): ORT quantizes
+        them itself when it fuses, and the file is ~4 % smaller.
+        ``int8_mode="dynamic"``: weights int8, activations quantized at run time, for
+        MatMul/Gemm-heavy models (MLPs, transformers); convolutions stay float.
+
+Options (``options=`` of ``export``)
+  opset (18), dynamic_batch (False), int8_mode ("static" | "dynamic"), calibration_method
+  ("minmax" | "percentile" | "entropy"), activation_type ("uint8" | "int8"), per_channel (True),
+  quantize_bias (False), keep_io_types (True, fp16), nodes_to_exclude ([] — ONNX node names kept
+  in float), input_names / output_names.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from edgekit.errors import ExportError, UnsupportedOpError, UsageError
+from edgekit.export import calibration as cal
+from edgekit.export.base import Artifact, TensorSpec
+
+
+def quiet():  # noqa: ANN201 - see edgekit.export.api.quiet
+    from edgekit.export.api import quiet as _quiet
+
+    return _quiet()
+
+DEFAULT_OPSET = 18
+METADATA_PREFIX = "edgekit."
+_OPTIONS = {
+    "opset": DEFAULT_OPSET,
+    "dynamic_batch": False,
+    "int8_mode": "static",
+    "calibration_method": "minmax",
+    "activation_type": "uint8",
+    "per_channel": True,
+    "quantize_bias": False,
+    "keep_io_types": True,
+    "nodes_to_exclude": (),
+    "input_names": None,
+    "output_names": None,
+    "metadata": None,  # extra key/values for metadata_props (the api adds source_sha256)
+}
+_ONNX_DTYPES = {
+    1: "float32", 2: "uint8", 3: "int8", 4: "uint16", 5: "int16", 6: "int32", 7: "int64",
+    9: "bool", 10: "float16", 11: "float64", 12: "uint32", 13: "uint64", 16: "bfloat16",
+}
+_INT8_OPS = {
+    "QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul", "MatMulInteger",
+    "ConvInteger", "DynamicQuantizeLinear", "DynamicQuantizeMatMul", "QGemm", "QLinearAdd",
+}
+
+
+def resolve_options(options: dict[str, Any] | None, precision: str) -> dict[str, Any]:
+    """The export options with defaults filled in; unknown names are a UsageError."""
+    options = dict(options or {})
+    unknown = sorted(set(options) - set(_OPTIONS))
+    if unknown:
+        raise UsageError(
+            f"unknown ONNX export option(s): {', '.join(unknown)}",
+            f"known options: {', '.join(sorted(k for k in _OPTIONS if k != 'metadata'))}",
+        )
+    resolved = {**_OPTIONS, **options}
+    if resolved["int8_mode"] not in ("static", "dynamic"):
+        raise UsageError(f"unknown int8_mode {resolved['int8_mode']!r}", "choose 'static' or 'dynamic'")
+    if resolved["activation_type"] not in ("uint8", "int8"):
+        raise UsageError(
+            f"unknown activation_type {resolved['activation_type']!r}", "choose 'uint8' or 'int8'"
+        )
+    resolved["calibration_method"] = cal.check_method(resolved["calibration_method"])
+    try:
+        resolved["opset"] = int(resolved["opset"])
+    except (TypeError, ValueError):
+        raise UsageError(f"opset must be an integer, not {resolved['opset']!r}") from None
+    if resolved["opset"] < 13:
+        raise UsageError(f"opset {resolved['opset']} is too old", "use opset 13 or newer (per-channel QDQ needs 13)")
+    return resolved
+
+
+class OnnxFormat:
+    name = "onnx"
+    suffix = ".onnx"
+    precisions = ("fp32", "fp16", "int8")
+    extra = None
+    runtimes = ("onnxruntime",)
+
+    def available(self) -> bool:
+        return all(importlib.util.find_spec(m) is not None for m in ("onnx", "onnxruntime", "onnxscript"))
+
+    def versions(self) -> dict[str, str]:
+        import onnx
+        import onnxruntime
+
+        out = {"onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__}
+        try:
+            import onnxscript
+
+            out["onnxscript"] = onnxscript.__version__
+        except ImportError:  # pragma: no cover - a core dependency
+            pass
+        return out
+
+    # -- export -----------------------------------------------------------------------------
+
+    def export(
+        self,
+        model: Any,
+        example_inputs: Sequence[Any],
+        precision: str,
+        out_path: Path,
+        calibration: Any = None,
+        options: dict[str, Any] | None = None,
+    ) -> Artifact:
+        opts = resolve_options(options, precision)
+        if precision not in self.precisions:
+            from edgekit.errors import UnsupportedPrecisionError
+
+            raise UnsupportedPrecisionError(
+                f"onnx does not support precision {precision!r}", f"choose one of: {', '.join(self.precisions)}"
+            )
+        out_path = Path(out_path)
+        examples = cal.as_tuple(example_inputs)
+        names = list(opts["input_names"] or cal.input_names(model, len(examples)))
+        if len(names) != len(examples):
+            raise UsageError(f"{len(names)} input names for {len(examples)} example inputs")
+        started = time.perf_counter()
+        calib_summary = None
+        notes: list[str] = []
+        with tempfile.TemporaryDirectory(prefix="edgekit-onnx-") as tmp:
+            fp32 = Path(tmp) / "model.fp32.onnx"
+            n_out = torch2onnx(model, examples, fp32, names, opts)
+            if precision == "fp32":
+                _finish(fp32, out_path)
+            elif precision == "fp16":
+                _float16(fp32, out_path, keep_io_types=bool(opts["keep_io_types"]))
+                if opts["keep_io_types"]:
+                    notes.append("fp16 weights and compute; inputs and outputs stay float32")
+            elif opts["int8_mode"] == "dynamic":
+                _quantize_dynamic(fp32, Path(tmp), out_path, per_channel=bool(opts["per_channel"]))
+                calib_summary = {"method": "dynamic", "n_samples": 0}
+                notes.append("int8 dynamic: int8 weights, activations quantized at run time (MatMul/Gemm only)")
+            else:
+                if calibration is None:
+                    raise UsageError(
+                        "static int8 needs calibration data",
+                        "pass calibration= (100-500 representative inputs), or options={'int8_mode': 'dynamic'}",
+                    )
+                feeds = cal.to_feeds(calibration, names, "calibration data")
+                cal.check_shapes(feeds, examples, names, "calibration data")
+                batch = 1 if opts["dynamic_batch"] else int(examples[0].shape[0]) if examples[0].dim() else 1
+                _quantize_static(fp32, Path(tmp), out_path, feeds, batch, opts)
+                calib_summary = cal.summary(
+                    feeds,
+                    opts["calibration_method"],
+                    activation_type=opts["activation_type"],
+                    weight_type="int8",
+                    per_channel=bool(opts["per_channel"]),
+                )
+                notes.append(
+                    f"int8 static QDQ: int8 per-{'channel' if opts['per_channel'] else 'tensor'} weights, "
+                    f"{opts['activation_type']} activations"
+                )
+        from edgekit.export.api import edgekit_version
+
+        meta = {"version": edgekit_version(), "precision": precision, "format": "onnx"}
+        meta.update({k: str(v) for k, v in (opts["metadata"] or {}).items()})
+        if precision == "int8":
+            meta["int8_mode"] = opts["int8_mode"]
+        set_metadata(out_path, meta)
+        artifact = self.inspect(out_path)
+        artifact.precision = precision
+        artifact.opset = opts["opset"]
+        artifact.versions.update(self.versions())
+        artifact.versions["converter"] = "torch.onnx (dynamo)"
+        artifact.calibration = calib_summary
+        artifact.export_seconds = time.perf_counter() - started
+        artifact.notes = notes + artifact.notes
+        if n_out != len(artifact.outputs):  # pragma: no cover - a converter surprise
+            artifact.notes.append(f"torch returned {n_out} outputs but the ONNX graph has {len(artifact.outputs)}")
+        return artifact
+
+    # -- inspect ----------------------------------------------------------------------------
+
+    def inspect(self, path: Path) -> Artifact:
+        """An Artifact for an ``.onnx`` file as it is (I/O from the graph, precision from its ops)."""
+        import onnx
+
+        path = Path(path)
+        if not path.is_file():
+            raise UsageError(f"model file not found: {path}")
+        try:
+            model = onnx.load(str(path), load_external_data=False)
+        except Exception as exc:  # DecodeError and friends
+            raise ExportError(f"{path.name} is not a readable ONNX model: {exc}") from exc
+        graph = model.graph
+        inits = {i.name: i for i in graph.initializer}
+        consumers: dict[str, list[Any]] = {}
+        for node in graph.node:
+            for name in node.input:
+                consumers.setdefault(name, []).append(node)
+        producers = {o: node for node in graph.node for o in node.output}
+        inputs = [
+            _spec(v, _io_quant(v.name, consumers.get(v.name, []), inits, "DequantizeLinear"))
+            for v in graph.input
+            if v.name not in inits
+        ]
+        outputs = [
+            _spec(v, _io_quant(v.name, [producers[v.name]] if v.name in producers else [], inits, "QuantizeLinear"))
+            for v in graph.output
+        ]
+        meta = {p.key[len(METADATA_PREFIX):]: p.value for p in model.metadata_props if p.key.startswith(METADATA_PREFIX)}
+        precision = meta.get("precision") or _guess_precision(model)
+        opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+        notes = []
+        if any(i.data_location == onnx.TensorProto.EXTERNAL for i in graph.initializer):
+            notes.append("weights are stored in external data files next to the model")
+        artifact = Artifact(
+            path=path,
+            format="onnx",
+            precision=precision,
+            inputs=inputs,
+            outputs=outputs,
+            source_sha256=meta.get("source_sha256"),
+            opset=opset,
+            notes=notes,
+        )
+        if meta.get("version"):
+            artifact.versions["edgekit_exported_with"] = meta["version"]
+        return artifact
+
+
+FORMAT = OnnxFormat()
+
+
+# -- torch → ONNX ------------------------------------------------------------------------------
+
+
+def torch2onnx(model: Any, examples: tuple[Any, ...], path: Path, names: list[str], opts: dict[str, Any]) -> int:
+    """fp32 ONNX at ``path``; returns the number of outputs. Raises UnsupportedOpError/ExportError."""
+    import torch
+
+    with torch.no_grad():
+        n_out = len(cal.flatten_outputs(model(*examples)))
+    out_names = list(opts["output_names"] or cal.output_names(n_out))
+    kwargs: dict[str, Any] = {}
+    args = examples
+    if opts["dynamic_batch"]:
+        batch = torch.export.Dim("batch", min=1, max=65536)
+        kwargs["dynamic_shapes"] = {n: {0: batch} for n in names}
+        if examples[0].shape[0] == 1:  # torch.export specializes size-1 dims: trace with 2
+            args = tuple(torch.cat([e, e]) for e in examples)
+    try:
+        with quiet():
+            torch.onnx.export(
+                model,
+                args,
+                str(path),
+                dynamo=True,
+                external_data=False,
+                verbose=False,
+                opset_version=int(opts["opset"]),
+                input_names=names,
+                output_names=out_names,
+                **kwargs,
+            )
+    except Exception as exc:
+        raise _export_error(exc, model, examples) from exc
+    if not path.is_file():  # pragma: no cover - defensive
+        raise ExportError("torch.onnx.export wrote no file")
+    data = path.with_name(path.name + ".data")
+    if data.exists():  # pragma: no cover - external_data=False should prevent it
+        raise ExportError("the ONNX exporter wrote a side .onnx.data file", "the model may exceed 2 GB")
+    return n_out
+
+
+_OP_RE = re.compile(r"op='([\w.]+)', overload='(\w+)'")
+_NODE_RE = re.compile(r"translating node %(\w+)")
+
+
+def _export_error(exc: Exception, model: Any, examples: tuple[Any, ...]) -> ExportError:
+    from edgekit.export.api import alternatives_hint, exception_text, module_of_op, supported_elsewhere
+
+    text = exception_text(exc)
+    match = _OP_RE.search(text)
+    if "No ONNX function found" in text and match:
+        op = f"{match.group(1)}.{match.group(2)}" if match.group(2) != "default" else match.group(1)
+        node = _NODE_RE.search(text)
+        where = module_of_op(model, examples, match.group(1), node.group(1) if node else None)
+        others = supported_elsewhere(match.group(1), exclude="onnx")
+        return UnsupportedOpError(
+            f"the ONNX exporter cannot convert {op}{where}",
+            alternatives_hint(others, "rewrite that part of the model with supported ops"),
+        )
+    first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+    return ExportError(f"ONNX export failed: {first[:300]}", "run with --debug for the full exporter error")
+
+
+# -- fp16 ------------------------------------------------------------------------------------
+
+
+def _float16(src: Path, dst: Path, keep_io_types: bool) -> None:
+    import onnx
+
+    try:
+        from onnxruntime.transformers.float16 import convert_float_to_float16
+    except ImportError:  # pragma: no cover - ships with onnxruntime
+        try:
+            from onnxconverter_common.float16 import convert_float_to_float16
+        except ImportError as exc:
+            from edgekit.errors import MissingDependencyError
+
+            raise MissingDependencyError(
+                "fp16 ONNX export needs onnxruntime's transformers tools or onnxconverter-common",
+                "pip install onnxconverter-common",
+            ) from exc
+    model = onnx.load(str(src))
+    with quiet():
+        half = convert_float_to_float16(model, keep_io_types=keep_io_types, disable_shape_infer=False)
+    _finish_proto(half, dst)
+
+
+# -- int8 --------------------------------------------------------------------------------------
+
+
+def _preprocess(src: Path, tmp: Path) -> Path:
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    pre = tmp / "model.pre.onnx"
+    try:
+        with quiet():
+            quant_pre_process(str(src), str(pre), skip_symbolic_shape=False)
+    except Exception:  # symbolic shape inference can fail on exotic graphs: retry without it
+        with quiet():
+            quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
+    return pre
+
+
+class _Reader:
+    """onnxruntime CalibrationDataReader over stacked samples, ``batch`` at a time."""
+
+    def __init__(self, feeds: dict[str, np.ndarray], batch: int) -> None:
+        self._chunks = [chunk for chunk, _ in cal.batches(feeds, batch, pad=True)]
+        self._i = 0
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        if self._i >= len(self._chunks):
+            return None
+        self._i += 1
+        return {k: v.astype(np.float32) if v.dtype == np.float64 else v for k, v in self._chunks[self._i - 1].items()}
+
+    def rewind(self) -> None:
+        self._i = 0
+
+    def __len__(self) -> int:
+        return len(self._chunks)
+
+    def set_range(self, start_index: int, end_index: int) -> None:  # pragma: no cover - strided mode
+        self._chunks = self._chunks[start_index:end_index]
+        self._i = 0
+
+
+def _quantize_static(src: Path, tmp: Path, dst: Path, feeds: dict[str, np.ndarray], batch: int, opts: dict[str, Any]) -> None:
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    pre = _preprocess(src, tmp)
+    method = {
+        "minmax": CalibrationMethod.MinMax,
+        "percentile": CalibrationMethod.Percentile,
+        "entropy": CalibrationMethod.Entropy,
+    }[opts["calibration_method"]]
+    act = QuantType.QUInt8 if opts["activation_type"] == "uint8" else QuantType.QInt8
+    out = tmp / "model.int8.onnx"
+    try:
+        with quiet():
+            quantize_static(
+                str(pre),
+                str(out),
+                _Reader(feeds, batch),
+                quant_format=QuantFormat.QDQ,
+                per_channel=bool(opts["per_channel"]),
+                activation_type=act,
+                weight_type=QuantType.QInt8,
+                calibrate_method=method,
+                nodes_to_exclude=list(opts["nodes_to_exclude"] or []),
+                extra_options={
+                    "ActivationSymmetric": False,
+                    "WeightSymmetric": True,
+                    "QuantizeBias": bool(opts["quantize_bias"]),
+                    "CalibMovingAverage": False,
+                },
+            )
+    except Exception as exc:
+        raise ExportError(f"ONNX Runtime static quantization failed: {exc}") from exc
+    _finish_proto(_share_zero_points(_load(out)), dst)
+
+
+def _quantize_dynamic(src: Path, tmp: Path, dst: Path, per_channel: bool) -> None:
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    pre = _preprocess(src, tmp)
+    model = _gemm_to_matmul(onnx.load(str(pre)))
+    mm = tmp / "model.matmul.onnx"
+    onnx.save(model, str(mm))
+    out = tmp / "model.int8.onnx"
+    try:
+        with quiet():
+            quantize_dynamic(
+                str(mm),
+                str(out),
+                weight_type=QuantType.QInt8,
+                per_channel=per_channel,
+                op_types_to_quantize=["MatMul", "Attention", "LSTM", "Gather"],
+            )
+    except Exception as exc:
+        raise ExportError(f"ONNX Runtime dynamic quantization failed: {exc}") from exc
+    quantized = _load(out)
+    if not any(n.op_type in _INT8_OPS for n in quantized.graph.node):
+        raise ExportError(
+            "dynamic int8 found nothing to quantize (it covers MatMul/Gemm/Attention/LSTM)",
+            "use int8_mode='static' with calibration data for convolutional models",
+        )
+    _finish_proto(quantized, dst)
+
+
+def _gemm_to_matmul(model: Any) -> Any:
+    """Gemm(A, B, C) with a constant B → MatMul(A, B') + Add(C), so dynamic quantization sees it."""
+    from onnx import helper, numpy_helper
+
+    inits = {i.name: i for i in model.graph.initializer}
+    nodes = []
+    for node in model.graph.node:
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        if (
+            node.op_type != "Gemm"
+            or node.input[1] not in inits
+            or attrs.get("transA", 0)
+            or attrs.get("alpha", 1.0) != 1.0
+            or attrs.get("beta", 1.0) != 1.0
+        ):
+            nodes.append(node)
+            continue
+        weight = numpy_helper.to_array(inits[node.input[1]])
+        if attrs.get("transB", 0):
+            weight = weight.T
+        wname = node.input[1] + "_matmul"
+        model.graph.initializer.append(numpy_helper.from_array(np.ascontiguousarray(weight), wname))
+        has_bias = len(node.input) > 2 and node.input[2]
+        mm_out = node.output[0] + "_mm" if has_bias else node.output[0]
+        nodes.append(helper.make_node("MatMul", [node.input[0], wname], [mm_out], name=node.name + "_matmul"))
+        if has_bias:
+            nodes.append(helper.make_node("Add", [mm_out, node.input[2]], [node.output[0]], name=node.name + "_bias"))
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    used = {i for n in model.graph.node for i in n.input}
+    keep = [i for i in model.graph.initializer if i.name in used]
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(keep)
+    return model
+
+
+def _share_zero_points(model: Any) -> Any:
+    """Point every all-zero zero-point initializer of one dtype/shape at a single copy."""
+    from onnx import numpy_helper
+
+    canonical: dict[tuple[int, tuple[int, ...]], str] = {}
+    rename: dict[str, str] = {}
+    zp_inputs = {n.input[2] for n in model.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear") and len(n.input) > 2}
+    for init in model.graph.initializer:
+        if init.name not in zp_inputs:
+            continue
+        arr = numpy_helper.to_array(init)
+        if arr.size <= 1 or np.any(arr):
+            continue
+        key = (init.data_type, tuple(init.dims))
+        if key in canonical:
+            rename[init.name] = canonical[key]
+        else:
+            canonical[key] = init.name
+    if not rename:
+        return model
+    for node in model.graph.node:
+        for i, name in enumerate(node.input):
+            if name in rename:
+                node.input[i] = rename[name]
+    keep = [i for i in model.graph.initializer if i.name not in rename]
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(keep)
+    return model
+
+
+# -- files and metadata ------------------------------------------------------------------------
+
+
+def set_metadata(path: Path, meta: dict[str, str]) -> None:
+    """Write ``edgekit.*`` entries into the model's metadata_props (replacing older ones)."""
+    model = _load(path)
+    keep = [p for p in model.metadata_props if not p.key.startswith(METADATA_PREFIX)]
+    del model.metadata_props[:]
+    model.metadata_props.extend(keep)
+    for key, value in meta.items():
+        entry = model.metadata_props.add()
+        entry.key = METADATA_PREFIX + key
+        entry.value = str(value)
+    model.producer_name = model.producer_name or "edgekit"
+    _finish_proto(model, path)
+
+
+def _load(path: Path) -> Any:
+    import onnx
+
+    return onnx.load(str(path))
+
+
+def _finish(src: Path, dst: Path) -> None:
+    _finish_proto(_load(src), dst)
+
+
+def _finish_proto(model: Any, dst: Path) -> None:
+    import onnx
+
+    size = model.ByteSize()
+    if size >= 2**31 - 1:
+        raise ExportError(
+            f"the ONNX model is {size / 2**30:.1f} GB: over protobuf's 2 GB limit for one file",
+            "quantize it (int8) or split the model",
+        )
+    onnx.save_model(model, str(dst), save_as_external_data=False)
+
+
+def _spec(value: Any, quant: dict[str, Any] | None) -> TensorSpec:
+    ttype = value.type.tensor_type
+    shape: list[int | str] = []
+    for dim in ttype.shape.dim:
+        if dim.HasField("dim_value"):
+            shape.append(int(dim.dim_value))
+        else:
+            shape.append(dim.dim_param or "?")
+    return TensorSpec(name=value.name, shape=shape, dtype=_ONNX_DTYPES.get(ttype.elem_type, str(ttype.elem_type)), quantization=quant)
+
+
+def _io_quant(name: str, nodes: list[Any], inits: dict[str, Any], op: str) -> dict[str, Any] | None:
+    """Scale/zero-point of an integer graph input (its DequantizeLinear) or output (its QuantizeLinear)."""
+    from onnx import numpy_helper
+
+    for node in nodes:
+        if node.op_type != op or len(node.input) < 2 or node.input[1] not in inits:
+            continue
+        if op == "DequantizeLinear" and node.input[0] != name:
+            continue
+        scale = numpy_helper.to_array(inits[node.input[1]])
+        zero = numpy_helper.to_array(inits[node.input[2]]) if len(node.input) > 2 and node.input[2] in inits else np.zeros((), np.int8)
+        if scale.size != 1:
+            return None
+        return {"scale": float(scale.reshape(-1)[0]), "zero_point": int(zero.reshape(-1)[0]), "dtype": str(zero.dtype)}
+    return None
+
+
+def _guess_precision(model: Any) -> str:
+    ops = {n.op_type for n in model.graph.node}
+    if ops & _INT8_OPS:
+        return "int8"
+    float16 = sum(int(np.prod(i.dims)) for i in model.graph.initializer if i.data_type == 10)
+    float32 = sum(int(np.prod(i.dims)) for i in model.graph.initializer if i.data_type == 1)
+    return "fp16" if float16 > float32 else "fp32"
+
+
+__all__ = ["FORMAT", "OnnxFormat", "resolve_options", "set_metadata", "torch2onnx"]
