@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import tempfile
 import threading
 from dataclasses import dataclass, field
@@ -16,7 +17,7 @@ from edgekit.data import load_npz_inputs
 from edgekit.datasets import EvalSet, calibration_inputs, eval_set
 from edgekit.devices import DeviceProfile
 from edgekit.devices import get as get_profile
-from edgekit.errors import UsageError
+from edgekit.errors import DataError, UsageError
 from edgekit.export import get_format
 from edgekit.export.base import Artifact
 from edgekit.models import ResolvedModel, resolve_model
@@ -179,12 +180,15 @@ def prepare_deploy(model: str, device: str, options: DeployOptions, say: Progres
         resolved.module = _run_recipe(resolved, options)
     evalset = eval_set(resolved.dataset, options.eval_limit) if resolved.dataset else None
     artifact, reference_size, because = _artifact_for(resolved, profile, options, out_dir, evalset, say)
+    if user_inputs is not None:
+        user_inputs = match_inputs(artifact, user_inputs)
     parity_x = _parity_inputs(artifact, evalset, user_inputs)
     return PreparedDeploy(
         model=model, profile=profile, resolved=resolved, artifact=artifact, reference_size=reference_size,
         because=because, evalset=evalset, parity_inputs=parity_x,
         parity_npz=_save_npz(work / "parity_inputs.npz", parity_x),
-        user_inputs_npz=_save_npz(work / "user_inputs.npz", user_inputs) if user_inputs is not None else None,
+        user_inputs_npz=(_save_npz(work / "user_inputs.npz", _one_batch(artifact, user_inputs))
+                         if user_inputs is not None else None),
         eval_npz=_save_npz(work / "eval.npz", {"x": evalset.x, "y": evalset.y}) if evalset is not None else None,
         work=work,
     )
@@ -267,6 +271,27 @@ def _parity_inputs(artifact: Artifact, evalset: EvalSet | None, user_inputs: dic
     return feeds
 
 
+def match_inputs(artifact: Artifact, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The user's arrays keyed by the artifact's input names (one unnamed array fits a one-input model)."""
+    names = [spec.name for spec in artifact.inputs]
+    if len(names) == 1 and len(arrays) == 1:
+        return {names[0]: next(iter(arrays.values()))}
+    missing, unexpected = sorted(set(names) - set(arrays)), sorted(set(arrays) - set(names))
+    if missing or unexpected:
+        raise DataError(f"--inputs do not match the model: missing {missing}, unexpected {unexpected}",
+                        f"save one array per input name: {', '.join(names)}")
+    return {name: arrays[name] for name in names}
+
+
+def _one_batch(artifact: Artifact, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The first batch of the user's inputs: what the benchmark times, one inference at a time."""
+    first = {}
+    for spec in artifact.inputs:
+        batch = spec.shape[0] if spec.shape and isinstance(spec.shape[0], int) else 1
+        first[spec.name] = arrays[spec.name][:batch]
+    return first
+
+
 def _base_job(artifact: Artifact, profile: DeviceProfile, options: DeployOptions, mode: str) -> dict[str, Any]:
     return {
         "schema_version": 1,
@@ -292,33 +317,27 @@ def _run_benchmark(target: Target, prepared: PreparedDeploy, options: DeployOpti
                runs=DEFAULT_RUNS if options.runs is None else options.runs,
                min_seconds=options.min_seconds, inputs=None, save_outputs=None)
     files = {artifact.path.name: artifact.path}
-    fetch = []
     if prepared.user_inputs_npz is not None:
         files["inputs.npz"] = prepared.user_inputs_npz
         job["inputs"] = "inputs.npz"
-        if options.save_outputs:
-            job["save_outputs"] = "outputs.npz"
-            fetch.append("outputs.npz")
     local = work / "bench"
     local.mkdir(parents=True, exist_ok=True)
-    result = target.run(RunJob(job=job, files=files, fetch=fetch), local)
-    if options.save_outputs and "outputs.npz" in result.files:
-        _copy_atomic(result.files["outputs.npz"], Path(options.save_outputs))
-    return result.result
+    return target.run(RunJob(job=job, files=files), local).result
 
 
-def _copy_atomic(src: Path, dest: Path) -> None:
-    import os
-    import shutil
-
+def _save_npz_atomic(dest: Path, arrays: dict[str, np.ndarray]) -> None:
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.tmp")
-    shutil.copyfile(src, tmp)
-    os.replace(tmp, dest)
+    tmp = dest.with_name(f".{dest.name}.tmp.npz")
+    try:
+        np.savez(tmp, **arrays)
+        os.replace(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _device_outputs(target: Target, artifact: Artifact, profile: DeviceProfile, options: DeployOptions,
-                    inputs_npz: Path, work: Path, name: str) -> list[np.ndarray]:
+                    inputs_npz: Path, work: Path, name: str) -> dict[str, np.ndarray]:
+    """The device's outputs for every sample of ``inputs_npz``, by output name in model order."""
     job = _base_job(artifact, profile, options, "outputs")
     job.update(inputs="inputs.npz", save_outputs="outputs.npz")
     files = {artifact.path.name: artifact.path, "inputs.npz": inputs_npz}
@@ -327,7 +346,7 @@ def _device_outputs(target: Target, artifact: Artifact, profile: DeviceProfile, 
     result = target.run(RunJob(job=job, files=files, fetch=["outputs.npz"]), local)
     names = (result.result.get("outputs") or {}).get("names")
     with np.load(result.files["outputs.npz"], allow_pickle=False) as data:
-        return [data[name] for name in (names or data.files)]
+        return {name: data[name] for name in (names or data.files)}
 
 
 def _reference_outputs(artifact: Artifact, resolved: ResolvedModel, feeds: dict[str, np.ndarray]) -> tuple[str, list[np.ndarray]]:
@@ -350,8 +369,10 @@ def _run_parity(target: Target, prepared: PreparedDeploy, options: DeployOptions
 
     artifact = prepared.artifact
     device_out = _device_outputs(target, artifact, prepared.profile, options, prepared.parity_npz, work, "parity")
+    if options.save_outputs:
+        _save_npz_atomic(Path(options.save_outputs), device_out)
     reference, expected = prepared.reference_outputs()
-    stats = compare_outputs(expected, device_out, precision=artifact.precision)
+    stats = compare_outputs(expected, list(device_out.values()), precision=artifact.precision)
     return ParitySummary(reference=reference, **stats)
 
 

@@ -146,7 +146,8 @@ def distill(
         example_inputs = (next(iter(data.val))[0][:1],)
     before = measure(teacher, example_inputs, data.val)
     teacher.eval()
-    for p in teacher.parameters():
+    trainable = [p for p in teacher.parameters() if p.requires_grad]
+    for p in trainable:
         p.requires_grad_(False)
     s_feats = _Features(student, [p.student for p in cfg.features])
     t_feats = _Features(teacher, [p.teacher for p in cfg.features])
@@ -185,7 +186,7 @@ def distill(
     finally:
         s_feats.close()
         t_feats.close()
-        for p in teacher.parameters():
+        for p in trainable:
             p.requires_grad_(True)
     student.eval()
     after = measure(student, example_inputs, data.val)
