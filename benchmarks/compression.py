@@ -390,17 +390,14 @@ def _agreement(run: Callable[[np.ndarray], np.ndarray], x: np.ndarray, reference
 
 
 def _file_runner(path: Path) -> Callable[[np.ndarray], np.ndarray]:
-    from edgekit.compress.quantize import _tflite_runner
+    """Float outputs of an artifact in its runtime (edgekit.export's runner session)."""
+    from edgekit.export.api import inspect
+    from edgekit.export.parity import open_session, run_artifact
 
-    if path.suffix == ".onnx":
-        import onnxruntime as ort
-
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = 2
-        session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-        name = session.get_inputs()[0].name
-        return lambda x: session.run(None, {name: x})[0]
-    return _tflite_runner(path)
+    artifact = inspect(path)
+    session = open_session(artifact, threads=2)
+    name = artifact.inputs[0].name
+    return lambda x: run_artifact(artifact, {name: x}, session=session)[0]
 
 
 def section_effnet(b: Bench) -> dict[str, Any]:

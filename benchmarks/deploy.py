@@ -327,6 +327,8 @@ def fleets(the_lab: Lab, prepared: PreparedDeploy, size: int) -> dict[str, Any]:
                         "wall_s": round(report.wall_s, 3), "host_cpu_s": round(report.host_cpu_s, 3),
                         "proxy_cpu_s": round(proxy.cpu_seconds() - cpu_proxy, 3),
                         "bytes_pushed": sum(r.bytes_pushed or 0 for r in report.rows),
+                        "runner_s_mean": round(statistics.mean(r.report.target.transfer["runner_s"]
+                                                               for r in report.rows), 3),
                         "p50_ms": [r.p50_ms for r in report.rows],
                         "device_wall_s": [round(r.wall_s, 3) for r in report.rows],
                     }
@@ -379,7 +381,7 @@ def table(results: dict[str, Any]) -> str:
             if n != 1:
                 target = f"<= {FLEET_RATIO_TARGET}x of 1 ({fl[f'{phase}_ratio']}x)"
                 met = "yes" if fl[f"{phase}_ratio"] <= FLEET_RATIO_TARGET else "NO"
-            rows.append((f"fleet of {n}, {RTT_MS:.0f} ms RTT, {phase}", r["wall_s"], "", "",
+            rows.append((f"fleet of {n}, {RTT_MS:.0f} ms RTT, {phase}", r["wall_s"], f"{r['runner_s_mean']} (mean)", "",
                          f"{r['host_cpu_s']} (+proxy {r['proxy_cpu_s']})", _mib(r["bytes_pushed"]), target, met))
     widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows)

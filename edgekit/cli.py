@@ -455,7 +455,8 @@ def _add_emulator(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--json", action="store_true", help="print the state as JSON")
     s.set_defaults(handler=_cmd_emulator_start)
     t = esub.add_parser("stop", help="stop an emulated device (every process in it)")
-    t.add_argument("name", nargs="?", help="instance name (default: all)")
+    t.add_argument("name", nargs="?", help="instance name (see `edgekit emulator status`)")
+    t.add_argument("--all", action="store_true", help="stop every emulated device (also other users' test runs)")
     t.add_argument("--remove", action="store_true", help="also delete its changes, keys and state")
     t.set_defaults(handler=_cmd_emulator_stop)
     st = esub.add_parser("status", help="show emulated devices (works from any process, no root)")
@@ -497,8 +498,14 @@ def _cmd_emulator_stop(args: argparse.Namespace) -> int:
 
     if args.name:
         stopped = [args.name] if emulator.stop(args.name, remove=args.remove) else []
-    else:
+    elif args.all:
         stopped = emulator.stop_all(remove=args.remove)
+    else:
+        from edgekit.errors import UsageError
+
+        running = [s.name for s in emulator.list_states() if emulator.is_running(s)]
+        raise UsageError("name the emulated device to stop, or pass --all",
+                         f"running: {', '.join(running)}" if running else "none is running")
     print(f"stopped {', '.join(stopped)}" if stopped else "nothing was running")
     return int(ExitCode.OK)
 

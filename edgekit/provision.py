@@ -394,7 +394,6 @@ class WheelResolver:
 
     def resolve(self, requirements: Iterable[str]) -> tuple[list[WheelChoice], dict[str, str]]:
         """(wheels to install, the device's distributions reused as they are)."""
-        import shutil
         import tempfile
 
         reqs = list(requirements)

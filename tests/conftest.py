@@ -3,5 +3,6 @@
 pytest_plugins = [
     "tests.fixtures.models",
     "tests.fixtures.sshd",
+    "tests.fixtures.emulated_pi",
     "tests.fixtures.netns",
 ]

@@ -145,3 +145,41 @@ def test_cli_fleet_reports_every_row_and_fails(monkeypatch: pytest.MonkeyPatch, 
     assert seen["hosts"] == ["a", "b"] and seen["concurrency"] == 2 and seen["ssh"]["connect_timeout"] == 4
     assert "1 of 2 devices ok" in out and "b: connection to b:22 refused" in out
     assert json.loads(out_file.read_text())["rows"][1]["error"] == "connection to b:22 refused"
+
+
+@pytest.mark.ssh
+@pytest.mark.slow
+def test_cli_fleet_end_to_end(ssh_device, sshd_factory, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """`edgekit deploy FILE.onnx --host A --host B`: the real flow, from the command line."""
+    ssh_device.require_runtime()
+    pytest.importorskip("edgekit.export.onnx", reason="the ONNX exporter has not landed")
+    pytest.importorskip("edgekit.export.parity", reason="the parity module has not landed")
+    from tests.targets.test_ssh import tiny_onnx
+
+    monkeypatch.setenv("EDGEKIT_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
+    servers = [sshd_factory(name=f"cli{i}-{uuid.uuid4().hex[:6]}") for i in range(2)]
+    known_hosts = tmp_path / "known_hosts"
+    known_hosts.write_text("".join(s.known_hosts_line() for s in servers))
+    model = tiny_onnx(tmp_path / "tiny.onnx")
+    workdir = f"~/edgekit-fleet-cli-{uuid.uuid4().hex[:8]}"  # never the shared ~/.cache/edgekit
+    profile = tmp_path / "pi4-test.yaml"
+    text = (Path(deploy_module.__file__).parents[1] / "device_profiles" / "pi4.yaml").read_text()
+    profile.write_text(text.replace("name: pi4", "name: pi4-fleet-test")
+                       .replace('workdir: "~/.cache/edgekit"', f'workdir: "{workdir}"'))
+    try:
+        code = main(["-q", "deploy", str(model), "--device", "pi4-fleet-test", "--profile", str(profile),
+                     "--runs", "5", "--warmup", "1", "--threads", "1",
+                     *[arg for s in servers for arg in ("--host", f"{ssh_device.user}@{s.host}:{s.port}")],
+                     "-i", str(ssh_device.client_key), "--known-hosts", str(known_hosts),
+                     "--python", ssh_device.python, "--report", str(tmp_path / "fleet.json")])
+    finally:
+        assert ssh_device.run_dirs(workdir) == []
+        shutil.rmtree(ssh_device.remote_path(workdir), ignore_errors=True)
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "2 of 2 devices ok" in out and "p50 across 2 devices" in out
+    report = json.loads((tmp_path / "fleet.json").read_text())
+    assert report["kind"] == "fleet" and all(row["ok"] for row in report["rows"])
+    assert all(row["report"]["target"]["transfer"]["connections"] == 1 for row in report["rows"])

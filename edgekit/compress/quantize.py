@@ -3,12 +3,12 @@
 ``quantize(model, QuantizeConfig(...), data, example_inputs=...)`` returns a ``QuantizedModel``
 and a report whose "after" figures are measured on the int8 artifacts in their own runtimes.
 
-- **PTQ, ONNX**: ONNX Runtime's static quantizer, the field tool (``quant_pre_process``, then
-  QDQ with int8 weights, per-channel or per-tensor; activations int8 symmetric or uint8
-  asymmetric; calibration by min/max, percentile or entropy on validation images).
-- **PTQ, TFLite**: PT2E (torchao ``prepare_pt2e`` → calibrate → ``convert_pt2e``) with
-  litert-torch's quantizer (symmetric int8 weights, per-tensor affine int8 activations, min/max
-  observers), converted by litert-torch to a full-integer .tflite.
+- **PTQ** goes through ``edgekit.export`` (the same int8 paths ``edgekit export``/``deploy`` use):
+  ONNX is ONNX Runtime's static QDQ quantizer, the field tool (int8 symmetric weights per channel
+  or per tensor; uint8 asymmetric activations; calibration by min/max, percentile or entropy);
+  TFLite is full-integer PT2E through litert-torch (int8 weights, int8 per-tensor activations,
+  min/max or histogram observers). Symmetric activations (int8, zero point 0), which the export
+  module does not offer, call ONNX Runtime directly.
 - **QAT**: batch norms are folded into their convs, PT2E ``prepare_qat_pt2e`` inserts
   fake-quant, the model fine-tunes under it, and the converted program exports to int8 ONNX
   (QDQ, dynamo exporter) and TFLite (litert-torch). The float model keeps the QAT-trained
@@ -50,9 +50,11 @@ class QuantizeConfig(StepConfig):
       ``training``);
     - ``granularity``: weight scales ``per_channel`` (default) or ``per_tensor``; weights are
       always symmetric int8;
-    - ``activations``: ``asymmetric`` (uint8/int8 with a zero point) or ``symmetric`` (ONNX PTQ only);
-    - ``calibration``: ``minmax``, ``percentile`` (``percentile`` of |a|) or ``entropy`` (KL) for
-      ONNX PTQ; PT2E (TFLite, QAT) observes min/max;
+    - ``activations``: ``asymmetric`` (uint8 with a zero point; int8 in TFLite) or ``symmetric``
+      (int8, zero point 0; ONNX PTQ only);
+    - ``calibration``: ``minmax``, ``percentile`` (``percentile`` of the histogram) or ``entropy``
+      (KL) for ONNX PTQ; ``minmax`` or ``histogram`` (PT2E's L2 range search) for TFLite PTQ;
+      QAT learns its ranges (``minmax``);
     - ``formats``: the int8 artifacts to produce and measure (``onnx``, ``tflite``).
     """
 
@@ -60,7 +62,7 @@ class QuantizeConfig(StepConfig):
     mode: Literal["ptq", "qat"] = "ptq"
     granularity: Literal["per_channel", "per_tensor"] = "per_channel"
     activations: Literal["asymmetric", "symmetric"] = "asymmetric"
-    calibration: Literal["minmax", "percentile", "entropy"] = "minmax"
+    calibration: Literal["minmax", "percentile", "entropy", "histogram"] = "minmax"
     percentile: float = Field(99.999, gt=50, le=100)
     calibration_samples: int = Field(256, ge=1, le=100_000)
     formats: list[Format] = Field(default_factory=lambda: ["onnx"], min_length=1)
@@ -72,10 +74,14 @@ class QuantizeConfig(StepConfig):
         if pt2e and self.activations == "symmetric":
             raise ValueError("symmetric activations are available for ONNX PTQ only; PT2E (tflite, qat) "
                              "uses per-tensor affine int8 activations")
-        if pt2e and self.calibration != "minmax":
-            where = "QAT learns its ranges while training" if self.mode == "qat" else "TFLite PTQ observes min/max"
-            raise ValueError(f"calibration {self.calibration!r} applies to ONNX PTQ only ({where}); "
-                             "use calibration: minmax or formats: [onnx]")
+        if self.mode == "qat" and self.calibration != "minmax":
+            raise ValueError(f"calibration {self.calibration!r} applies to PTQ (QAT learns its ranges while training)")
+        if "tflite" in self.formats and self.calibration not in ("minmax", "histogram"):
+            raise ValueError(f"calibration {self.calibration!r} applies to ONNX PTQ only; TFLite PTQ takes minmax "
+                             "or histogram (or use formats: [onnx])")
+        if "onnx" in self.formats and self.calibration == "histogram":
+            raise ValueError("calibration 'histogram' applies to TFLite PTQ only; ONNX takes minmax, percentile or "
+                             "entropy")
         if len(set(self.formats)) != len(self.formats):
             raise ValueError("formats lists a format twice")
         return self
@@ -248,34 +254,46 @@ class QuantizedModel:
         paths = {}
         for fmt in formats or self.config.formats:
             path = out_dir / f"{name}.int8.{fmt}"
-            if fmt == "onnx":
-                if self.config.mode == "qat":
+            if fmt not in ("onnx", "tflite"):
+                raise UsageError(f"unknown format {fmt!r}", "use onnx or tflite")
+            if self.config.mode == "qat":
+                if fmt == "onnx":
                     _onnx_from_program(self._onnx_program, self.example_inputs, path)
                 else:
-                    _onnx_static(self.float_model, self.example_inputs, self.calibration, self.config, path)
-            elif fmt == "tflite":
-                _tflite_from_program(self.program, self.example_inputs, self.config, path)
+                    _tflite_from_program(self.program, self.example_inputs, self.config, path)
+            elif fmt == "onnx" and self.config.activations == "symmetric":
+                _onnx_static_symmetric(self.float_model, self.example_inputs, self.calibration, self.config, path)
             else:
-                raise UsageError(f"unknown format {fmt!r}", "use onnx or tflite")
+                _export_ptq(self.float_model, self.example_inputs, self.calibration, self.config, fmt, path)
             paths[fmt] = path
         return paths
+
+
+def _export_ptq(model: nn.Module, example_inputs: Sequence[torch.Tensor], calibration: np.ndarray,
+                config: QuantizeConfig, fmt: str, path: Path) -> Path:
+    """PTQ through ``edgekit.export`` (ONNX Runtime static QDQ, or PT2E full-integer TFLite)."""
+    from edgekit.export.api import export
+
+    if fmt == "onnx":
+        options = {"per_channel": config.granularity == "per_channel", "activation_type": "uint8",
+                   "calibration_method": config.calibration, "calibration_percentile": config.percentile,
+                   "dynamic_batch": True}
+    else:
+        options = {"per_channel": config.granularity == "per_channel", "calibration_method": config.calibration}
+    export(model, tuple(example_inputs), format=fmt, precision="int8", calibration=calibration, out_dir=path.parent,
+           name=path.name[: -len(f".{fmt}")], options=options, check_parity=False)
+    return path
 
 
 # --- ONNX ---------------------------------------------------------------------------------------
 
 def export_onnx_fp32(model: nn.Module, example_inputs: Sequence[torch.Tensor], path: Path) -> Path:
-    """A float ONNX file with a dynamic batch dimension (the input of ONNX Runtime's quantizer)."""
-    import warnings
+    """A float ONNX file with a dynamic batch dimension, through ``edgekit.export``."""
+    from edgekit.export.api import export
 
-    model = copy.deepcopy(model).eval()
-    sample = example_inputs[0]
-    with warnings.catch_warnings(), quiet_native("ONNX export"):
-        warnings.simplefilter("ignore")
-        program = torch.onnx.export(model, tuple(example_inputs), dynamo=True, external_data=False,
-                                    dynamic_shapes=({0: torch.export.Dim.DYNAMIC},) if sample.dim() else None,
-                                    input_names=["input"], output_names=["output"], verbose=False)
-    program.save(str(path))
-    _strip_onnx_metadata(path)
+    path = Path(path)
+    export(copy.deepcopy(model).eval(), tuple(example_inputs), format="onnx", precision="fp32", out_dir=path.parent,
+           name=path.name[: -len(".onnx")], options={"dynamic_batch": True}, check_parity=False)
     return path
 
 
@@ -287,7 +305,7 @@ class _Null:
         pass
 
 
-def _onnx_static(model: nn.Module, example_inputs: Sequence[torch.Tensor], calibration: np.ndarray,
+def _onnx_static_symmetric(model: nn.Module, example_inputs: Sequence[torch.Tensor], calibration: np.ndarray,
                  config: QuantizeConfig, path: Path) -> Path:
     from onnxruntime.quantization import (
         CalibrationDataReader,
@@ -298,6 +316,8 @@ def _onnx_static(model: nn.Module, example_inputs: Sequence[torch.Tensor], calib
     )
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
+    # edgekit.export's ONNX int8 path offers uint8/int8 *asymmetric* activations only; symmetric
+    # activations (zero point 0, what some accelerators require) call ONNX Runtime directly.
     with tempfile.TemporaryDirectory(prefix="edgekit-ptq-") as tmp:
         fp32 = export_onnx_fp32(model, example_inputs, Path(tmp) / "fp32.onnx")
         pre = Path(tmp) / "pre.onnx"
@@ -428,66 +448,29 @@ def _tflite_from_program(program: nn.Module | None, example_inputs: Sequence[tor
 # --- artifact evaluation ------------------------------------------------------------------------
 
 def evaluate_file(path: Path, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> float:
-    """Top-1 accuracy of an .onnx or .tflite file in its own runtime (int8 I/O handled)."""
-    path = Path(path)
-    if path.suffix == ".onnx":
-        import onnxruntime as ort
+    """Top-1 accuracy of an .onnx or .tflite file in its own runtime (``edgekit.export``'s evaluator,
+    the runner's code path: int8 inputs and outputs are (de)quantized as a device would)."""
+    from edgekit.export.api import inspect
+    from edgekit.export.parity import evaluate_artifact
 
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = 2
-        session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-        name = session.get_inputs()[0].name
-        run = lambda x: session.run(None, {name: x})[0]  # noqa: E731
-    else:
-        run = _tflite_runner(path)
-    correct = seen = 0
+    xs, ys = [], []
     for x, y in batches:
-        logits = run(x.numpy().astype(np.float32))
-        correct += int((logits.argmax(1) == y.numpy()).sum())
-        seen += len(y)
-    return correct / max(seen, 1)
-
-
-def _tflite_runner(path: Path) -> Any:
-    from ai_edge_litert.interpreter import Interpreter
-
-    interp = Interpreter(model_path=str(path), num_threads=2)
-    interp.allocate_tensors()
-    inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
-    batch_fixed = int(inp["shape"][0])
-
-    def run_one(x: np.ndarray) -> np.ndarray:
-        if inp["dtype"] != np.float32:
-            scale, zero = inp["quantization"]
-            info = np.iinfo(inp["dtype"])
-            x = np.clip(np.round(x / scale + zero), info.min, info.max).astype(inp["dtype"])
-        interp.set_tensor(inp["index"], x)
-        interp.invoke()
-        y = interp.get_tensor(out["index"])
-        if out["dtype"] != np.float32:
-            scale, zero = out["quantization"]
-            y = (y.astype(np.float32) - zero) * scale
-        return y
-
-    def run(x: np.ndarray) -> np.ndarray:
-        return np.concatenate([run_one(x[i : i + batch_fixed]) for i in range(0, len(x), batch_fixed)])
-
-    return run
+        xs.append(x.detach().cpu().numpy().astype(np.float32))
+        ys.append(y.detach().cpu().numpy())
+    if not xs:
+        raise UsageError("no evaluation data", "pass a non-empty validation set")
+    return float(evaluate_artifact(inspect(path), np.concatenate(xs), np.concatenate(ys))["accuracy"])
 
 
 # --- the step -----------------------------------------------------------------------------------
 
 def export_tflite_fp32(model: nn.Module, example_inputs: Sequence[torch.Tensor], path: Path) -> Path:
-    """A float .tflite (batch 1, the input layout of the torch model) through litert-torch."""
-    try:
-        import litert_torch
-    except ImportError:
-        raise MissingDependencyError("TFLite export needs litert-torch", "pip install 'edgekit[tflite]'", extra="tflite") from None
-    with quiet_native("litert-torch float conversion"):
-        edge = litert_torch.convert(copy.deepcopy(model).eval(), tuple(t[:1] for t in example_inputs))
-        tmp = path.with_name(f".{path.name}.partial")
-        edge.export(str(tmp))
-    tmp.replace(path)
+    """A float .tflite (batch 1, the torch model's input layout), through ``edgekit.export``."""
+    from edgekit.export.api import export
+
+    path = Path(path)
+    export(copy.deepcopy(model).eval(), tuple(t[:1] for t in example_inputs), format="tflite", precision="fp32",
+           out_dir=path.parent, name=path.name[: -len(".tflite")], check_parity=False)
     return path
 
 
@@ -535,8 +518,6 @@ def quantize(
     details: dict[str, Any] = {}
     if cfg.mode == "qat":
         details["training"] = _run_qat(result, data, sample, show)
-    elif "tflite" in cfg.formats:
-        result.program = _ptq_program(model, cfg, sample, calibration)
     if result.program is not None:
         details["program_accuracy"] = _evaluate_program(result.program, data.val)
     with tempfile.TemporaryDirectory(prefix="edgekit-quant-") as tmp:
@@ -551,6 +532,7 @@ def quantize(
             ref = artifacts[fmt]["fp32_size_bytes"]
             artifacts[fmt]["size_ratio"] = artifacts[fmt]["size_bytes"] / ref if ref else None
     details["artifacts"] = artifacts
+    details["artifact_ratio"] = artifacts[cfg.formats[0]]["size_ratio"]
     first = artifacts[cfg.formats[0]]
     after = Figures(params=before.params, nonzero_params=before.nonzero_params, size_bytes=before.size_bytes,
                     gzip_bytes=before.gzip_bytes, macs=before.macs, accuracy=first["accuracy"],
@@ -564,18 +546,6 @@ def quantize(
                      "model keeps that folded shape (the manifest records it)")
     return result, StepReport("quantize", cfg.model_dump(), before, after, time.perf_counter() - start,
                               details=details, changes=changes, notes=notes)
-
-
-def _ptq_program(model: nn.Module, cfg: QuantizeConfig, sample: torch.Tensor, calibration: np.ndarray) -> nn.Module:
-    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
-
-    quantizer = _pt2e_quantizer(cfg, qat=False)
-    with _pt2e_compat():
-        prepared = prepare_pt2e(_export_program(copy.deepcopy(model).eval(), sample), quantizer)
-        with torch.no_grad():
-            for i in range(0, len(calibration), 64):
-                prepared(torch.from_numpy(calibration[i : i + 64]))
-        return convert_pt2e(prepared, fold_quantize=False)
 
 
 def _run_qat(result: QuantizedModel, data: Any, sample: torch.Tensor, show: Any) -> list[dict[str, Any]]:

@@ -53,9 +53,14 @@ class StepReport:
         parts.append(f"params {self.before.params:,} → {self.after.params:,}")
         if self.after.nonzero_params != self.after.params:
             parts.append(f"non-zero {self.after.nonzero_params:,}")
-        size = self.after.artifact_bytes or self.after.gzip_bytes
-        label = "artifact" if self.after.artifact_bytes else "gzip"
-        parts.append(f"{label} {size / 1024:.1f} KiB ({size / max(self.before.gzip_bytes, 1):.2f}× of gzip before)")
+        if self.after.artifact_bytes:
+            text = f"artifact {self.after.artifact_bytes / 1024:.1f} KiB"
+            if self.details.get("artifact_ratio"):
+                text += f" ({self.details['artifact_ratio']:.2f}× of the fp32 artifact)"
+            parts.append(text)
+        else:
+            ratio = self.after.gzip_bytes / max(self.before.gzip_bytes, 1)
+            parts.append(f"gzip {self.after.gzip_bytes / 1024:.1f} KiB ({ratio:.2f}× of before)")
         return ", ".join(parts) + f" [{self.seconds:.1f} s]"
 
     def to_dict(self) -> dict[str, Any]:

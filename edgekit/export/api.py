@@ -310,8 +310,10 @@ def _op_key(target: str) -> str:
     return parts[0].replace("_", "").lower() if parts else target
 
 
-def supported_elsewhere(op: str, exclude: str) -> list[str]:
-    """Formats whose converter registers a conversion for ``op`` (a registry lookup, no export)."""
+def supported_elsewhere(op: str, exclude: str, model: Any = None, examples: Sequence[Any] | None = None) -> list[str]:
+    """Formats that can convert ``op``: the converter's registry, else (ONNX, models up to
+    ``PROBE_MAX_PARAMS`` parameters) a real trial export of ``model`` into a temporary file —
+    the ONNX exporter also handles ops through decompositions no registry lists."""
     import torch
 
     found = []
@@ -321,14 +323,16 @@ def supported_elsewhere(op: str, exclude: str) -> list[str]:
         packet = getattr(getattr(torch.ops, namespace), base)
         overloads = [getattr(packet, o) for o in packet.overloads()]
     except Exception:
-        return found
+        overloads = []
     if exclude != "onnx":
+        registered = False
         with contextlib.suppress(Exception), quiet():
             from torch.onnx._internal.exporter import _registration
 
             registry = _registration.ONNXRegistry.from_torchlib()
-            if any(registry.is_registered(o) for o in overloads):
-                found.append("onnx")
+            registered = any(registry.is_registered(o) for o in overloads)
+        if registered or (model is not None and examples is not None and _onnx_probe(model, examples)):
+            found.append("onnx")
     if exclude != "tflite":
         with contextlib.suppress(Exception), quiet():
             from litert_torch.backend import lowerings
@@ -336,6 +340,26 @@ def supported_elsewhere(op: str, exclude: str) -> list[str]:
             if any(lowerings.lookup(o) is not None for o in overloads):
                 found.append("tflite")
     return found
+
+
+PROBE_MAX_PARAMS = 50_000_000
+
+
+def _onnx_probe(model: Any, examples: Sequence[Any]) -> bool:
+    import tempfile
+
+    import torch
+
+    if sum(p.numel() for p in model.parameters()) > PROBE_MAX_PARAMS:
+        return False
+    with tempfile.TemporaryDirectory(prefix="edgekit-probe-") as tmp:
+        try:
+            with quiet():
+                torch.onnx.export(model, tuple(examples), str(Path(tmp) / "probe.onnx"), dynamo=True,
+                                  external_data=False, verbose=False)
+        except Exception:
+            return False
+    return True
 
 
 def alternatives_hint(formats: list[str], fallback: str) -> str:

@@ -17,7 +17,7 @@ Precisions
 
 Options (``options=`` of ``export``)
   opset (18), dynamic_batch (False), int8_mode ("static" | "dynamic"), calibration_method
-  ("minmax" | "percentile" | "entropy"), activation_type ("uint8" | "int8"), per_channel (True),
+  ("minmax" | "percentile" | "entropy"), calibration_percentile (99.999), activation_type ("uint8" | "int8"), per_channel (True),
   quantize_bias (False), keep_io_types (True, fp16), nodes_to_exclude ([] — ONNX node names kept
   in float), input_names / output_names.
 """
@@ -50,6 +50,7 @@ _OPTIONS = {
     "dynamic_batch": False,
     "int8_mode": "static",
     "calibration_method": "minmax",
+    "calibration_percentile": 99.999,
     "activation_type": "uint8",
     "per_channel": True,
     "quantize_bias": False,
@@ -388,12 +389,19 @@ def _quantize_static(src: Path, tmp: Path, dst: Path, feeds: dict[str, np.ndarra
     }[opts["calibration_method"]]
     act = QuantType.QUInt8 if opts["activation_type"] == "uint8" else QuantType.QInt8
     out = tmp / "model.int8.onnx"
+    reader = _Reader(feeds, batch)
+    kwargs: dict[str, Any] = {}
+    if opts["calibration_method"] != "minmax":
+        # quantize_static's own entropy calibrator uses 128 bins for 128 quantized bins (so it
+        # equals minmax) and its percentile one is symmetric: calibrate here with usable settings.
+        kwargs["calibration_cache_path"] = _calibrate(pre, tmp, reader, method, opts)
+        reader = None
     try:
         with quiet():
             quantize_static(
                 str(pre),
                 str(out),
-                _Reader(feeds, batch),
+                reader,
                 quant_format=QuantFormat.QDQ,
                 per_channel=bool(opts["per_channel"]),
                 activation_type=act,
@@ -406,10 +414,41 @@ def _quantize_static(src: Path, tmp: Path, dst: Path, feeds: dict[str, np.ndarra
                     "QuantizeBias": bool(opts["quantize_bias"]),
                     "CalibMovingAverage": False,
                 },
+                **kwargs,
             )
     except Exception as exc:
         raise ExportError(f"ONNX Runtime static quantization failed: {exc}") from exc
     _finish_proto(_share_zero_points(_load(out)), dst)
+
+
+def _calibrate(pre: Path, tmp: Path, reader: _Reader, method: Any, opts: dict[str, Any]) -> Path:
+    """Histogram calibration (entropy or percentile) into a calibration cache for quantize_static."""
+    import inspect as _inspect
+
+    from onnxruntime.quantization import CalibrationMethod, quantize_static
+    from onnxruntime.quantization.calibrate import create_calibrator, save_tensors_data
+
+    if "calibration_cache_path" not in _inspect.signature(quantize_static).parameters:
+        raise UsageError(
+            f"calibration_method {opts['calibration_method']!r} needs a newer onnxruntime",
+            "upgrade onnxruntime, or use calibration_method='minmax'",
+        )
+    extra: dict[str, Any] = {"symmetric": False, "num_bins": 2048}
+    if method == CalibrationMethod.Entropy:
+        extra["num_quantized_bins"] = 128
+    else:
+        extra["percentile"] = float(opts["calibration_percentile"])
+    cache = tmp / "calibration.json"
+    try:
+        with quiet():
+            calibrator = create_calibrator(
+                pre, None, augmented_model_path=str(tmp / "augmented.onnx"), calibrate_method=method, extra_options=extra
+            )
+            calibrator.collect_data(reader)
+            save_tensors_data(calibrator.compute_data(), cache)
+    except Exception as exc:
+        raise ExportError(f"ONNX Runtime {opts['calibration_method']} calibration failed: {exc}") from exc
+    return cache
 
 
 def _quantize_dynamic(src: Path, tmp: Path, dst: Path, per_channel: bool) -> None:

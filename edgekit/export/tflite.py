@@ -24,8 +24,8 @@ What edgekit adds to the plain library path (see docs/export.md for the measurem
 Options: channels_last (False: NHWC inputs via ``litert_torch.to_channel_last_io``),
 io_dtype ("int8" | "float32", full int8 only), int8_mode ("full" | "dynamic"),
 calibration_method ("histogram" | "minmax"), per_channel (True), optimize (True), strip_names
-(True). Dynamic shapes (``dynamic_batch``) are refused: TFLite models are exported with static
-shapes.
+(True), pt2e_fixes (True; False gives litert's quantizer as is, for ablations). Dynamic shapes
+(``dynamic_batch``) are refused: TFLite models are exported with static shapes.
 """
 
 from __future__ import annotations
@@ -56,6 +56,7 @@ _OPTIONS = {
     "per_channel": True,
     "optimize": True,
     "strip_names": True,
+    "pt2e_fixes": True,  # False: litert's PT2EQuantizer as is (for ablations)
     "dynamic_batch": False,
     "metadata": None,
 }
@@ -308,11 +309,12 @@ def torch2tflite_int8(
             graph = torch.export.export(module, args, strict=False).module()
     except Exception as exc:
         raise _export_error(exc, model, examples) from exc
-    folded = fold_pads(graph)
+    fixes = bool(opts["pt2e_fixes"])
+    folded = fold_pads(graph) if fixes else 0
     config = pq.get_symmetric_quantization_config(is_per_channel=bool(opts["per_channel"]))
     if opts["calibration_method"] == "minmax":
         config = _with_minmax_activations(config)
-    quantizer = EdgeQuantizer().set_global(config)
+    quantizer = (EdgeQuantizer() if fixes else pq.PT2EQuantizer()).set_global(config)
     with quiet():
         prepared = quantize_pt2e.prepare_pt2e(graph, quantizer)
     batch = int(args[0].shape[0]) if args[0].dim() else 1
@@ -332,7 +334,7 @@ def torch2tflite_int8(
             used += real
     with quiet():
         converted = quantize_pt2e.convert_pt2e(prepared, fold_quantize=False)
-    rerouted = route_through_dq(converted)
+    rerouted = route_through_dq(converted) if fixes else 0
     _convert(converted, args, out, model, quant_config=QuantConfig(pt2e_quantizer=quantizer))
     return {"samples_used": used, "pads_folded": folded, "float_edges_rerouted": rerouted}
 
@@ -359,7 +361,7 @@ def _export_error(exc: Exception, model: Any, examples: tuple[Any, ...]) -> Expo
         op = match.group(1)
         node = _EXEC_RE.search(text)
         where = module_of_op(model, examples, op, node.group(1) if node else None)
-        others = supported_elsewhere(op, exclude="tflite")
+        others = supported_elsewhere(op, exclude="tflite", model=model, examples=examples)
         return UnsupportedOpError(
             f"litert-torch cannot convert {op}{where}",
             alternatives_hint(others, "rewrite that part of the model with supported ops"),

@@ -7,32 +7,35 @@ Layout on the device (``workdir`` is the target's, ``~/.cache/edgekit`` by defau
                                             after a dropped link)
     <workdir>/edgekit-run-<uuid>/   one run: hard links into the cache + job.json + results
 
-A file is pushed only when ``cache/<sha256>`` is missing (or has the wrong size); it is
-written to ``<sha256>.part-<token>`` and becomes ``<sha256>`` only after the device has hashed it and
+A file is pushed only when ``cache/<sha256>`` is missing or corrupt; it is written to
+``<sha256>.part-<token>`` and becomes ``<sha256>`` only after the device has hashed it and
 found the digest it was pushed under (an atomic ``rename``). A cache entry that existed before
-is hashed again the first time a connection uses it, so a file corrupted on the device is
-found, removed and pushed again. Nothing else is trusted: the device never runs a cache entry
-that was not verified on the current connection.
+is hashed again the first time a target (one deploy) uses it, so a file corrupted on the
+device is found, removed and pushed again: the device never runs a cache entry this target
+has not verified.
 
 One Python process on the device, the *supervisor* (:data:`SUPERVISOR`, run as
-``python -c SUPERVISOR`` with a JSON spec on stdin: no path or argument is ever put into a
-shell word), does everything a run needs in one round trip:
+``python -c SUPERVISOR`` with a one-line JSON spec on stdin: no path or argument is ever put
+into a shell word), does everything a run needs in one command:
 
 1. refuses a Python older than the runner's floor (:data:`MIN_PYTHON`), before anything else;
-2. hashes the files the host asks it to verify, renames verified parts into place (and drops
-   other writers' parts of the same file idle for 10 minutes), removes corrupt files and
-   reports them (exit :data:`EXIT_CACHE_BAD`);
+2. creates the cache folder (0700) if needed, hashes the files the host asks it to verify,
+   renames verified parts into place (and drops other writers' parts of the same file idle
+   for 10 minutes), removes corrupt files, and reports the missing and corrupt ones with any
+   unfinished transfer of them idle for ``resume_idle_s`` (exit :data:`EXIT_CACHE_BAD`): the
+   host pushes those and runs it again;
 3. creates the run directory (mode 0700), writes ``job.json``, links the cache entries in
    under their job names (hard link, else symlink, else copy);
 4. forks the runner (``runpy`` in the child, so no second interpreter start), waits with
    ``os.wait4`` and so knows the child's peak RSS even when the kernel's OOM killer ended it,
    reads the ``oom_kill`` counter of ``/proc/vmstat`` before and after, the cgroup's memory
    limit and ``MemTotal``;
-5. prints ``result.json`` (when small) and a status line on stdout, keeps the status in
-   ``.edgekit-status`` too (for a host that lost the connection), then waits for the host to
-   fetch what it needs and say ``rm`` on stdin: it removes the run directory then, so a run
-   needs no second command. On EOF instead of ``rm`` (the link dropped), the directory stays
-   for the host to collect after reconnecting.
+5. prints ``result.json`` and the files to fetch (when small) and a status line on stdout
+   (:func:`split_blocks` reads them), keeps the status in ``.edgekit-status`` too (for a host
+   that lost the connection), then waits for the host to fetch what it needs and say ``rm``
+   on stdin: it removes the run directory then, so a run needs no second command. On EOF
+   instead of ``rm`` (the link dropped), the directory stays for the host to collect after
+   reconnecting.
 
 This module has no paramiko import: it holds the host-side digests, the statistics and the
 device-side code; :mod:`edgekit.targets.ssh` moves the bytes.
@@ -53,14 +56,15 @@ PART_SUFFIX = ".part-"  # + the writer's token
 STATUS_NAME = ".edgekit-status"
 PIDS_NAME = ".edgekit-pids"
 MIN_PYTHON = (3, 6)  # the runner's floor: runtimes/edgekit_runner.py, "Python >= 3.6"
-INLINE_RESULT_MAX = 2 << 20  # result.json up to this size comes back on stdout
+INLINE_MAX = 2 << 20  # result.json and fetched files come back on stdout up to this total
 
 EXIT_PYTHON_TOO_OLD = 121
 EXIT_CACHE_BAD = 122
 EXIT_SETUP_FAILED = 123
 
 STATUS_MARK = "@@edgekit-status "
-RESULT_MARK = "@@edgekit-result "
+BLOCKS_MARK = "@@edgekit-blocks"  # then BLOCK_MARK frames: result.json and small fetched files
+BLOCK_MARK = "@@edgekit-file "
 PYTHON_MARK = "@@edgekit-python "
 CACHE_MARK = "@@edgekit-cache "
 SETUP_MARK = "@@edgekit-setup "
@@ -150,26 +154,45 @@ def strip_markers(text: str) -> str:
     return "\n".join(line for line in text.splitlines() if not line.startswith(marks)).strip("\n")
 
 
-def split_inline_result(stdout: bytes) -> tuple[bytes, bytes | None]:
-    """``(stdout without the result block and status line, result.json bytes or None)``."""
-    status = stdout.rfind(b"\n" + STATUS_MARK.encode("ascii"))
-    if status >= 0:
-        stdout = stdout[:status]
-    mark = b"\n" + RESULT_MARK.encode("ascii")
-    index = stdout.rfind(mark)
-    if index < 0:
-        return stdout, None
-    header_end = stdout.find(b"\n", index + len(mark))
-    if header_end < 0:
-        return stdout[:index], None
-    try:
-        size = int(stdout[index + len(mark):header_end])
-    except ValueError:
-        return stdout[:index], None
-    body = stdout[header_end + 1: header_end + 1 + size]
-    if size < 0 or len(body) != size:
-        return stdout[:index], None
-    return stdout[:index], body
+def split_blocks(stdout: bytes) -> tuple[bytes, dict[str, bytes], dict[str, Any] | None]:
+    """Split the supervisor's stdout: ``(the runner's own stdout, {name: bytes}, status or None)``.
+
+    After the runner exits the supervisor prints ``@@edgekit-blocks``, then one frame per file
+    it sends back inline (``@@edgekit-file <size> <json name>`` + the bytes: result.json and
+    small fetched files), then its status line. A truncated frame is dropped (the host reads
+    that file by SFTP instead).
+    """
+    info = None
+    status_at = stdout.rfind(b"\n" + STATUS_MARK.encode("ascii"))
+    if status_at >= 0:
+        line = stdout[status_at + 1 + len(STATUS_MARK):].split(b"\n", 1)[0]
+        try:
+            parsed = json.loads(line.decode("utf-8", "replace"))
+            info = parsed if isinstance(parsed, dict) else None
+        except ValueError:
+            info = None
+        stdout = stdout[:status_at]
+    mark = b"\n" + BLOCKS_MARK.encode("ascii") + b"\n"
+    start = stdout.rfind(mark)
+    if start < 0:
+        return stdout, {}, info
+    human, pos, files = stdout[:start], start + len(mark), {}
+    frame = b"\n" + BLOCK_MARK.encode("ascii")
+    while stdout.startswith(frame, pos):
+        header_end = stdout.find(b"\n", pos + 1)
+        if header_end < 0:
+            break
+        size_text, _, name_text = stdout[pos + len(frame):header_end].decode("utf-8", "replace").partition(" ")
+        try:
+            size, name = int(size_text), json.loads(name_text)
+        except ValueError:
+            break
+        body = stdout[header_end + 1:header_end + 1 + size]
+        if size < 0 or len(body) != size or not isinstance(name, str):
+            break
+        files[name] = body
+        pos = header_end + 1 + size
+    return human, files, info
 
 
 def read_local(path: Path, offset: int = 0, chunk: int = 1 << 20):  # noqa: ANN201 - a generator
@@ -312,17 +335,76 @@ def _run_child(runner, args, run_dir):
     finally:
         os._exit(code & 255)
 
+def _parts(cache, digests, idle_s):
+    """The largest unfinished transfer of each digest nobody wrote to for idle_s: {digest: [name, size]}."""
+    found = {}
+    now = time.time()
+    try:
+        names = os.listdir(cache)
+    except OSError:
+        return found
+    for name in names:
+        digest, sep, _ = name.partition("%(part_suffix)s")
+        if sep and digest in digests:
+            try:
+                st = os.stat(os.path.join(cache, name))
+            except OSError:
+                continue
+            size = st.st_size
+            if now - st.st_mtime < idle_s:
+                continue  # another deploy may still be writing it
+            if digest not in found or size > found[digest][1]:
+                found[digest] = [name, size]
+    return found
+
+def _cache_bad(cache, bad, verified, idle_s):
+    report = {"bad": bad, "parts": _parts(cache, bad, idle_s), "verified": verified, "cache": cache}
+    _err("\n%(cache_mark)s" + json.dumps(report) + "\n")
+    return %(cache_bad)d
+
+def _blocks(fetch):
+    """result.json and the small fetched files, framed: (bytes, {name: size or None})."""
+    out = []
+    sizes = {}
+    budget = %(inline_max)d
+    for name in ["result.json"] + list(fetch):
+        try:
+            size = os.path.getsize(name)
+        except OSError:
+            sizes[name] = None
+            continue
+        sizes[name] = size
+        if size > budget:
+            continue
+        try:
+            with open(name, "rb") as f:
+                body = f.read()
+        except OSError:
+            continue
+        budget -= len(body)
+        header = "\n%(block_mark)s" + str(len(body)) + " " + json.dumps(name) + "\n"
+        out.append(header.encode("utf-8") + body)
+    return b"".join(out), sizes
+
 def main():
     spec = json.loads(sys.stdin.buffer.readline().decode("utf-8"))
     if spec.get("mode") == "check":
         _err("\n%(python_mark)s" + ".".join([str(v) for v in sys.version_info[:3]]) + " ok\n")
         return 0
-    cache = spec["cache"]
-    run_dir = spec["run_dir"]
+    cache = os.path.abspath(spec["cache"])
+    run_dir = os.path.abspath(spec["run_dir"])
+    try:
+        if not os.path.isdir(cache):
+            os.makedirs(cache, 0o700)
+    except OSError as exc:
+        if not os.path.isdir(cache):
+            _setup_failed("creating the cache " + cache, exc)
     bad = {}
     verified = []
     for digest, part in spec.get("verify", []):
-        path = part or os.path.join(cache, digest)
+        path = os.path.join(cache, part) if part else os.path.join(cache, digest)
+        if part and not os.path.exists(path):
+            part, path = None, os.path.join(cache, digest)  # finished meanwhile (by another run)?
         try:
             found = _sha256(path)
         except (IOError, OSError):
@@ -337,15 +419,14 @@ def main():
             continue
         if part:
             try:
-                os.chmod(part, 0o400)
-                os.rename(part, os.path.join(cache, digest))
+                os.chmod(path, 0o400)
+                os.rename(path, os.path.join(cache, digest))
             except OSError as exc:
                 _setup_failed("storing a verified file in the cache", exc)
             _drop_stale_parts(cache, digest)
         verified.append(digest)
     if bad:
-        _err("\n%(cache_mark)s" + json.dumps(bad) + "\n")
-        return %(cache_bad)d
+        return _cache_bad(cache, bad, verified, spec.get("resume_idle_s", 10))
     try:
         os.mkdir(run_dir, 0o700)
     except OSError as exc:
@@ -370,8 +451,7 @@ def main():
     except OSError as exc:
         _setup_failed("preparing the run directory", exc)
     if bad:
-        _err("\n%(cache_mark)s" + json.dumps(bad) + "\n")
-        return %(cache_bad)d
+        return _cache_bad(cache, bad, verified, spec.get("resume_idle_s", 10))
     runner = os.path.join(run_dir, spec["runner"])
     args = list(spec.get("args") or []) + [run_dir]
     oom0 = _vmstat_oom()
@@ -400,27 +480,22 @@ def main():
     info = {"rc": rc, "runner_s": round(time.time() - started, 6), "signal": os.WTERMSIG(status) if os.WIFSIGNALED(status) else None,
             "peak_kib": usage.ru_maxrss, "oom0": oom0, "oom1": _vmstat_oom(),
             "memlimit": _mem_limit(), "memtotal_kib": memtotal, "verified": verified,
-            "python": ".".join([str(v) for v in sys.version_info[:3]])}
+            "python": ".".join([str(v) for v in sys.version_info[:3]]),
+            "home": os.path.expanduser("~"), "run_dir": run_dir, "cache": cache}
     try:
         with open("%(status)s", "w") as f:
             json.dump(info, f)
     except OSError:
         pass
     try:
-        size = os.path.getsize("result.json")
-    except OSError:
-        size = None
-    tail = b""
-    try:
-        if size is not None and size <= %(inline_max)d:
-            with open("result.json", "rb") as f:
-                body = f.read()
-            tail = b"\n%(result_mark)s" + str(len(body)).encode("ascii") + b"\n" + body
+        body, sizes = _blocks(spec.get("fetch") or [])
     except Exception:
-        pass
+        body, sizes = b"", {}
+    info["files"] = sizes
     try:
         sys.stdout.flush()
-        sys.stdout.buffer.write(tail + b"\n%(status_mark)s" + json.dumps(info).encode("utf-8") + b"\n")
+        sys.stdout.buffer.write(b"\n%(blocks_mark)s\n" + body + b"\n%(status_mark)s" +
+                                json.dumps(info).encode("utf-8") + b"\n")
         sys.stdout.flush()
     except Exception:
         pass
@@ -446,9 +521,9 @@ if __name__ == "__main__":
 ''' % {
     "major": MIN_PYTHON[0], "minor": MIN_PYTHON[1], "too_old": EXIT_PYTHON_TOO_OLD,
     "cache_bad": EXIT_CACHE_BAD, "setup_failed": EXIT_SETUP_FAILED, "pids": PIDS_NAME,
-    "status": STATUS_NAME, "inline_max": INLINE_RESULT_MAX, "python_mark": PYTHON_MARK,
+    "status": STATUS_NAME, "inline_max": INLINE_MAX, "python_mark": PYTHON_MARK,
     "cache_mark": CACHE_MARK, "setup_mark": SETUP_MARK, "status_mark": STATUS_MARK,
-    "result_mark": RESULT_MARK, "part_suffix": PART_SUFFIX, "cleaned_mark": CLEANED_MARK,
+    "part_suffix": PART_SUFFIX, "block_mark": BLOCK_MARK, "blocks_mark": BLOCKS_MARK, "cleaned_mark": CLEANED_MARK,
     "end_mark": END_MARK,
 }
 

@@ -1,28 +1,31 @@
 """An SSH device as a :class:`~edgekit.targets.base.Target` (paramiko only, no ``ssh`` binary).
 
 One connection per target: ``open()`` connects (through ``ProxyJump`` hosts if configured),
-checks the host key before any credential is offered, authenticates, and keeps the transport
-and one SFTP session for every later push and command. Keep-alives go out every
+checks the host key before any credential is offered and authenticates; every later push,
+command and fetch reuses that transport (SFTP starts on first use). Keep-alives go out every
 ``keepalive_s`` seconds and the socket gives up on unacknowledged data after three of them
 (``TCP_USER_TIMEOUT``), so a dead link is noticed in seconds, not after TCP's ~15 minutes.
 
-``run(job, local_dir)`` (see :mod:`edgekit.targets.cache` for the device side):
+``run(job, local_dir)`` (the device side is :mod:`edgekit.targets.cache`):
 
 1. hashes the runner and ``job.files`` on the host (once per file version);
-2. pushes into ``<workdir>/cache/`` only what the device's cache lacks, as ``<sha256>.part-<token>``
-   (resuming a transfer a dropped link interrupted), by SFTP; before the first push of a
-   connection the device's Python is checked against the runner's floor (3.6);
-3. runs one *supervisor* process on the device (``python -c SUPERVISOR``, its JSON spec on
-   stdin, so no path or argument is ever a shell word; the few other commands quote every word
-   with ``shlex.quote``). It verifies every transferred or not-yet-verified file by sha256,
-   creates ``<workdir>/edgekit-run-<uuid>`` (mode 0700) with hard links into the cache,
-   forks the runner, and reports its exit status, its peak RSS (``wait4``, so also after an
-   OOM kill) and the kernel's ``oom_kill`` counter around the run;
-4. takes ``result.json`` from the supervisor's stdout, fetches ``job.fetch`` by SFTP, parses
-   with ``parse_result``;
-5. removes the run directory on every path (``finally``); a failed removal is retried in
-   ``close()``. When the link drops mid-run, it reconnects (for up to ``reconnect_s``), waits
-   for the runner and keeps its result if it finished.
+2. starts one *supervisor* on the device (``python -c SUPERVISOR``, its JSON spec on stdin, so
+   no path or argument is ever a shell word; the few other commands quote every word with
+   ``shlex.quote``). It checks its Python against the runner's floor (3.6), hashes every
+   cache entry this target has not verified yet and reports what is missing or corrupt: only
+   those are pushed, by SFTP, into ``<workdir>/cache/<sha256>.part-<token>`` (resuming an
+   interrupted transfer), and the supervisor runs again, verifying each transfer by sha256
+   before it becomes ``<workdir>/cache/<sha256>``. A warm run pushes nothing and costs one
+   command;
+3. the supervisor creates ``<workdir>/edgekit-run-<uuid>`` (mode 0700) with hard links into
+   the cache, forks the runner, and reports its exit status, its peak RSS (``wait4``, also
+   after an OOM kill) and the kernel's ``oom_kill`` counter around the run; it sends
+   ``result.json`` and small fetched files back on stdout;
+4. the host parses the result with ``parse_result`` and fetches the rest by SFTP;
+5. the run directory is removed on every path: by the waiting supervisor when the host says
+   ``rm`` (confirmed before the next run and in ``close()``), else by ``rm -rf``; a failed
+   removal is retried in ``close()``. When the link drops mid-run, the target reconnects
+   (for up to ``reconnect_s``), waits for the runner and keeps its result if it finished.
 
 Secrets never reach a message or a log line: a password or passphrase is only handed to
 paramiko, and key files are named by path, agent keys by type and fingerprint.
@@ -38,7 +41,6 @@ import re
 import select
 import shlex
 import socket
-import stat
 import threading
 import time
 import uuid
@@ -69,7 +71,6 @@ from edgekit.targets.cache import (
     END_MARK,
     EXIT_CACHE_BAD,
     EXIT_PYTHON_TOO_OLD,
-    EXIT_SETUP_FAILED,
     MIN_PYTHON,
     PART_SUFFIX,
     PIDS_NAME,
@@ -80,10 +81,9 @@ from edgekit.targets.cache import (
     SUPERVISOR,
     TransferStats,
     file_digest,
-    is_digest,
     parse_marker_json,
     read_local,
-    split_inline_result,
+    split_blocks,
     strip_markers,
 )
 from edgekit.targets.hostkeys import KnownHosts, fingerprint
@@ -136,9 +136,13 @@ class _Exec:
     supervised: bool = False  # the supervisor's status line was seen
     verified: list[str] = field(default_factory=list)  # digests the device hashed and found right
     cache_bad: dict[str, str] = field(default_factory=dict)  # digest -> "missing" | "corrupt"
+    cache_parts: dict[str, Any] = field(default_factory=dict)  # digest -> [part name, size] (resumable)
+    cache_dir: str | None = None  # the cache's absolute path on the device
+    home: str | None = None  # the login's home directory on the device
+    files: dict[str, bytes] = field(default_factory=dict)  # result.json and fetched files sent inline
+    file_sizes: dict[str, Any] = field(default_factory=dict)  # name -> size on the device (None: missing)
     setup_error: dict[str, Any] | None = None
     python_version: str | None = None  # from the supervisor's version check
-    result: bytes | None = None  # result.json, when it came inline on stdout
     recovered: bool = False  # picked up after a reconnect
     channel: Any = None  # the supervisor's channel while it waits for "rm" (see _finish_supervisor)
 
@@ -300,9 +304,8 @@ class SSHTarget(Target):
         self._hops: list[paramiko.Transport] = []
         self._sftp: paramiko.SFTPClient | None = None
         self._home: str | None = None
-        self._dirs_ready: set[str] = set()  # remote folders made on this connection
-        self._verified: set[str] = set()  # cache entries the device hashed on this connection
-        self._python_ok: set[tuple[str, ...]] = set()  # python commands checked on this connection
+        self._verified: set[str] = set()  # cache entries the device hashed for this target
+        self._pending: list[tuple[Any, str]] = []  # (channel, run dir): supervisors told to clean up
         self._leftovers: list[str] = []  # run dirs whose removal failed; retried in close()
         self._started: set[str] = set()  # run dirs a supervisor was started for (may exist)
         self._token = uuid.uuid4().hex[:12]  # names this target's unfinished transfers
@@ -326,8 +329,8 @@ class SSHTarget(Target):
 
     @property
     def sftp(self) -> paramiko.SFTPClient | None:
-        """The connection's SFTP session (None until ``open()``)."""
-        return self._sftp
+        """The connection's SFTP session, started on first use (None until ``open()``)."""
+        return self._sftp_client() if self.is_open else None
 
     @property
     def cache_dir(self) -> str:
@@ -339,9 +342,12 @@ class SSHTarget(Target):
         return self._stats.to_dict()
 
     def open(self) -> None:
-        """Connect, check the host key, authenticate and start SFTP. Idempotent."""
+        """Connect, check the host key and authenticate. Idempotent.
+
+        SFTP starts on first use (a push, a fetch of a large file): a warm run needs none.
+        """
         with self._lock:
-            if self.is_open and self._sftp is not None:
+            if self.is_open:
                 return
             self._close_connection()
             hops: list[paramiko.Transport] = []
@@ -353,16 +359,6 @@ class SSHTarget(Target):
                         sock = self._open_forward(hops[-1], previous, endpoint)
                     hops.append(self._connect_endpoint(endpoint, sock))
                     previous = endpoint
-                transport = hops[-1]
-                try:
-                    self._sftp = transport.open_sftp_client()
-                    self._sftp.get_channel().settimeout(self.command_timeout)
-                    self._home = self._sftp.normalize(".")
-                except (paramiko.SSHException, EOFError, OSError) as exc:
-                    raise ConnectionFailedError(
-                        f"{self.address} accepted the login but its SFTP subsystem did not start: {exc}",
-                        "enable SFTP on the device (`Subsystem sftp internal-sftp` in sshd_config)",
-                    ) from exc
             except BaseException:
                 for transport in reversed(hops):
                     transport.close()
@@ -373,7 +369,28 @@ class SSHTarget(Target):
             if self._stats.connections:
                 self._stats.reconnects += 1
             self._stats.connections += 1
-            log.debug("connected to %s (home %s)", self.address, self._home)
+            log.debug("connected to %s", self.address)
+
+    def _sftp_client(self) -> paramiko.SFTPClient:
+        """The connection's SFTP session, started on first use (and the home directory with it)."""
+        self._ensure_open()
+        if self._sftp is None:
+            assert self._transport is not None
+            try:
+                sftp = self._transport.open_sftp_client()
+                sftp.get_channel().settimeout(self.command_timeout)
+                home = sftp.normalize(".")
+            except (paramiko.SSHException, EOFError, OSError) as exc:
+                if not self._still_connected():
+                    raise ConnectionFailedError(f"lost the connection to {self.address} while starting SFTP: "
+                                                f"{str(exc) or type(exc).__name__}") from None
+                raise ConnectionFailedError(
+                    f"{self.address} accepted the login but its SFTP subsystem did not start: {exc}",
+                    "enable SFTP on the device (`Subsystem sftp internal-sftp` in sshd_config)",
+                ) from None
+            self._sftp = sftp
+            self._home = self._home or home
+        return self._sftp
 
     def run(self, job: RunJob, local_dir: Path) -> RunResult:
         """Run one job in a fresh run directory; see the module docstring."""
@@ -393,14 +410,14 @@ class SSHTarget(Target):
             try:
                 self._ensure_open()
                 run_dir = self._new_run_dir()
-                done = self._supervised(run_dir, files, job.job, [], "running the job")
+                done = self._supervised(run_dir, files, job.job, [], "running the job", fetch=fetch)
                 result = self._read_result(run_dir, done)
                 if done.recovered:
                     result.setdefault("notes", []).append(
                         f"the connection to {self.address} dropped during the run; edgekit reconnected "
                         "and collected the finished run's result"
                     )
-                fetched = self._fetch(run_dir, fetch, local_dir)
+                fetched = self._fetch(run_dir, fetch, local_dir, done)
                 self._stats.runs += 1
                 self._stats.runner_s += done.runner_s or 0.0
             finally:
@@ -419,8 +436,9 @@ class SSHTarget(Target):
                 self._ensure_open()
                 run_dir = self._new_run_dir()
                 done = self._supervised(run_dir, files, None, ["--probe"], "probing the device")
-                raw = done.result if done.result is not None else self._read_remote(
-                    posixpath.join(run_dir, RESULT_NAME))
+                raw = done.files.get(RESULT_NAME)
+                if raw is None:
+                    raw = self._read_remote(posixpath.join(run_dir, RESULT_NAME))
                 if raw is None:
                     raise self._failure_error(done, "probing the device")
                 try:
@@ -450,12 +468,13 @@ class SSHTarget(Target):
         """
         with self._lock:
             self._ensure_open()
-            assert self._sftp is not None
+            self._reap_finished(wait=True)
+            sftp = self._sftp_client()  # also learns the home directory: the paths are absolute
             cache_dir = self.cache_dir
             entries, size = 0, 0
             with self._guard("listing the cache"):
                 try:
-                    for attrs in self._sftp.listdir_attr(cache_dir):
+                    for attrs in sftp.listdir_attr(cache_dir):
                         entries += 1
                         size += attrs.st_size or 0
                 except FileNotFoundError:
@@ -464,7 +483,7 @@ class SSHTarget(Target):
             with self._guard("listing the work directory"):
                 try:
                     now = time.time()
-                    for attrs in self._sftp.listdir_attr(self._remote_workdir()):
+                    for attrs in sftp.listdir_attr(self._remote_workdir()):
                         if (attrs.filename.startswith(RUN_DIR_PREFIX)
                                 and now - (attrs.st_mtime or now) > STALE_RUN_DIR_S):
                             stale.append(posixpath.join(self._remote_workdir(), attrs.filename))
@@ -474,12 +493,13 @@ class SSHTarget(Target):
             if done.status != 0:
                 raise TargetError(f"could not remove {cache_dir!r} on {self.address}: {done.stderr_tail(3)}")
             self._verified.clear()
-            self._dirs_ready.discard(cache_dir)
             return {"cache_dir": cache_dir, "entries": entries, "bytes": size, "run_dirs": len(stale)}
 
     def close(self) -> None:
         """Remove run directories left by failed cleanups, then close SFTP and the connection(s)."""
         with self._lock:
+            if self._pending and self.is_open:
+                self._reap_finished(wait=True)
             if self._leftovers:
                 try:
                     self._ensure_open()
@@ -751,7 +771,7 @@ class SSHTarget(Target):
         return key
 
     def _ensure_open(self) -> None:
-        if not (self.is_open and self._sftp is not None):
+        if not self.is_open:
             if self._transport is not None:
                 log.info("the connection to %s was lost; reconnecting", self.address)
             self.open()
@@ -768,7 +788,10 @@ class SSHTarget(Target):
         self._sftp = None
         self._transport = None
         self._hops = []
-        self._dirs_ready = set()
+        for _channel, run_dir in self._pending:  # not confirmed: remove them again later
+            if run_dir not in self._leftovers:
+                self._leftovers.append(run_dir)
+        self._pending = []
 
     def _still_connected(self, grace_s: float = 0.25) -> bool:
         """After an error: is the connection still up? (paramiko's reader thread may need a moment
@@ -813,13 +836,16 @@ class SSHTarget(Target):
         return runner
 
     def _python_command(self) -> list[str]:
-        """The python argv with a leading ``~/`` made absolute (the words are quoted later)."""
+        """The python argv with a leading ``~/`` resolved (the words are quoted later): under the
+        home directory, or relative to the login directory (which is home) while it is unknown."""
         first, rest = self.python_argv[0], self.python_argv[1:]
-        if first.startswith("~/") and self._home:
-            first = self._home + first[1:]
+        if first.startswith("~/"):
+            first = (self._home + first[1:]) if self._home else "." + first[1:]
         return [first, *rest]
 
     def _remote_workdir(self) -> str:
+        """The work directory: absolute once the home directory is known, else relative to the
+        login directory (commands and SFTP both start there)."""
         home = self._home or "."
         workdir = self.workdir
         if workdir == "~" or workdir.startswith("~/"):
@@ -833,40 +859,6 @@ class SSHTarget(Target):
             workdir = posixpath.join(home, workdir)
         return posixpath.normpath(workdir)
 
-    def _mkdirs(self, path: str) -> None:
-        assert self._sftp is not None
-        try:
-            attrs = self._sftp.stat(path)
-        except FileNotFoundError:
-            parent = posixpath.dirname(path)
-            if parent and parent != path:
-                self._mkdirs(parent)
-            try:
-                self._sftp.mkdir(path, mode=0o700)
-            except OSError:
-                attrs = self._sftp.stat(path)  # created meanwhile (another run)?
-                if not stat.S_ISDIR(attrs.st_mode or 0):
-                    raise
-            return
-        if not stat.S_ISDIR(attrs.st_mode or 0):
-            raise UsageError(f"the device's work directory {path!r} exists but is not a directory")
-
-    def _ensure_dirs(self) -> str:
-        """Make the work directory and the cache (mode 0700) once per connection; the cache dir."""
-        cache_dir = self.cache_dir
-        if cache_dir in self._dirs_ready:
-            return cache_dir
-        with self._guard("creating the work directory"):
-            try:
-                self._mkdirs(cache_dir)
-            except PermissionError:
-                raise TargetError(
-                    f"cannot create {cache_dir!r} on {self.address}: permission denied",
-                    "set a writable ssh.workdir in the device profile",
-                ) from None
-        self._dirs_ready.add(cache_dir)
-        return cache_dir
-
     # ------------------------------------------------------------------ the cache
 
     def _entries(self, files: dict[str, Path]) -> list[_Entry]:
@@ -879,54 +871,6 @@ class SSHTarget(Target):
             entries.append(_Entry(name, Path(local), digest, size))
         return entries
 
-    def _sync_cache(self, entries: list[_Entry]) -> list[list[str | None]]:
-        """Push what the device's cache lacks; return what the supervisor must verify.
-
-        Entries verified earlier on this target are trusted; the others are looked up with one
-        directory listing: present with the right size → verify in place; else push (resuming a
-        ``.part-*``) → verify the part.
-        """
-        assert self._sftp is not None
-        unknown: dict[str, _Entry] = {}
-        for entry in entries:
-            if entry.digest in self._verified:
-                self._stats.files_cached += 1
-                self._stats.bytes_cached += entry.size
-            else:
-                unknown.setdefault(entry.digest, entry)
-        if not unknown:
-            return []
-        cache_dir = self._ensure_dirs()
-        with self._guard("listing the device's cache"):
-            listing = {a.filename: a.st_size or 0 for a in self._sftp.listdir_attr(cache_dir)}
-        verify: list[list[str | None]] = []
-        missing: list[_Entry] = []
-        for digest, entry in unknown.items():
-            if listing.get(digest) == entry.size:
-                verify.append([digest, None])
-                self._stats.files_cached += 1
-                self._stats.bytes_cached += entry.size
-            else:
-                missing.append(entry)
-        if missing:
-            self._check_python()  # no byte moves to a device whose Python cannot run the runner
-            resume = {e.digest: self._resumable(listing, e) for e in missing}
-            needed = sum(e.size - resume[e.digest][1] for e in missing)
-            for entry in missing:
-                part = self._push_file(cache_dir, entry, *resume[entry.digest], needed)
-                verify.append([entry.digest, part])
-        return verify
-
-    @staticmethod
-    def _resumable(listing: dict[str, int], entry: _Entry) -> tuple[str | None, int]:
-        """The largest unfinished transfer of ``entry`` (any writer's): ``(name, size)`` or ``(None, 0)``."""
-        prefix = entry.digest + PART_SUFFIX
-        parts = [(size, name) for name, size in listing.items() if name.startswith(prefix) and 0 < size < entry.size]
-        if not parts:
-            return None, 0
-        size, name = max(parts)
-        return name, size
-
     def _push_file(self, cache_dir: str, entry: _Entry, resume_from: str | None, offset: int, needed: int) -> str:
         """Send ``entry`` to ``<cache>/<sha256>.part-<token>``, from ``offset`` of the unfinished
         transfer ``resume_from`` (taken over by renaming it); the part's path.
@@ -934,11 +878,11 @@ class SSHTarget(Target):
         Each writer has its own part (two deploys to one device may push the same file at the
         same time); the device hashes a part before it becomes the cache entry.
         """
-        assert self._sftp is not None
+        sftp = self._sftp_client()
         part = posixpath.join(cache_dir, entry.digest + PART_SUFFIX + self._token)
         if resume_from is not None and posixpath.join(cache_dir, resume_from) != part:
             try:
-                self._sftp.posix_rename(posixpath.join(cache_dir, resume_from), part)
+                sftp.posix_rename(posixpath.join(cache_dir, resume_from), part)
             except (OSError, paramiko.SSHException):  # taken by another writer meanwhile: start over
                 offset = 0
         sent = 0
@@ -946,7 +890,7 @@ class SSHTarget(Target):
         try:
             with self._guard(f"pushing {entry.name!r}"), \
                     (show(f"pushing {entry.name}", total=entry.size, unit="B") if show else nullcontext()) as task:
-                with self._sftp.open(part, "ab" if offset else "wb") as remote:
+                with sftp.open(part, "ab" if offset else "wb") as remote:
                     remote.set_pipelined(True)
                     for block in read_local(entry.local, offset, PUSH_CHUNK):
                         remote.write(block)
@@ -956,7 +900,7 @@ class SSHTarget(Target):
                             task.update(offset + sent)
                 # paramiko drops the replies to pipelined writes (a full disk among them): check
                 # the size that arrived, the device checks the sha256 before the file is used
-                arrived = self._sftp.stat(part).st_size
+                arrived = sftp.stat(part).st_size
                 if arrived != entry.size:
                     raise OSError(f"{arrived} of {entry.size} bytes arrived")
         except ConnectionFailedError as exc:
@@ -978,12 +922,11 @@ class SSHTarget(Target):
             raise TargetError(f"could not push {entry.name!r} to {self.address}: {exc}") from None
         self._stats.files_pushed += 1
         self._stats.bytes_resumed += offset
-        return part
+        return posixpath.basename(part)
 
     def _remove_quietly(self, path: str) -> None:
         try:
-            assert self._sftp is not None
-            self._sftp.remove(path)
+            self._sftp_client().remove(path)
         except Exception:  # noqa: BLE001 - best effort
             pass
 
@@ -1003,33 +946,29 @@ class SSHTarget(Target):
     def _supervisor_command(self) -> str:
         return _quote_all([*self._python_command(), "-c", SUPERVISOR])
 
-    def _check_python(self) -> None:
-        """Fail fast (before pushing) when the device's Python is missing or too old."""
-        key = tuple(self.python_argv)
-        if key in self._python_ok:
-            return
-        done = self._exec(self._supervisor_command(), timeout=min(self.command_timeout, 120),
-                          stdin=json.dumps({"mode": "check"}).encode("utf-8") + b"\n")
-        if done.status != 0 or done.python_version is None:
-            raise self._failure_error(done, "checking the device's Python")
-        self._python_ok.add(key)
-
     def _new_run_dir(self) -> str:
         """A fresh run directory's path (the supervisor creates it)."""
         return posixpath.join(self._remote_workdir(), RUN_DIR_PREFIX + uuid.uuid4().hex)
 
     def _supervised(self, run_dir: str, files: dict[str, Path], job: dict[str, Any] | None,
-                    args: list[str], doing: str) -> _Exec:
-        """Sync the cache and run the runner under the supervisor in ``run_dir``.
+                    args: list[str], doing: str, fetch: list[str] | None = None) -> _Exec:
+        """Run the runner under the supervisor in ``run_dir``, pushing what its cache lacks.
 
-        A cache entry the supervisor found missing or corrupt is pushed again (twice at most).
+        The first attempt pushes nothing: the supervisor hashes every file this target has not
+        verified yet and reports the missing and corrupt ones (and any unfinished transfer of
+        them), having checked its Python first, so no byte moves to a device that cannot run
+        the runner. Those are pushed (resumed where possible) and the run is tried again; a file
+        that arrives corrupted is sent again, twice at most.
         """
         entries = self._entries(files)
+        unique = {e.digest: e for e in entries}
         self._ensure_open()
+        self._reap_finished(wait=False)
         deadline = time.monotonic() + self.command_timeout
+        pushed: dict[str, str] = {}  # digest -> its part, pushed for this run
         done: _Exec | None = None
-        for attempt in range(3):
-            verify = self._sync_cache(entries)
+        for attempt in range(4):
+            verify = [[d, pushed.get(d)] for d in unique if d not in self._verified]
             spec = {
                 "cache": self.cache_dir,
                 "run_dir": run_dir,
@@ -1038,41 +977,67 @@ class SSHTarget(Target):
                 "job": job,
                 "runner": RUNNER_NAME,
                 "args": args,
+                "fetch": list(fetch or []),
                 "await_cleanup": True,
+                # an unfinished transfer idle this long is not being written: resume it
+                "resume_idle_s": min(10.0, max(self.keepalive_s, 0.2) * KEEPALIVE_COUNT_MAX),
             }
             done = self._exec_supervisor(spec, run_dir, deadline, doing)
-            self._verified.update(d for d in done.verified if is_digest(d))
-            if done.status == EXIT_CACHE_BAD and done.cache_bad:
-                for digest, why in done.cache_bad.items():
-                    self._verified.discard(digest)
-                    if why == "corrupt":
-                        self._stats.corrupt_entries += 1
-                        log.warning("a file in the cache of %s (sha256 %s) did not match its digest; "
-                                    "pushing it again", self.address, digest[:12])
-                if attempt < 2:
-                    continue
+            self._verified.update(d for d in done.verified if d in unique)
+            if done.status != EXIT_CACHE_BAD or not done.cache_bad:
+                break
+            for digest in done.verified:
+                pushed.pop(digest, None)  # stored in the cache now
+            for digest, why in done.cache_bad.items():
+                self._verified.discard(digest)
+                pushed.pop(digest, None)
+                if why == "corrupt":
+                    self._stats.corrupt_entries += 1
+                    log.warning("a file in the cache of %s (sha256 %s) did not match its digest; "
+                                "pushing it again", self.address, digest[:12])
+            if attempt == 3:
                 raise TargetError(
                     f"the files pushed to {self.address} kept arriving corrupted "
                     f"(sha256 mismatch: {', '.join(d[:12] for d in done.cache_bad)})",
                     "check the device's storage (e.g. its SD card) and the network",
                 )
-            break
+            missing = [unique[d] for d in done.cache_bad if d in unique]
+            resume = {e.digest: self._resumable(done.cache_parts, e) for e in missing}
+            needed = sum(e.size - resume[e.digest][1] for e in missing)
+            cache_dir = done.cache_dir or self.cache_dir
+            for entry in missing:
+                pushed[entry.digest] = self._push_file(cache_dir, entry, *resume[entry.digest], needed)
         assert done is not None
-        if done.supervised:
-            self._python_ok.add(tuple(self.python_argv))
+        for entry in entries:
+            if entry.digest not in pushed:
+                self._stats.files_cached += 1
+                self._stats.bytes_cached += entry.size
         return done
+
+    @staticmethod
+    def _resumable(parts: dict[str, Any], entry: _Entry) -> tuple[str | None, int]:
+        """The unfinished transfer of ``entry`` the device reported: ``(name, size)`` or ``(None, 0)``."""
+        found = parts.get(entry.digest)
+        if (isinstance(found, list) and len(found) == 2 and isinstance(found[0], str)
+                and found[0].startswith(entry.digest + PART_SUFFIX) and "/" not in found[0]
+                and isinstance(found[1], int) and 0 < found[1] < entry.size):
+            return found[0], found[1]
+        return None, 0
 
     def _exec_supervisor(self, spec: dict[str, Any], run_dir: str, deadline: float, doing: str) -> _Exec:
         remaining = max(deadline - time.monotonic(), 1.0)
         self._started.add(run_dir)
         try:
-            return self._exec(self._supervisor_command(), timeout=remaining, run_dir=run_dir,
+            done = self._exec(self._supervisor_command(), timeout=remaining, run_dir=run_dir,
                               stdin=json.dumps(spec).encode("utf-8") + b"\n", limit_s=self.command_timeout,
                               keep_open=True)
         except ConnectionFailedError as exc:
             if self.is_open:  # the command timeout: the connection is fine, the run was stopped
                 raise
-            return self._recover(run_dir, deadline, exc, doing)
+            done = self._recover(run_dir, deadline, exc, doing)
+        if done.home and not self._home:
+            self._home = done.home
+        return done
 
     def _recover(self, run_dir: str, deadline: float, error: ConnectionFailedError, doing: str) -> _Exec:
         """The link dropped while the supervisor ran: reconnect, wait for it, read its status."""
@@ -1115,28 +1080,39 @@ class SSHTarget(Target):
     # ------------------------------------------------------------------ results
 
     def _read_remote(self, path: str) -> bytes | None:
-        assert self._sftp is not None
+        sftp = self._sftp_client()
         with self._guard(f"reading {posixpath.basename(path)}"):
             try:
-                with self._sftp.open(path, "r") as handle:
+                with sftp.open(path, "r") as handle:
                     return handle.read()
             except FileNotFoundError:
                 return None
 
-    def _fetch(self, run_dir: str, names: list[str], local_dir: Path) -> dict[str, Path]:
-        assert self._sftp is not None
+    def _fetch(self, run_dir: str, names: list[str], local_dir: Path, done: _Exec) -> dict[str, Path]:
+        """Bring back ``names``: from the supervisor's stdout when it sent them, else by SFTP."""
         files: dict[str, Path] = {}
         for name in names:
             local = local_dir / name
             local.parent.mkdir(parents=True, exist_ok=True)
-            with self._guard(f"fetching {name}"):
-                try:
-                    self._sftp.get(posixpath.join(run_dir, name), str(local))
-                except FileNotFoundError:
-                    raise RunnerFailedError(
-                        f"the runner on {self.address} reported success but did not write {name!r}",
-                        RUNNER_HINT_MISMATCH,
-                    ) from None
+            if name in done.file_sizes and done.file_sizes[name] is None:
+                raise RunnerFailedError(
+                    f"the runner on {self.address} reported success but did not write {name!r}",
+                    RUNNER_HINT_MISMATCH,
+                )
+            if name in done.files:
+                tmp = local.with_name(f".{local.name}.part")
+                tmp.write_bytes(done.files[name])
+                os.replace(tmp, local)
+            else:
+                sftp = self._sftp_client()
+                with self._guard(f"fetching {name}"):
+                    try:
+                        sftp.get(posixpath.join(run_dir, name), str(local))
+                    except FileNotFoundError:
+                        raise RunnerFailedError(
+                            f"the runner on {self.address} reported success but did not write {name!r}",
+                            RUNNER_HINT_MISMATCH,
+                        ) from None
             self._stats.bytes_fetched += local.stat().st_size
             files[name] = local
         return files
@@ -1146,8 +1122,7 @@ class SSHTarget(Target):
         else ``rm -rf``. Never raises (a failure is retried in ``close()``)."""
         if not run_dir or RUN_DIR_PREFIX not in posixpath.basename(run_dir) or run_dir not in self._started:
             return  # never created: the run failed before its supervisor started
-        if done is not None and done.channel is not None and self._finish_supervisor(done, remove=True):
-            self._started.discard(run_dir)
+        if done is not None and done.channel is not None and self._finish_supervisor(done, run_dir):
             return
         try:
             self._ensure_open()
@@ -1230,11 +1205,9 @@ class SSHTarget(Target):
         except BaseException:
             channel.close()
             raise
-        raw = out.value()
-        stdout, inline = split_inline_result(raw)
+        stdout, inline, info = split_blocks(out.value())
         done = _Exec(status=-1 if status is None else status, stdout=stdout, stderr=err.value(),
-                     wall_s=time.monotonic() - started, result=inline)
-        info = _status_from_stdout(raw)
+                     wall_s=time.monotonic() - started, files=inline)
         if info is not None:
             _apply_status(done, info)
             if status is None:
@@ -1246,30 +1219,46 @@ class SSHTarget(Target):
         _parse_markers(done)
         return done
 
-    def _finish_supervisor(self, done: _Exec, remove: bool) -> bool:
-        """Tell a waiting supervisor to remove its run directory (or just to exit); True when it did."""
+    def _finish_supervisor(self, done: _Exec, run_dir: str) -> bool:
+        """Tell the supervisor still waiting on ``done.channel`` to remove its run directory.
+
+        No round trip: the answer is collected by :meth:`_reap_finished` (before the next run,
+        at ``close()``). False when the supervisor could not be told.
+        """
         channel, done.channel = done.channel, None
         if channel is None:
             return False
-        err = _Tail(STDERR_TAIL_BYTES)
         try:
-            with self._guard("removing the run directory"):
-                channel.sendall(b"rm\n" if remove else b"keep\n")
-                channel.shutdown_write()
-                deadline = time.monotonic() + 60
-                while not channel.exit_status_ready():
-                    if time.monotonic() > deadline or not self.is_open:
-                        return False
-                    channel.status_event.wait(0.05)
-                while channel.recv_stderr_ready():
-                    err.add(channel.recv_stderr(65536))
-        except EdgekitError as exc:
-            log.debug("the supervisor on %s did not finish cleanly: %s", self.address, exc)
-            return False
-        finally:
+            channel.sendall(b"rm\n")
+            channel.shutdown_write()
+        except (OSError, EOFError, paramiko.SSHException):
             channel.close()
-        text = err.value().decode("utf-8", "replace")
-        return f"{CLEANED_MARK}ok" in text
+            return False
+        self._pending.append((channel, run_dir))
+        return True
+
+    def _reap_finished(self, wait: bool) -> None:
+        """Confirm the clean-ups handed to supervisors; ``rm -rf`` what one did not remove."""
+        waiting: list[tuple[Any, str]] = []
+        for channel, run_dir in self._pending:
+            if not channel.exit_status_ready() and not wait and self.is_open:
+                waiting.append((channel, run_dir))
+                continue
+            deadline = time.monotonic() + 30
+            while not channel.exit_status_ready() and self.is_open and time.monotonic() < deadline:
+                channel.status_event.wait(0.05)
+            text = b""
+            try:
+                while channel.recv_stderr_ready():
+                    text += channel.recv_stderr(65536)
+            except (OSError, EOFError, paramiko.SSHException):
+                pass
+            channel.close()
+            if f"{CLEANED_MARK}ok".encode("ascii") in text:
+                self._started.discard(run_dir)
+            else:
+                self._remove_run_dir(run_dir)
+        self._pending = waiting
 
     def _kill_run(self, run_dir: str | None) -> None:
         """Kill the supervisor and the runner of a run that timed out (best effort)."""
@@ -1292,7 +1281,9 @@ class SSHTarget(Target):
 
     def _read_result(self, run_dir: str, done: _Exec) -> dict[str, Any]:
         self._raise_for_setup(done)
-        raw = done.result if done.result is not None else self._read_remote(posixpath.join(run_dir, RESULT_NAME))
+        raw = done.files.get(RESULT_NAME)
+        if raw is None:
+            raw = self._read_remote(posixpath.join(run_dir, RESULT_NAME))
         signal_death = done.status in (-1, 137) or done.status > 128
         if raw is None:
             raise self._failure_error(done, "running the job")
@@ -1418,6 +1409,12 @@ def _apply_status(done: _Exec, info: dict[str, Any]) -> None:
     done.oom_before, done.oom_after = info["oom0"], info["oom1"]
     if isinstance(info.get("memtotal_kib"), int):
         done.mem_total_mib = info["memtotal_kib"] // 1024
+    for name in ("home", "cache_dir"):
+        key = "cache" if name == "cache_dir" else name
+        if isinstance(info.get(key), str) and info[key].startswith("/"):
+            setattr(done, name, info[key])
+    if isinstance(info.get("files"), dict):
+        done.file_sizes = info["files"]
     if isinstance(info.get("runner_s"), (int, float)):
         done.runner_s = float(info["runner_s"])
     if isinstance(info.get("peak_kib"), int) and info["peak_kib"] > 0:
@@ -1444,26 +1441,18 @@ def _supervisor_done(stdout: bytearray, stderr: bytearray) -> bool:
     return index >= 0 and stdout.find(b"\n", index + 1) == len(stdout) - 1
 
 
-def _status_from_stdout(raw: bytes) -> dict[str, Any] | None:
-    index = raw.rfind(_STATUS_BYTES)
-    if index < 0:
-        return None
-    line = raw[index + len(_STATUS_BYTES):].split(b"\n", 1)[0]
-    try:
-        info = json.loads(line.decode("utf-8", "replace"))
-    except ValueError:
-        return None
-    return info if isinstance(info, dict) else None
-
-
 def _parse_markers(done: _Exec) -> None:
     """Read the supervisor's marker lines off stderr (and drop them from what users see)."""
     text = done.stderr.decode("utf-8", "replace")
     if "@@edgekit-" not in text:
         return
-    bad = parse_marker_json(text, CACHE_MARK)
-    if isinstance(bad, dict):
-        done.cache_bad = {str(k): str(v) for k, v in bad.items()}
+    report = parse_marker_json(text, CACHE_MARK)
+    if isinstance(report, dict) and isinstance(report.get("bad"), dict):
+        done.cache_bad = {str(k): str(v) for k, v in report["bad"].items()}
+        done.cache_parts = report.get("parts") if isinstance(report.get("parts"), dict) else {}
+        done.verified = [d for d in report.get("verified") or [] if isinstance(d, str)]
+        if isinstance(report.get("cache"), str) and report["cache"].startswith("/"):
+            done.cache_dir = report["cache"]
     setup = parse_marker_json(text, SETUP_MARK)
     if isinstance(setup, dict):
         done.setup_error = setup

@@ -29,7 +29,8 @@ def test_compress_writes_model_manifest_report_and_int8(tmp_path, data):
     out = tmp_path / "out"
     code = main(["--quiet", "compress", "example:fashion-cnn", "--recipe", recipe, "--data", DATA, "-o", str(out)])
     assert code == ExitCode.OK
-    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "model.int8.onnx", "model.pt", "report.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "model.int8.onnx", "model.int8.onnx.manifest.json",
+                                                   "model.pt", "report.json"]
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["base"]["ref"] == "example:fashion-cnn"
     assert [c["type"] for c in manifest["changes"]] == ["channel_pruning"]

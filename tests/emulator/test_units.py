@@ -201,3 +201,19 @@ def test_doctor_checks_say_what_is_missing_and_what_to_do():
 
 def test_platform_key_names_the_wheel_cache():
     assert _facts().platform_key == "cp311-manylinux_2_36_aarch64"
+
+
+def test_qemu_cpu_follows_the_profiles_core(monkeypatch, tmp_path):
+    from edgekit.devices import get
+
+    seen = []
+    monkeypatch.setattr(emulator, "_qemu_accepts", lambda arch, cpu, rootfs: seen.append(cpu) or cpu != "cortex-a78ae")
+    assert emulator.choose_qemu_cpu(get("pi4"), "aarch64", tmp_path)[0] == "cortex-a72"
+    assert emulator.choose_qemu_cpu(get("pi-zero-2w"), "aarch64", tmp_path)[0] == "cortex-a53"
+    assert emulator.choose_qemu_cpu(get("pi5"), "aarch64", tmp_path)[0] == "cortex-a76"
+    cpu, note = emulator.choose_qemu_cpu(get("jetson-orin-nano"), "aarch64", tmp_path)
+    assert cpu == "max,sve=off,sme=off" and "cannot emulate the device's core (Cortex-A78AE)" in note
+    assert "cortex-a78ae" in seen
+    assert "SetEnv QEMU_CPU=cortex-a72" in emulator._sshd_config(22, "pi", "pi4", "cortex-a72", (9, 2))
+    assert "PermitUserEnvironment QEMU_CPU" in emulator._sshd_config(22, "pi", "pi4", "cortex-a72", (8, 4))
+    assert "QEMU_CPU" not in emulator._sshd_config(22, "pi", "pi4", None)

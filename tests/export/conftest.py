@@ -140,7 +140,7 @@ class Case:
         self.model = factory()
         self.shapes = shapes
         self.examples = tuple(torch.from_numpy(a) for a in samples(shapes, 1, 0))
-        self.calibration = samples(shapes, 32, 10)
+        self.calibration = samples(shapes, 128, 10)
         self.parity = samples(shapes, 16, 20)
 
 
@@ -161,3 +161,69 @@ def export_case():
 def export_dir(tmp_path_factory: pytest.TempPathFactory):
     """One directory per session for artifacts shared between tests."""
     return tmp_path_factory.mktemp("exports")
+
+
+@pytest.fixture(scope="session")
+def exported(export_case, export_dir):
+    """``exported(fmt, model, precision, **options)`` → (Case, Artifact), exported once per session."""
+    from edgekit.export.api import export
+
+    cache: dict[tuple, tuple] = {}
+
+    def get(fmt: str, name: str, precision: str, **options):
+        key = (fmt, name, precision, tuple(sorted(options.items())))
+        if key not in cache:
+            case = export_case(name)
+            tag = "-".join(f"{k}{v}" for k, v in sorted(options.items())).replace("_", "")
+            artifact = export(
+                case.model,
+                case.examples,
+                format=fmt,
+                precision=precision,
+                calibration=case.calibration,
+                out_dir=export_dir / fmt,
+                name=f"{name}-{precision}{'-' + tag if tag else ''}",
+                options=options or None,
+                parity_inputs=case.parity,
+            )
+            cache[key] = (case, artifact)
+        return cache[key]
+
+    return get
+
+
+def check_manifest(case: Case, artifact) -> dict:
+    """Assert the manifest beside ``artifact`` describes exactly the file and the model."""
+    import json
+
+    from edgekit.export.api import source_sha256
+    from edgekit.export.base import Artifact, sha256_file
+    from edgekit.export.parity import open_session
+
+    manifest = artifact.manifest_path
+    assert manifest.is_file()
+    data = json.loads(manifest.read_text())
+    assert data["schema_version"] == 1
+    assert data["path"] == artifact.path.name
+    assert data["size_bytes"] == artifact.path.stat().st_size > 0
+    assert data["sha256"] == sha256_file(artifact.path)
+    assert data["source_sha256"] == source_sha256(case.model)
+    for key in ("edgekit", "torch", "converter"):
+        assert data["versions"].get(key), key
+    assert data["export_seconds"] > 0
+    assert data["parity"]["passed"] is True
+    back = Artifact.from_manifest(manifest)
+    assert back.sha256 == artifact.sha256 and back.inputs == artifact.inputs and back.outputs == artifact.outputs
+    # the I/O specs are what the runner sees when it loads the file
+    session = open_session(artifact)
+    assert [s["name"] for s in session.inputs] == [t.name for t in artifact.inputs]
+    assert [s["name"] for s in session.outputs] == [t.name for t in artifact.outputs]
+    assert [s["dtype"] for s in session.inputs] == [t.dtype for t in artifact.inputs]
+    assert [list(s["shape"]) for s in session.inputs] == [t.shape for t in artifact.inputs]
+    for spec in artifact.inputs + artifact.outputs:
+        if spec.dtype in ("int8", "uint8"):
+            assert spec.quantization and spec.quantization["scale"] > 0
+            assert isinstance(spec.quantization["zero_point"], int)
+        else:
+            assert spec.quantization is None
+    return data

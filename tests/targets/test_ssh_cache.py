@@ -15,7 +15,6 @@ import os
 import stat
 import subprocess
 import sys
-import textwrap
 import threading
 import time
 import uuid
@@ -29,7 +28,7 @@ from edgekit.resources import runner_path
 from edgekit.targets import cache as cache_module
 from edgekit.targets import ssh as ssh_module
 from edgekit.targets.base import RunJob
-from edgekit.targets.cache import SUPERVISOR, file_digest, split_inline_result
+from edgekit.targets.cache import SUPERVISOR, file_digest, split_blocks
 from tests.targets.test_ssh import benchmark_job, stub_runner, tiny_onnx
 
 pytestmark = pytest.mark.ssh
@@ -166,8 +165,9 @@ def test_interrupted_transfer_resumes(ssh_device, workdir: str, payload: Path, t
     half = payload.stat().st_size // 2
     prefix = payload.read_bytes()[:half] if good_prefix else os.urandom(half)
     part = _cache_dir(ssh_device, workdir) / f"{_sha(payload)}.part-earlierrun"
-    part.write_bytes(prefix)  # what a dropped link left behind
+    part.write_bytes(prefix)  # what a dropped link left behind, a minute ago
     os.chown(part, ssh_device.account.pw_uid, ssh_device.account.pw_gid)
+    os.utime(part, (time.time() - 60, time.time() - 60))  # (a part written just now may still be growing)
     with ssh_device.target(runner=runner, workdir=workdir) as target:
         result = target.run(_job(payload), tmp_path / "b")
     size = payload.stat().st_size
@@ -237,12 +237,18 @@ def test_supervisor_runs_on_old_pythons() -> None:
         source.unlink()
 
 
-def test_inline_result_framing() -> None:
-    body = b'{"ok": true}'
-    stdout = b"progress\n" + b"\n@@edgekit-result " + str(len(body)).encode() + b"\n" + body
-    assert split_inline_result(stdout) == (b"progress\n", body)
-    assert split_inline_result(b"\n@@edgekit-result 99\n{}")[1] is None  # truncated: read the file
-    assert split_inline_result(b"no marker") == (b"no marker", None)
+def test_inline_block_framing() -> None:
+    body, outputs = b'{"ok": true}', bytes(range(256)) * 3  # binary, with newlines and markers' bytes
+    stdout = (b"runner says hi\n" + b"\n@@edgekit-blocks\n"
+              + b"\n@@edgekit-file " + str(len(body)).encode() + b' "result.json"\n' + body
+              + b"\n@@edgekit-file " + str(len(outputs)).encode() + b' "out dir/o.npz"\n' + outputs
+              + b'\n@@edgekit-status {"rc": 0}\n')
+    human, files, info = split_blocks(stdout)
+    assert human == b"runner says hi\n" and info == {"rc": 0}
+    assert files == {"result.json": body, "out dir/o.npz": outputs}
+    truncated = b"\n@@edgekit-blocks\n\n@@edgekit-file 99 \"result.json\"\n{}"
+    assert split_blocks(truncated)[1] == {}  # a short frame is dropped: the host reads the file instead
+    assert split_blocks(b"no marker") == (b"no marker", {}, None)
 
 
 def test_file_digest_is_remembered(tmp_path: Path) -> None:
@@ -377,3 +383,18 @@ def test_concurrent_pushes_of_one_file_to_one_device(ssh_device, workdir: str, t
     assert errors == [] and len(results) == 3
     assert all(r.result["seen"]["model.bin"]["sha256"] == _sha(payload) for r in results)
     assert sorted(p.name for p in _cache_dir(ssh_device, workdir).iterdir()) == sorted([_sha(payload), _sha(runner)])
+
+
+def test_runtime_missing_points_to_provision(ssh_device, workdir: str, tmp_path: Path) -> None:
+    runner = stub_runner(tmp_path, """
+        import json, os, sys
+        json.dump({"schema_version": 1, "ok": False, "error": {"kind": "runtime_missing",
+                   "message": "no runtime for onnx imports: onnxruntime (No module named 'onnxruntime')"}},
+                  open(os.path.join(sys.argv[-1], "result.json"), "w"))
+        sys.exit(1)
+    """)
+    with ssh_device.target(runner=runner, workdir=workdir) as target:
+        with pytest.raises(RemoteRuntimeMissingError) as caught:
+            target.run(RunJob(job={"schema_version": 1}, files={}), tmp_path / "a")
+    assert "edgekit provision" in caught.value.one_line()
+    assert ssh_device.run_dirs(workdir) == []

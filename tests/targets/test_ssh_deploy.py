@@ -132,3 +132,18 @@ def test_state_warnings_read_the_runners_fields() -> None:
     calm = dict(past, throttled=runner.decode_throttled(0))
     assert _warnings({"state_before": calm, "state_after": calm}, None, True) == []
     assert _warnings({"state_before": {}, "state_after": {"throttled": None}}, None, True) == []
+
+
+def test_cli_asks_for_a_password_only_when_told(monkeypatch: pytest.MonkeyPatch) -> None:
+    import getpass
+
+    from edgekit.cli import _ssh_options, build_parser
+
+    asked: list[str] = []
+    monkeypatch.setattr(getpass, "getpass", lambda prompt="": asked.append(prompt) or "s3cret")
+    parser = build_parser()
+    plain = _ssh_options(parser.parse_args(["deploy", "m.onnx", "--device", "pi4", "--host", "h"]))
+    assert "password" not in plain and asked == []
+    told = _ssh_options(parser.parse_args(["deploy", "m.onnx", "--device", "pi4", "--host", "h", "--password",
+                                           "--connect-timeout", "2.5"]))
+    assert told["password"] == "s3cret" and len(asked) == 1 and told["connect_timeout"] == 2.5

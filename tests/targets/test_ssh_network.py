@@ -6,10 +6,12 @@ behind a delay proxy on 127.0.0.1. Every address is checked with ``ip route get`
 from __future__ import annotations
 
 import os
+import shutil
 import threading
 import time
 import uuid
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -29,6 +31,16 @@ with open(os.path.join(sys.argv[-1], "result.json"), "w") as f:
 """
 
 
+_WORKDIRS: list[str] = []
+
+
+@pytest.fixture(autouse=True)
+def _remove_workdirs(ssh_device) -> Iterator[None]:
+    yield
+    while _WORKDIRS:
+        shutil.rmtree(ssh_device.remote_path(_WORKDIRS.pop()), ignore_errors=True)
+
+
 def _target(ssh_device, device: NetnsDevice, tmp_path: Path, **overrides) -> SSHTarget:
     device.check_route()  # never connect anywhere but into our namespace
     known_hosts = tmp_path / f"known_hosts-{device.netns}"
@@ -36,6 +48,7 @@ def _target(ssh_device, device: NetnsDevice, tmp_path: Path, **overrides) -> SSH
     options = {"host": device.address(ssh_device.user), "known_hosts": known_hosts,
                "workdir": f"~/edgekit-net-{uuid.uuid4().hex[:8]}", "keepalive_s": 1, "connect_timeout": 3,
                **overrides}
+    _WORKDIRS.append(options["workdir"])
     return ssh_device.target(**options)
 
 
@@ -88,8 +101,9 @@ def test_added_latency_through_a_delay_proxy(ssh_device, tmp_path: Path) -> None
         port = proxy.ports[0]
         known_hosts = tmp_path / "known_hosts"
         known_hosts.write_text(f"[127.0.0.1]:{port} {' '.join(ssh_device.host_key_line.split()[:2])}\n")
+        _WORKDIRS.append(f"~/edgekit-net-{uuid.uuid4().hex[:8]}")
         target = ssh_device.target(host=f"{ssh_device.user}@127.0.0.1:{port}", known_hosts=known_hosts,
-                                   runner=runner)
+                                   runner=runner, workdir=_WORKDIRS[-1])
         started = time.monotonic()
         with target:
             connected = time.monotonic()
