@@ -43,8 +43,8 @@ from edgekit.errors import (
     TargetError,
     UsageError,
 )
+from edgekit.targets.ssh import DEFAULT_SITE_DIR
 
-DEFAULT_SITE_DIR = "~/.local/lib/edgekit-site"
 MANIFEST_NAME = "edgekit-site.json"
 WHEEL_CACHE_ENV = "EDGEKIT_WHEEL_CACHE"
 # runner runtime name -> PyPI project

@@ -33,7 +33,7 @@ from edgekit.compress.importance import activation_scores, magnitude_scores, tay
 from edgekit.compress.layers import select_layers
 from edgekit.compress.measure import PRUNABLE_TYPES, layer_sparsity, measure, overall_sparsity
 from edgekit.compress.report import StepReport
-from edgekit.errors import RecipeError, UsageError
+from edgekit.errors import UsageError
 
 UNSTRUCTURED_NOTE = ("unstructured sparsity shrinks the compressed (gzip) weights only: dense runtimes "
                      "(ONNX Runtime, TFLite/XNNPACK) run a sparse model no faster and its exported file "

@@ -172,7 +172,7 @@ def conv_bn_pairs(model: nn.Module, example_inputs: Sequence[torch.Tensor]) -> l
             pairs.append((hit[0], names[module]))
 
     hooks = [m.register_forward_hook(after_conv) for m in model.modules()
-             if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d)) and m.groups >= 1]
+             if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d))]
     hooks += [m.register_forward_pre_hook(before_bn) for m in model.modules()
               if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d))]
     was_training = model.training

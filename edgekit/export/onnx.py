@@ -18,8 +18,9 @@ Precisions
 Options (``options=`` of ``export``)
   opset (18), dynamic_batch (False), int8_mode ("static" | "dynamic"), calibration_method
   ("minmax" | "percentile" | "entropy"), calibration_percentile (99.999), activation_type ("uint8" | "int8"), per_channel (True),
-  quantize_bias (False), keep_io_types (True, fp16), nodes_to_exclude ([] — ONNX node names kept
-  in float), input_names / output_names.
+  quantize_bias (False), keep_io_types (True, fp16), float_modules ([] — torch module names, e.g.
+  "_conv_stem", whose ONNX nodes stay float: mixed precision for sensitive layers),
+  nodes_to_exclude ([] — ONNX node names kept in float), input_names / output_names.
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ _OPTIONS = {
     "quantize_bias": False,
     "keep_io_types": True,
     "nodes_to_exclude": (),
+    "float_modules": (),
     "input_names": None,
     "output_names": None,
     "metadata": None,  # extra key/values for metadata_props (the api adds source_sha256)
@@ -167,6 +169,10 @@ class OnnxFormat:
                 feeds = cal.to_feeds(calibration, names, "calibration data")
                 cal.check_shapes(feeds, examples, names, "calibration data")
                 batch = 1 if opts["dynamic_batch"] else int(examples[0].shape[0]) if examples[0].dim() else 1
+                if opts["float_modules"]:
+                    kept = nodes_of_modules(fp32, list(opts["float_modules"]))
+                    opts["nodes_to_exclude"] = list(opts["nodes_to_exclude"] or []) + kept
+                    notes.append(f"mixed precision: {len(kept)} nodes of {', '.join(opts['float_modules'])} kept float")
                 _quantize_static(fp32, Path(tmp), out_path, feeds, batch, opts)
                 calib_summary = cal.summary(
                     feeds,
@@ -478,6 +484,31 @@ def _quantize_dynamic(src: Path, tmp: Path, dst: Path, per_channel: bool) -> Non
             "use int8_mode='static' with calibration data for convolutional models",
         )
     _finish_proto(quantized, dst)
+
+
+def nodes_of_modules(path: Path, modules: list[str]) -> list[str]:
+    """Names of the ONNX nodes the dynamo exporter attributed to torch modules ``modules``
+    (or their children), from each node's ``pkg.torch.onnx.name_scopes`` metadata."""
+    import ast
+
+    model = _load(path)
+    found: dict[str, list[str]] = {m: [] for m in modules}
+    for node in model.graph.node:
+        meta = {p.key: p.value for p in node.metadata_props}
+        try:
+            scopes = ast.literal_eval(meta.get("pkg.torch.onnx.name_scopes", "[]"))
+        except (ValueError, SyntaxError):
+            continue
+        for module in modules:
+            if any(s == module or str(s).startswith(module + ".") for s in scopes):
+                found[module].append(node.name)
+    missing = [m for m, names in found.items() if not names]
+    if missing:
+        raise UsageError(
+            f"float_modules: no ONNX nodes come from {', '.join(missing)}",
+            "name modules as in model.named_modules(), e.g. 'features.0'",
+        )
+    return sorted({n for names in found.values() for n in names})
 
 
 def _gemm_to_matmul(model: Any) -> Any:

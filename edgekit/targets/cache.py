@@ -308,12 +308,14 @@ def _link(src, dst):
         pass
     shutil.copyfile(src, dst)
 
-def _run_child(runner, args, run_dir):
+def _run_child(runner, args, run_dir, site_dirs=()):
     try:
         fd = os.open(os.devnull, os.O_RDONLY)
         os.dup2(fd, 0)
         os.close(fd)
         sys.path[:] = [p for p in sys.path if p not in ("", ".", run_dir)]
+        # runtimes installed by `edgekit provision` come first, as PYTHONPATH would put them
+        sys.path[:0] = [d for d in (os.path.expanduser(d) for d in site_dirs) if os.path.isdir(d)]
         sys.argv[:] = [runner] + list(args)
         import runpy
         runpy.run_path(runner, run_name="__main__")
@@ -460,7 +462,7 @@ def main():
     started = time.time()
     pid = os.fork()
     if pid == 0:
-        _run_child(runner, args, run_dir)
+        _run_child(runner, args, run_dir, spec.get("site_dirs") or [])
     try:
         with open("%(pids)s", "w") as f:
             f.write("%%d %%d\n" %% (os.getpid(), pid))

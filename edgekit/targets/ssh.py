@@ -100,6 +100,7 @@ RUN_DIR_PREFIX = "edgekit-run-"
 RESULT_NAME = "result.json"
 JOB_NAME = "job.json"
 DEFAULT_KEEPALIVE_S = 15
+DEFAULT_SITE_DIR = "~/.local/lib/edgekit-site"  # where `edgekit provision` installs runtimes
 KEEPALIVE_COUNT_MAX = 3  # as OpenSSH's ServerAliveCountMax
 DEFAULT_RECONNECT_S = 30.0
 STDERR_TAIL_BYTES = 64 * 1024
@@ -235,6 +236,8 @@ class SSHTarget(Target):
     how long a run whose link dropped tries to reconnect and collect its result. ``runner``
     overrides the runner file (tests). ``profile_name`` / ``memory_mib`` describe the device
     in out-of-memory messages. ``progress`` (a ``Progress``) shows pushes of large files.
+    ``site_dir`` is put first on the runner's ``sys.path`` when it exists on the device: where
+    ``edgekit provision`` installs the runtimes (None: never).
     """
 
     def __init__(
@@ -262,6 +265,7 @@ class SSHTarget(Target):
         default_user: str | None = None,
         default_port: int | None = None,
         progress: Any = None,
+        site_dir: str | None = DEFAULT_SITE_DIR,
     ) -> None:
         if isinstance(key_filename, (str, os.PathLike)):
             key_files = [Path(os.path.expanduser(str(key_filename)))]
@@ -281,6 +285,7 @@ class SSHTarget(Target):
         if not self.python_argv:
             raise UsageError("the device's python command is empty", "pass e.g. --python python3")
         self.python = python
+        self.site_dir = site_dir  # where `edgekit provision` installs runtimes; used when it exists
         self.workdir = workdir
         for name, value in (("connect timeout", connect_timeout), ("command timeout", command_timeout)):
             if not float(value) > 0:
@@ -977,6 +982,7 @@ class SSHTarget(Target):
                 "job": job,
                 "runner": RUNNER_NAME,
                 "args": args,
+                "site_dirs": [self.site_dir] if self.site_dir else [],
                 "fetch": list(fetch or []),
                 "await_cleanup": True,
                 # an unfinished transfer idle this long is not being written: resume it
