@@ -224,7 +224,7 @@ def section_qat(b: Bench) -> None:
 
 
 def section_magnitude(b: Bench) -> None:
-    epochs = b.budget(1)
+    epochs = b.budget(2)
     cfg = PruneConfig(ratio=0.8, scope="global", steps=3,
                       finetune=FinetuneConfig(epochs=epochs, lr=1e-3, schedule="cosine"))
     model, report = prune(build(), cfg, b.data, progress=_progress())
@@ -265,9 +265,10 @@ def _channel_row(b: Bench, label: str, cfg: PruneConfig, name: str) -> None:
 
 def section_structured(b: Bench) -> None:
     epochs = b.budget(4)
-    cfg = PruneConfig(structure="channels", ratio=0.5, importance="magnitude", scope="layer",
+    cfg = PruneConfig(structure="channels", ratio=0.5, importance="magnitude", scope="layer", steps=2,
                       finetune=FinetuneConfig(epochs=epochs, lr=2e-3, schedule="onecycle"))
-    _channel_row(b, f"structured 50 % channels (L1, DepGraph, {epochs} epoch(s) fine-tune)", cfg, "structured50")
+    _channel_row(b, f"structured 50 % channels (L1, DepGraph, 2 rounds, {epochs} epoch(s) fine-tune each)", cfg,
+                 "structured50")
 
 
 def section_activation(b: Bench) -> None:

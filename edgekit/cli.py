@@ -622,6 +622,97 @@ def _cmd_compress(args: argparse.Namespace) -> int:
     return int(ExitCode.OK)
 
 
+# --- export -------------------------------------------------------------------------------------
+
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("export", help="export a model to ONNX or TFLite, check it against torch, write a manifest")
+    p.add_argument("model", help="example:NAME or pkg.module:fn")
+    p.add_argument("--format", required=True, choices=["onnx", "tflite"])
+    p.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "int8"])
+    p.add_argument("--weights", help="state_dict file for a pkg.module:fn model")
+    p.add_argument("--input-shape", help="input shape for a pkg.module:fn model, e.g. 1,3,224,224")
+    p.add_argument("--calibration", help="int8 calibration data: example:fashion-mnist or an .npz of inputs")
+    p.add_argument("--calibration-method", choices=["minmax", "percentile", "entropy", "histogram"],
+                   help="how int8 ranges are chosen (ONNX: minmax/percentile/entropy; TFLite: minmax/histogram)")
+    p.add_argument("--int8-mode", choices=["static", "dynamic", "full"],
+                   help="ONNX: static (QDQ, default) or dynamic; TFLite: full (integer I/O, default) or dynamic")
+    p.add_argument("--float-io", action="store_true", help="TFLite full-integer int8 with float32 input/output")
+    p.add_argument("--channels-last", action="store_true", help="TFLite: NHWC input/output")
+    p.add_argument("--dynamic-batch", action="store_true", help="a dynamic batch dimension (ONNX only)")
+    p.add_argument("--eval", help="evaluate the artifact in its runtime: example:fashion-mnist")
+    p.add_argument("--eval-limit", type=int, help="evaluate on the first N images only")
+    p.add_argument("-o", "--out-dir", default=".", help="where to write the artifact and its manifest")
+    p.add_argument("--name", help="artifact file name without suffix (default MODEL.PRECISION)")
+    p.add_argument("--strict", action="store_true", help="fail (exit 1) when parity is over tolerance")
+    p.add_argument("--json", action="store_true", help="print the manifest as JSON")
+    p.set_defaults(handler=_cmd_export)
+
+
+def _export_options(args: argparse.Namespace) -> dict[str, Any]:
+    options: dict[str, Any] = {}
+    if args.calibration_method:
+        options["calibration_method"] = args.calibration_method
+    if args.int8_mode:
+        options["int8_mode"] = args.int8_mode
+    if args.float_io:
+        options["io_dtype"] = "float32"
+    if args.channels_last:
+        options["channels_last"] = True
+    if args.dynamic_batch:
+        options["dynamic_batch"] = True
+    return options
+
+
+def _calibration_data(ref: str | None, resolved: Any) -> Any:
+    if ref is None:
+        return None
+    from edgekit.data import load_npz_inputs
+    from edgekit.datasets import calibration_inputs
+
+    if ref.endswith(".npz"):
+        arrays = load_npz_inputs(ref)
+        return next(iter(arrays.values())) if len(arrays) == 1 else arrays
+    return calibration_inputs(resolved.example_inputs, ref)
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from edgekit.datasets import eval_set
+    from edgekit.export.api import export
+    from edgekit.models import resolve_model
+
+    resolved = resolve_model(args.model, weights=args.weights, input_shape=args.input_shape)
+    if resolved.is_file:
+        from edgekit.errors import UsageError
+
+        raise UsageError(f"{args.model} is already a model file", "export takes example:NAME or pkg.module:fn")
+    say = _progress(args)
+    evalset = eval_set(args.eval, args.eval_limit) if args.eval else None
+    say(f"exporting {resolved.name} to {args.format}/{args.precision}")
+    artifact = export(
+        resolved.module, resolved.example_inputs, format=args.format, precision=args.precision,
+        calibration=_calibration_data(args.calibration, resolved), out_dir=args.out_dir,
+        name=args.name or f"{resolved.name}.{args.precision}", options=_export_options(args),
+        strict=args.strict, eval_data=(evalset.x, evalset.y) if evalset else None,
+    )
+    if args.json:
+        print(json.dumps(artifact.to_dict(), indent=2, default=str))
+        return int(ExitCode.OK)
+    parity = artifact.parity or {}
+    print(f"{artifact.path}  {artifact.size_bytes:,} bytes  sha256 {artifact.sha256[:12]}…")
+    if parity:
+        agreement = parity.get("top1_agreement")
+        line = f"parity  max|Δ| {parity.get('max_abs_diff', float('nan')):.3g} vs torch"
+        line += f" · top-1 agreement {agreement * 100:.1f} %" if agreement is not None else ""
+        line += "" if parity.get("passed", True) else "  [over tolerance]"
+        print(line)
+        accuracy = parity.get("accuracy")
+        if accuracy:
+            print(f"accuracy {accuracy['accuracy'] * 100:.2f} % on {evalset.name} ({accuracy['n']} images; "
+                  f"torch fp32 {accuracy['reference_accuracy'] * 100:.2f} %)")
+    print(f"manifest {artifact.manifest_path}")
+    return int(ExitCode.OK)
+
+
 # --- main ---------------------------------------------------------------------------------------
 
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_deploy, _add_devices]
@@ -629,6 +720,7 @@ COMMANDS += [_add_report, _add_runs, _add_compare]
 COMMANDS += [_add_emulator, _add_provision, _add_doctor]
 COMMANDS += [_add_device]
 COMMANDS += [_add_compress]
+COMMANDS += [_add_export]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
@@ -14,8 +14,6 @@ from edgekit.errors import DataError
 
 if TYPE_CHECKING:
     import torch
-
-    from edgekit.models import ResolvedModel
 
 CALIBRATION_SAMPLES = 256
 DATASETS = {"example:fashion-mnist": "Fashion-MNIST test"}
@@ -48,13 +46,16 @@ def eval_set(name: str, limit: int | None = None) -> EvalSet:
     return EvalSet(DATASETS[name], split.x, split.y)
 
 
-def calibration_inputs(resolved: "ResolvedModel", evalset: EvalSet | None) -> np.ndarray:
-    """Representative inputs for int8 calibration: training images (never the test set) when known."""
-    if evalset is not None and resolved.dataset == "example:fashion-mnist":
+def calibration_inputs(example_inputs: Sequence[Any], dataset: str | None) -> np.ndarray:
+    """Representative inputs for int8 calibration: training images (never the test set) when the
+    data set is known, else seeded random normal inputs of the example's shape."""
+    if dataset is not None:
+        if dataset not in DATASETS:
+            raise DataError(f"unknown data set {dataset!r}", f"known: {', '.join(DATASETS)}, or an .npz of inputs")
         train = load_fashion_mnist("train", limit=20000)
         pick = np.random.default_rng(0).choice(len(train), CALIBRATION_SAMPLES, replace=False)
         return train.x[np.sort(pick)]
-    shape = tuple(resolved.example_inputs[0].shape)
+    shape = tuple(example_inputs[0].shape)
     return np.random.default_rng(0).standard_normal((CALIBRATION_SAMPLES, *shape[1:])).astype(np.float32)
 
 

@@ -242,7 +242,8 @@ def _artifact_for(
     from edgekit.export.api import export
 
     choice = choose_format(profile, options.format, options.precision)
-    calibration = calibration_inputs(resolved, evalset) if choice.precision == "int8" else None
+    calibration = (calibration_inputs(resolved.example_inputs, resolved.dataset)
+                   if choice.precision == "int8" else None)
     say(f"exporting {choice.format}/{choice.precision}")
     artifact = export(
         resolved.module, resolved.example_inputs, format=choice.format, precision=choice.precision,

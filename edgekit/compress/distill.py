@@ -3,13 +3,14 @@
 The loss per batch is
 
     α · T² · KL(softmax(teacher/T) ‖ softmax(student/T))  +  (1 − α) · CE(student, labels)
-      + Σ_pairs  w · MSE(adapter(student feature), teacher feature)
+      + Σ_pairs  w · MSE(adapter(student feature), teacher feature)      (or attention maps)
 
 The teacher sees the same (augmented) batch as the student, in eval mode and without gradients.
-Feature pairs name a student module and a teacher module (``named_modules`` names); where their
-widths differ a learned adapter maps the student's feature to the teacher's width (a 1×1 conv for
-N×C×H×W features, a linear layer for N×C), and a spatial size mismatch is resolved by adaptive
-average pooling. Adapters train with the student and are dropped afterwards.
+Feature pairs name a student module and a teacher module (``named_modules`` names). With the
+``mse`` loss, where their widths differ a learned adapter maps the student's feature to the
+teacher's width (a 1×1 conv for N×C×H×W features, a linear layer for N×C), and a spatial size
+mismatch is resolved by adaptive average pooling; adapters train with the student and are
+dropped afterwards. The ``attention`` loss compares spatial attention maps instead (no adapter).
 
 In a recipe the student comes from a factory (``student: pkg.module:fn`` with ``student_kwargs``),
 which the manifest records, so a distilled model is rebuilt without pickles.
@@ -18,7 +19,7 @@ which the manifest records, so a distilled model is rebuilt without pickles.
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Literal, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -35,9 +36,18 @@ from edgekit.errors import RecipeError, UsageError
 
 
 class FeaturePair(StepConfig):
+    """A student module's output taught by a teacher module's output.
+
+    ``loss: mse`` (FitNets) regresses the student feature, through a learned adapter where widths
+    differ, onto the teacher feature. ``loss: attention`` (Zagoruyko & Komodakis) compares spatial
+    attention maps (the channel mean of squared activations, L2-normalized per sample; the squared
+    distance summed over positions): no adapter, any widths, N×C×H×W features only.
+    """
+
     student: str
     teacher: str
     weight: float = Field(1.0, ge=0)
+    loss: Literal["mse", "attention"] = "mse"
 
 
 class DistillConfig(StepConfig):
@@ -115,6 +125,19 @@ class _Adapter(nn.Module):
         return x
 
 
+def attention_map(feature: torch.Tensor) -> torch.Tensor:
+    """Per-sample spatial attention: mean over channels of a², flattened, L2-normalized."""
+    return F.normalize(feature.pow(2).mean(1).flatten(1), dim=1)
+
+
+def attention_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    if student.dim() != 4 or teacher.dim() != 4:
+        raise RecipeError("distill: attention transfer needs N×C×H×W features", "use loss: mse for N×C features")
+    if student.shape[2:] != teacher.shape[2:]:
+        student = F.adaptive_avg_pool2d(student, teacher.shape[2:])
+    return (attention_map(student) - attention_map(teacher)).pow(2).sum(1).mean()
+
+
 def soft_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
     """T² · KL(teacher ‖ student) on temperature-softened distributions (Hinton et al.)."""
     t = temperature
@@ -157,8 +180,9 @@ def distill(
         with torch.no_grad():
             student(probe)
             teacher(probe)
-        adapters = nn.ModuleList(_Adapter(s_feats.values[p.student].shape, t_feats.values[p.teacher].shape)
-                                 for p in cfg.features)
+        adapters = nn.ModuleList(
+            _Adapter(s_feats.values[p.student].shape, t_feats.values[p.teacher].shape) if p.loss == "mse" else nn.Identity()
+            for p in cfg.features)
         parts = {"soft": 0.0, "hard": 0.0, "feature": 0.0, "n": 0}
 
         def batch_loss(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -170,8 +194,11 @@ def distill(
             loss = cfg.alpha * soft + (1 - cfg.alpha) * hard
             feat = torch.zeros(())
             for pair, adapter in zip(cfg.features, adapters):
-                feat = feat + pair.weight * F.mse_loss(adapter(s_feats.values[pair.student]),
-                                                       t_feats.values[pair.teacher].detach())
+                f_s, f_t = s_feats.values[pair.student], t_feats.values[pair.teacher].detach()
+                if pair.loss == "attention":
+                    feat = feat + pair.weight * attention_loss(f_s, f_t)
+                else:
+                    feat = feat + pair.weight * F.mse_loss(adapter(f_s), f_t)
             parts["soft"] += float(soft.detach())
             parts["hard"] += float(hard.detach())
             parts["feature"] += float(feat.detach())
@@ -201,4 +228,4 @@ def distill(
 
 make_module_callable(__name__, "distill")  # edgekit.compress.distill(...) calls distill(); the module stays importable
 
-__all__ = ["DistillConfig", "FeaturePair", "build_student", "distill", "soft_loss"]
+__all__ = ["DistillConfig", "FeaturePair", "attention_loss", "attention_map", "build_student", "distill", "soft_loss"]

@@ -34,15 +34,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from edgekit.errors import ExportError, UnsupportedOpError, UsageError
+from edgekit.errors import ExportError, UnsupportedOpError, UnsupportedPrecisionError, UsageError
 from edgekit.export import calibration as cal
 from edgekit.export.base import Artifact, TensorSpec
-
-
-def quiet():  # noqa: ANN201 - see edgekit.export.api.quiet
-    from edgekit.export.api import quiet as _quiet
-
-    return _quiet()
 
 DEFAULT_OPSET = 18
 METADATA_PREFIX = "edgekit."
@@ -98,6 +92,12 @@ def resolve_options(options: dict[str, Any] | None, precision: str) -> dict[str,
     return resolved
 
 
+def quiet():  # noqa: ANN201 - edgekit.export.api.quiet, imported late (api imports the formats)
+    from edgekit.export.api import quiet as _quiet
+
+    return _quiet()
+
+
 class OnnxFormat:
     name = "onnx"
     suffix = ".onnx"
@@ -133,9 +133,9 @@ class OnnxFormat:
         options: dict[str, Any] | None = None,
     ) -> Artifact:
         opts = resolve_options(options, precision)
+        if opts["float_modules"] and not (precision == "int8" and opts["int8_mode"] == "static"):
+            raise UsageError("float_modules applies to static int8 only", "drop it, or export int8 static")
         if precision not in self.precisions:
-            from edgekit.errors import UnsupportedPrecisionError
-
             raise UnsupportedPrecisionError(
                 f"onnx does not support precision {precision!r}", f"choose one of: {', '.join(self.precisions)}"
             )
@@ -195,8 +195,10 @@ class OnnxFormat:
         artifact = self.inspect(out_path)
         artifact.precision = precision
         artifact.opset = opts["opset"]
+        artifact.versions.pop("edgekit_exported_with", None)
         artifact.versions.update(self.versions())
-        artifact.versions["converter"] = "torch.onnx (dynamo)"
+        artifact.versions["converter"] = "torch.onnx (dynamo)" + (" + onnxruntime.quantization" if precision == "int8" else "")
+        artifact.versions["runtime"] = "onnxruntime"
         artifact.calibration = calib_summary
         artifact.export_seconds = time.perf_counter() - started
         artifact.notes = notes + artifact.notes
@@ -487,20 +489,24 @@ def _quantize_dynamic(src: Path, tmp: Path, dst: Path, per_channel: bool) -> Non
 
 
 def nodes_of_modules(path: Path, modules: list[str]) -> list[str]:
-    """Names of the ONNX nodes the dynamo exporter attributed to torch modules ``modules``
-    (or their children), from each node's ``pkg.torch.onnx.name_scopes`` metadata."""
+    """Names of the ONNX nodes that come from torch modules ``modules`` (or their children): by
+    their parameters' initializer names (``<module>.weight``), or by the dynamo exporter's
+    ``pkg.torch.onnx.name_scopes`` metadata (a conv with a folded BatchNorm carries the BN's)."""
     import ast
 
     model = _load(path)
+    inits = {i.name for i in model.graph.initializer}
     found: dict[str, list[str]] = {m: [] for m in modules}
     for node in model.graph.node:
         meta = {p.key: p.value for p in node.metadata_props}
         try:
-            scopes = ast.literal_eval(meta.get("pkg.torch.onnx.name_scopes", "[]"))
+            scopes = [str(s) for s in ast.literal_eval(meta.get("pkg.torch.onnx.name_scopes", "[]"))]
         except (ValueError, SyntaxError):
-            continue
+            scopes = []
+        params = [i for i in node.input if i in inits]
         for module in modules:
-            if any(s == module or str(s).startswith(module + ".") for s in scopes):
+            prefix = module + "."
+            if any(s == module or s.startswith(prefix) for s in scopes) or any(p.startswith(prefix) for p in params):
                 found[module].append(node.name)
     missing = [m for m, names in found.items() if not names]
     if missing:

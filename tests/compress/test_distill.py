@@ -64,3 +64,13 @@ def test_errors(cnn, data):
         distill(_student(), cnn, data, {"alpha": 1.5})
     with pytest.raises(UsageError, match="needs training data"):
         distill(_student(), cnn, None)
+
+
+def test_attention_transfer_loss():
+    from edgekit.compress.distill import attention_loss
+
+    t = torch.rand(4, 32, 7, 7)
+    assert float(attention_loss(t[:, :8] * 3, t[:, :8])) == pytest.approx(0.0, abs=1e-6)  # scale-free
+    assert float(attention_loss(torch.rand(4, 8, 14, 14), t)) > 0  # pooled to 7×7, any widths
+    with pytest.raises(RecipeError, match="N×C×H×W"):
+        attention_loss(torch.rand(4, 8), torch.rand(4, 8))

@@ -6,7 +6,7 @@ import onnx
 import pytest
 import torch
 
-from edgekit.errors import UnsupportedOpError, UnsupportedPrecisionError, UsageError
+from edgekit.errors import ExportError, UnsupportedOpError, UnsupportedPrecisionError, UsageError
 from edgekit.export import get_format
 from edgekit.export.api import export
 from tests.export.conftest import MODELS, check_manifest
@@ -73,7 +73,7 @@ def test_dynamic_int8_for_linear_models(exported) -> None:
 
 
 def test_dynamic_int8_refuses_a_model_with_nothing_to_quantize(export_case, tmp_path) -> None:
-    case = export_case("depthwise")  # convolutions only (+ one small Linear head)
+    case = export_case("depthwise")
 
     class ConvOnly(torch.nn.Module):
         def __init__(self) -> None:
@@ -83,7 +83,7 @@ def test_dynamic_int8_refuses_a_model_with_nothing_to_quantize(export_case, tmp_
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             return self.conv(x)
 
-    with pytest.raises(Exception, match="nothing to quantize"):
+    with pytest.raises(ExportError, match="nothing to quantize"):
         export(ConvOnly().eval(), case.examples, "onnx", "int8", out_dir=tmp_path, options={"int8_mode": "dynamic"})
     assert list(tmp_path.iterdir()) == []
 

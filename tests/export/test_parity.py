@@ -15,7 +15,8 @@ def test_compare_outputs_tolerance_follows_precision_and_scale() -> None:
     ref = [np.array([[10.0, -2.0, 0.5], [1.0, 3.0, -4.0]])]
     close = [ref[0] + 2e-3]
     assert compare_outputs(ref, close, "fp32")["passed"] is False  # 2e-3 > 1e-4 × 10 + 1e-5
-    assert compare_outputs(ref, close, "fp16")["passed"] is True
+    assert compare_outputs(ref, close, "fp16")["passed"] is True  # ≤ 2e-2 × 10 + 1e-3
+    assert compare_outputs(ref, [ref[0] + 0.3], "fp16")["passed"] is False
     result = compare_outputs(ref, close, "fp32")
     assert result["tolerance"] == pytest.approx(tolerance_for("fp32", 10.0))
     assert result["max_abs_diff"] == pytest.approx(2e-3) and result["n"] == 2 and result["top1_agreement"] == 1.0
@@ -82,7 +83,8 @@ def test_wrong_sample_shape_is_a_usage_error(export_case, tmp_path) -> None:
 @pytest.mark.parametrize("fmt", ["onnx", pytest.param("tflite", marks=pytest.mark.tflite)])
 def test_example_cnn_int8_accuracy(example_cnn, fmt: str, tmp_path) -> None:
     """The shipped Fashion-MNIST CNN keeps its accuracy in int8 (2,000 test images, own runtime)."""
-    pytest.importorskip("litert_torch") if fmt == "tflite" else None
+    if fmt == "tflite":
+        pytest.importorskip("litert_torch")
     from edgekit.data import load_fashion_mnist
 
     test = load_fashion_mnist("test", limit=2000)
