@@ -205,8 +205,9 @@ def test_deploy_on_the_emulated_pi_matches_the_host(provisioned_pi, tmp_path, fm
     started = time.monotonic()
     if via == "cli":
         report_path = tmp_path / "report.json"
+        # no --python: the SSH target puts the provisioned folder on the runner's path by itself
         done = run_cli("-q", "deploy", "example:fashion-cnn", "--device", DEVICE, *pi.cli_flags(),
-                       "--python", provisioned_pi.python_command, "--eval-limit", str(EVAL_LIMIT),
+                       "--eval-limit", str(EVAL_LIMIT),
                        "--runs", "10", "--warmup", "2", "--threads", "1", "-o", str(out_dir),
                        "--report", str(report_path))
         assert done.returncode == 0, done.stderr[-3000:]
