@@ -403,9 +403,21 @@ def _varied_inputs(n: int, seed: int) -> np.ndarray:
     return np.stack(images)
 
 
-def _agreement(run: Callable[[np.ndarray], np.ndarray], x: np.ndarray, reference: np.ndarray) -> float:
-    outs = np.concatenate([run(x[i : i + 16]) for i in range(0, len(x), 16)])
-    return float((outs.argmax(1) == reference.argmax(1)).mean())
+def _agreement(run: Callable[[np.ndarray], np.ndarray], x: np.ndarray, reference: np.ndarray) -> dict[str, float]:
+    """How closely outputs follow the fp32 torch model's: top-1 agreement, the fp32 top-1 within the
+    top-5, mean cosine similarity of the logits, and top-1 agreement where fp32 is confident."""
+    outs = np.concatenate([run(x[i : i + 16]) for i in range(0, len(x), 16)]).reshape(len(x), -1)
+    ref_top = reference.argmax(1)
+    top5 = np.argsort(-outs, axis=1)[:, :5]
+    cos = (outs * reference).sum(1) / (np.linalg.norm(outs, axis=1) * np.linalg.norm(reference, axis=1) + 1e-12)
+    prob = np.exp(reference - reference.max(1, keepdims=True))
+    prob /= prob.sum(1, keepdims=True)
+    confident = prob.max(1) >= 0.5
+    return {"top1_agreement": float((outs.argmax(1) == ref_top).mean()),
+            "top5_contains_top1": float((top5 == ref_top[:, None]).any(1).mean()),
+            "logit_cosine": float(cos.mean()),
+            "confident_n": int(confident.sum()),
+            "top1_agreement_confident": float((outs.argmax(1) == ref_top)[confident].mean()) if confident.any() else None}
 
 
 def _file_runner(path: Path) -> Callable[[np.ndarray], np.ndarray]:
@@ -444,6 +456,8 @@ def section_effnet(b: Bench) -> dict[str, Any]:
     def torch_run(m: nn.Module) -> Callable[[np.ndarray], np.ndarray]:
         return lambda a: m(torch.from_numpy(a)).detach().numpy()
 
+    baseline_files: dict[str, Path] = {}
+
     def add(label: str, m: nn.Module | None, files: dict[str, Path], notes: list[str]) -> None:
         entry: dict[str, Any] = {"technique": label, "model": "efficientnet-lite0", "notes": notes, "artifacts": {}}
         if m is not None:
@@ -451,13 +465,18 @@ def section_effnet(b: Bench) -> dict[str, Any]:
                 entry.update(params=count_params(m), macs=count_macs(m, example), gzip_bytes=gzip_bytes(m),
                              torch_agreement=_agreement(torch_run(m), x, reference))
         for fmt, path in files.items():
-            entry["artifacts"][fmt] = {"file": path.name, "size_bytes": path.stat().st_size,
-                                       "latency_ms": b.latency_ms(path, fmt),
-                                       "top1_agreement": _agreement(_file_runner(path), x, reference)}
+            info = {"file": path.name, "size_bytes": path.stat().st_size, **_agreement(_file_runner(path), x, reference)}
+            if fmt in baseline_files and baseline_files[fmt] != path:
+                info["baseline_latency_ms"], info["latency_ms"] = b.paired_latency(baseline_files[fmt], path, fmt)
+                info["speedup"] = ratio(info["baseline_latency_ms"], info["latency_ms"])
+            else:
+                info["latency_ms"] = b.latency_ms(path, fmt)
+            entry["artifacts"][fmt] = info
         rows.append(entry)
-        print(f"  effnet {label}: " + ", ".join(f"{k} {v['size_bytes'] / 1e6:.2f} MB {v['latency_ms']:.2f} ms "
-                                                 f"agree {v['top1_agreement']:.3f}" for k, v in entry["artifacts"].items()),
-              flush=True)
+        print(f"  effnet {label}: " + ", ".join(
+            f"{k} {v['size_bytes'] / 1e6:.2f} MB {v['latency_ms']:.2f} ms (×{v.get('speedup') or 1:.2f}) "
+            f"top-1 agree {v['top1_agreement']:.3f} (confident {v['top1_agreement_confident']}, n={v['confident_n']}) "
+            f"cos {v['logit_cosine']:.3f}" for k, v in entry["artifacts"].items()), flush=True)
 
     def fp32_files(m: nn.Module, name: str, formats: tuple[str, ...] = ("onnx", "tflite")) -> dict[str, Path]:
         out = {}
@@ -467,7 +486,8 @@ def section_effnet(b: Bench) -> dict[str, Any]:
             out[fmt] = path
         return out
 
-    add("fp32", model, fp32_files(model, "effnet"), [])
+    baseline_files.update(fp32_files(model, "effnet"))
+    add("fp32", model, dict(baseline_files), [])
     folder = b.work / "effnet_int8"
     quantize(fresh(), QuantizeConfig(formats=["onnx", "tflite"], calibration_samples=len(calib)), calib_data,
              example_inputs=example, out_dir=folder, name="effnet")
@@ -525,16 +545,21 @@ def print_table(results: dict[str, Any]) -> None:
     console.print(table)
     eff = results.get("effnet")
     if eff:
-        t2 = Table(title=f"EfficientNet-Lite0 ({eff['inputs']}; agreement = top-1 same as fp32 torch)")
-        for col in ("technique", "params", "onnx MB / tflite MB", "pi4-emul ms onnx / tflite", "top-1 agreement onnx / tflite"):
+        t2 = Table(title=f"EfficientNet-Lite0 ({eff['inputs']}; agreement with the fp32 torch model)")
+        for col in ("technique", "params", "onnx MB / tflite MB", "pi4-emul ms onnx / tflite", "speed-up onnx / tflite",
+                    "top-1 agree onnx / tflite", "logit cos onnx / tflite"):
             t2.add_column(col)
         for r in eff["rows"]:
             arts = r["artifacts"]
+
+            def both(key: str, fmt_value: Callable[[Any], str]) -> str:
+                return " / ".join(fmt_value(arts[f][key]) if f in arts and arts[f].get(key) is not None else "–"
+                                  for f in ("onnx", "tflite"))
+
             t2.add_row(r["technique"], f"{r['params']:,}" if r.get("params") else "–",
-                       " / ".join(f"{arts[f]['size_bytes'] / 1e6:.2f}" if f in arts else "–" for f in ("onnx", "tflite")),
-                       " / ".join(f"{arts[f]['latency_ms']:.2f}" if f in arts and arts[f]['latency_ms'] else "–"
-                                  for f in ("onnx", "tflite")),
-                       " / ".join(f"{arts[f]['top1_agreement']:.3f}" if f in arts else "–" for f in ("onnx", "tflite")))
+                       both("size_bytes", lambda v: f"{v / 1e6:.2f}"), both("latency_ms", lambda v: f"{v:.2f}"),
+                       both("speedup", lambda v: f"{v:.2f}×"), both("top1_agreement", lambda v: f"{v:.3f}"),
+                       both("logit_cosine", lambda v: f"{v:.3f}"))
         console.print(t2)
 
 

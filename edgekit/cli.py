@@ -637,7 +637,7 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--int8-mode", choices=["static", "dynamic", "full"],
                    help="ONNX: static (QDQ, default) or dynamic; TFLite: full (integer I/O, default) or dynamic")
     p.add_argument("--float-io", action="store_true", help="TFLite full-integer int8 with float32 input/output")
-    p.add_argument("--channels-last", action="store_true", help="TFLite: NHWC input/output")
+    p.add_argument("--channels-last", action="store_true", help="TFLite: NHWC inputs")
     p.add_argument("--dynamic-batch", action="store_true", help="a dynamic batch dimension (ONNX only)")
     p.add_argument("--eval", help="evaluate the artifact in its runtime: example:fashion-mnist")
     p.add_argument("--eval-limit", type=int, help="evaluate on the first N images only")
