@@ -5,6 +5,7 @@ BIN    := $(VENV)/bin
 # Debian packages: real data, a real sshd for SSH tests, qemu-user + mmdebstrap for the aarch64 device
 APT_DEMO := dataset-fashion-mnist
 APT_TEST := $(APT_DEMO) openssh-server openssh-client iproute2 nftables qemu-user-static mmdebstrap arch-test chromium fonts-dejavu-core
+APT_BENCH := $(APT_TEST) opencv-doc
 PYTEST_ARGS ?=
 
 .PHONY: demo test setup setup-test bench clean
@@ -27,7 +28,8 @@ demo: setup
 test: setup-test
 	$(BIN)/pytest $(PYTEST_ARGS)
 
-bench: setup-test
+bench: $(BIN)/.installed
+	@scripts/ensure-apt.sh $(APT_BENCH)
 	$(BIN)/python benchmarks/runner_overhead.py
 	$(BIN)/python benchmarks/export.py
 	$(BIN)/python benchmarks/compression.py
