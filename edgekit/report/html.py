@@ -29,7 +29,7 @@ import numpy as np
 
 from edgekit.report.compare import latency_drift
 from edgekit.report.schema import CompressReport, DeployReport, ExportReport, Report, StepMetrics
-from edgekit.report.text import human_bytes
+from edgekit.report.text import format_ms, human_bytes
 
 HISTOGRAM_MAX_BINS = 60
 TIMELINE_MAX_POINTS = 1500  # more samples than this are drawn as per-bucket min-max bands
@@ -43,13 +43,7 @@ def _e(value: Any) -> str:
 
 
 def _ms(value: float | None) -> str:
-    if value is None:
-        return "–"
-    if value >= 100:
-        return f"{value:.0f}"
-    if value >= 1:
-        return f"{value:.2f}"
-    return f"{value:.3f}"
+    return format_ms(value, missing="–")
 
 
 def _pct(value: float | None, digits: int = 2) -> str:

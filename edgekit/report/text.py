@@ -19,9 +19,10 @@ def human_bytes(size: int | None) -> str:
     return f"{size / 1_000_000:.1f} MB"
 
 
-def _ms(value: float | None) -> str:
+def format_ms(value: float | None, missing: str = "?") -> str:
+    """Milliseconds with as many decimals as a reader needs: 123 · 4.56 · 0.078."""
     if value is None:
-        return "?"
+        return missing
     if value >= 100:
         return f"{value:.0f}"
     if value >= 1:
@@ -51,8 +52,8 @@ def _artifact_line(report: DeployReport) -> str:
 def _latency_line(report: DeployReport) -> str:
     lat = report.latency
     line = (
-        f"init {_ms(lat.init_ms)} ms · first {_ms(lat.first_ms)} ms · p50 {_ms(lat.p50_ms)} ms"
-        f" · p90 {_ms(lat.p90_ms)} · p99 {_ms(lat.p99_ms)} (n={lat.n})"
+        f"init {format_ms(lat.init_ms)} ms · first {format_ms(lat.first_ms)} ms · p50 {format_ms(lat.p50_ms)} ms"
+        f" · p90 {format_ms(lat.p90_ms)} · p99 {format_ms(lat.p99_ms)} (n={lat.n})"
     )
     if not lat.representative:
         line += "  [not representative of the device]"
