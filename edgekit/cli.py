@@ -100,6 +100,8 @@ def _add_deploy(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--report", help="write the report as JSON to this file")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--strict", action="store_true", help="fail when parity is over tolerance")
+    p.add_argument("--profile-ops", action="store_true",
+                   help="also time each operator (ONNX Runtime's profiler, after the timed runs)")
     p.add_argument("--recipe", help="compression recipe (YAML) to run before export")
     p.add_argument("--data", help="data for --recipe: example:fashion-mnist or pkg.module:fn")
     _add_ssh_flags(p)
@@ -120,7 +122,7 @@ def _cmd_deploy(args: argparse.Namespace) -> int:
         weights=args.weights, input_shape=args.input_shape, runs=args.runs, warmup=args.warmup,
         min_seconds=args.min_seconds, threads=args.threads, inputs=args.inputs,
         save_outputs=args.save_outputs, out_dir=args.out_dir, profile_files=args.profile,
-        eval_limit=args.eval_limit, strict=args.strict, recipe=args.recipe, recipe_data=args.data,
+        eval_limit=args.eval_limit, strict=args.strict, profile_ops=args.profile_ops, recipe=args.recipe, recipe_data=args.data,
         ssh=_ssh_options(args),
     )
     if fleet:

@@ -61,6 +61,7 @@ class DeployOptions:
     profile_files: Sequence[str] = ()
     eval_limit: int | None = None
     strict: bool = False
+    profile_ops: bool = False  # per-operator times after the timed runs (ONNX Runtime)
     recipe: str | None = None
     recipe_data: str | None = None
     ssh: dict[str, Any] = field(default_factory=dict)  # accept_new_host_key, known_hosts, key_filename...
@@ -316,7 +317,8 @@ def _run_benchmark(target: Target, prepared: PreparedDeploy, options: DeployOpti
     job = _base_job(artifact, profile, options, "benchmark")
     job.update(warmup=DEFAULT_WARMUP if options.warmup is None else options.warmup,
                runs=DEFAULT_RUNS if options.runs is None else options.runs,
-               min_seconds=options.min_seconds, inputs=None, save_outputs=None)
+               min_seconds=options.min_seconds, inputs=None, save_outputs=None,
+               profile_ops=options.profile_ops)
     files = {artifact.path.name: artifact.path}
     if prepared.user_inputs_npz is not None:
         files["inputs.npz"] = prepared.user_inputs_npz
@@ -451,6 +453,7 @@ def _build_report(model: str, profile: DeviceProfile, target: Target, artifact: 
                              baseline_rss_mib=_mib(memory.get("baseline_rss_kib"))),
         parity=parity,
         accuracy=accuracy,
+        op_profile=bench.get("op_profile") or [],
         device_facts=facts,
         state_before=bench.get("state_before") or {},
         state_after=bench.get("state_after") or {},

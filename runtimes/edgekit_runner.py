@@ -700,6 +700,7 @@ class OrtSession(Session):
         options.intra_op_num_threads = int(threads)
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        self._path, self._providers, self._threads = str(path), chosen, int(threads)
         try:
             self._sess = ort.InferenceSession(str(path), sess_options=options, providers=chosen)
         except Exception as exc:
@@ -1019,6 +1020,50 @@ def _benchmark(job, run_dir, session, result):
         raise _wrap("inference", "inference failed while timing", exc)
 
 
+def profile_ops(session, native, run_dir, runs, top=15):
+    """Per-operator time over `runs` inferences in a second, profiling session (ONNX Runtime).
+
+    Profiling slows every op, so it runs after the timed loop and the memory reading, never
+    inside them. Returns (rows, note): rows largest first, each {op, name, total_ms, count,
+    percent}; None and a note when the runtime has no profiler.
+    """
+    if not isinstance(session, OrtSession):
+        return None, "per-operator profile: not available for {} (no profiler in its Python API)".format(
+            session.runtime.get("name"))
+    ort = session._ort
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    options.intra_op_num_threads = session._threads
+    options.inter_op_num_threads = 1
+    options.enable_profiling = True
+    options.profile_file_prefix = os.path.join(run_dir, "ort_profile")
+    sess = ort.InferenceSession(session._path, sess_options=options, providers=session._providers)
+    for _ in range(max(1, runs)):
+        sess.run(None, native)
+    profile_path = sess.end_profiling()
+    try:
+        with open(profile_path) as handle:
+            events = json.load(handle)
+    finally:
+        try:
+            os.remove(profile_path)
+        except OSError:
+            pass
+    totals = {}
+    for event in events:
+        if event.get("cat") != "Node" or not str(event.get("name", "")).endswith("_kernel_time"):
+            continue
+        name = event["name"][: -len("_kernel_time")]
+        op = (event.get("args") or {}).get("op_name", "?")
+        entry = totals.setdefault(name, {"op": op, "name": name, "us": 0.0, "count": 0})
+        entry["us"] += float(event.get("dur", 0))
+        entry["count"] += 1
+    whole = sum(e["us"] for e in totals.values()) or 1.0
+    rows = sorted(totals.values(), key=lambda e: -e["us"])[:top]
+    return [{"op": e["op"], "name": e["name"], "total_ms": e["us"] / 1000.0, "count": e["count"],
+             "percent": 100.0 * e["us"] / whole} for e in rows], None
+
+
 def _chunk_size(session, batch):
     """Samples per inference: the fixed batch dim of the inputs, or `batch` when dynamic."""
     fixed = set(spec.shape[0] if spec.shape else None for spec in session._in)
@@ -1184,6 +1229,16 @@ def run_job(run_dir, result):
         _evaluate(job, run_dir, session, result)
     result["memory"]["peak_rss_kib"] = rss_high_water_kib()
     result["state_after"] = device_state()
+    if mode == "benchmark" and job.get("profile_ops"):
+        native = session.prepare(load_npz(_resolve(run_dir, job["inputs"]), "inputs file")
+                                 if job.get("inputs") else random_feeds(session, 0))
+        try:
+            rows, note = profile_ops(session, native, run_dir, _int(job, "profile_runs", 50, 1))
+        except Exception as exc:
+            rows, note = None, "per-operator profile failed: {}".format(exc)
+        result["op_profile"] = rows
+        if note:
+            result["notes"].append(note)
 
 
 def probe(result):

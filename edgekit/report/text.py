@@ -111,6 +111,13 @@ def _device_line(report: DeployReport) -> str:
     return " · ".join(parts)
 
 
+def _ops_line(report: DeployReport) -> str | None:
+    ops = getattr(report, "op_profile", None) or []
+    if not ops:
+        return None
+    return " · ".join(f"{row.op} {row.name} {row.percent:.0f} %".replace("  ", " ") for row in ops[:4])
+
+
 def report_lines(report: DeployReport) -> list[tuple[str, str]]:
     rows: list[tuple[str, str | None]] = [
         ("artifact", _artifact_line(report)),
@@ -120,6 +127,7 @@ def report_lines(report: DeployReport) -> list[tuple[str, str]]:
         ("memory", _memory_line(report)),
         ("parity", _parity_line(report)),
         ("accuracy", _accuracy_line(report)),
+        ("top ops", _ops_line(report)),
         ("device", _device_line(report)),
     ]
     rows += [("warning", w) for w in report.warnings]
