@@ -65,8 +65,9 @@ SECTIONS = ("baseline", "ptq", "qat", "magnitude", "structured", "activation", "
 # --- shared context -----------------------------------------------------------------------------
 
 class Bench:
-    def __init__(self, quick: bool, work: Path, runs: int) -> None:
+    def __init__(self, quick: bool, work: Path, runs: int, jobs: int = 1) -> None:
         self.quick = quick
+        self.jobs = jobs
         self.work = work
         self.runs = runs
         test = load_fashion_mnist("test")
@@ -76,6 +77,7 @@ class Bench:
                                val_limit=2000 if quick else None)
         self.epochs = 1 if quick else None  # None: each section's full budget
         self.rows: list[dict[str, Any]] = []
+        self.section = "baseline"
         self.baseline: dict[str, Any] = {}
         self._target = None
 
@@ -134,8 +136,8 @@ class Bench:
 
     def row(self, technique: str, model: nn.Module | None, artifacts: dict[str, Any], targets: list[dict[str, Any]],
             notes: list[str], **extra: Any) -> dict[str, Any]:
-        entry = {"technique": technique, "model": "fashion-cnn", "artifacts": artifacts, "targets": targets,
-                 "notes": notes, **extra}
+        entry = {"technique": technique, "section": self.section, "model": "fashion-cnn", "artifacts": artifacts,
+                 "targets": targets, "notes": notes, **extra}
         if model is not None:
             entry.update(accuracy=evaluate(model, self.test), params=count_params(model),
                          macs=count_macs(model, EXAMPLE_INPUT), state_bytes=state_bytes(model),
@@ -264,11 +266,23 @@ def _channel_row(b: Bench, label: str, cfg: PruneConfig, name: str) -> None:
 
 
 def section_structured(b: Bench) -> None:
-    epochs = b.budget(4)
-    cfg = PruneConfig(structure="channels", ratio=0.5, importance="magnitude", scope="layer", steps=2,
-                      finetune=FinetuneConfig(epochs=epochs, lr=2e-3, schedule="onecycle"))
-    _channel_row(b, f"structured 50 % channels (L1, DepGraph, 2 rounds, {epochs} epoch(s) fine-tune each)", cfg,
-                 "structured50")
+    epochs = b.budget(8)
+    cfg = PruneConfig(structure="channels", ratio=0.5, importance="magnitude", scope="layer",
+                      finetune=FinetuneConfig(epochs=epochs, lr=3e-3, schedule="onecycle"))
+    _channel_row(b, f"structured 50 % channels (L1, DepGraph, {epochs} epoch(s) fine-tune)", cfg, "structured50")
+    # the same cut, fine-tuned by distillation from the unpruned model (any teacher/student pair works)
+    kd_epochs = b.budget(4)
+    model, report = prune(build(), PruneConfig(structure="channels", ratio=0.5, scope="layer"), b.data,
+                          example_inputs=EXAMPLE_INPUT)
+    model, _ = distill(model, build(), b.data, KD_CONFIG.model_copy(update={
+        "training": FinetuneConfig(epochs=kd_epochs, lr=3e-3, schedule="onecycle")}), example_inputs=EXAMPLE_INPUT,
+        progress=_progress())
+    arts = b.artifacts(model, "structured50kd")
+    targets = [target("accuracy drop", drop_pt(_base_acc(b), evaluate(model, b.test)), 1.5, unit=" pt"),
+               target("params", ratio(count_params(model), b.baseline["params"]), 0.35, unit="×")]
+    targets += _speedup_targets(b, arts, "structured50kd", 1.5)
+    b.row(f"structured 50 % channels + {kd_epochs} epoch(s) KD fine-tune from the unpruned model", model, arts, targets,
+          [f"channels {report.details['channels']}"])
 
 
 def section_activation(b: Bench) -> None:
@@ -320,37 +334,56 @@ def section_lowrank(b: Bench) -> None:
           [f"layers {report.details['layers']}"])
 
 
-def _kd_run(b: Bench, seed: int, epochs: int, kd: DistillConfig | None) -> tuple[float, nn.Module]:
+KD_CONFIG = DistillConfig(temperature=4.0, alpha=0.5)
+
+
+def _kd_job(job: tuple[int, int, bool, bool]) -> float:
+    """One student training run (a separate process when --jobs > 1): test accuracy."""
+    seed, epochs, with_kd, quick = job
+    torch.set_num_threads(1)
     torch.manual_seed(seed)
     np.random.seed(seed)
-    data = train_data("example:fashion-mnist", limit=10_000 if b.quick else None, val_limit=2000 if b.quick else None,
+    data = train_data("example:fashion-mnist", limit=10_000 if quick else None, val_limit=2000 if quick else None,
                       seed=seed)
     student = FashionCNN(**STUDENT)
     training = FinetuneConfig(epochs=epochs, lr=3e-3, schedule="onecycle", restore_best=False)
-    if kd is None:
-        student, _ = finetune(student, data, training, progress=_progress())
+    if with_kd:
+        student, _ = distill(student, build(), data, KD_CONFIG.model_copy(update={"training": training}))
     else:
-        student, _ = distill(student, build(), data, kd.model_copy(update={"training": training}), progress=_progress())
-    return evaluate(student, b.test), student
+        student, _ = finetune(student, data, training)
+    test = load_fashion_mnist("test")
+    if seed == 0 and with_kd:
+        torch.save(student.state_dict(), Path(tempfile.gettempdir()) / "edgekit-bench-kd-student.pt")
+    return evaluate(student, ArrayLoader(test.x, test.y, batch_size=1000))
 
 
-KD_CONFIG = DistillConfig(temperature=4.0, alpha=0.9,
-                          features=[{"student": "features.2", "teacher": "features.2", "weight": 1.0}])
+def kd_jobs(quick: bool) -> tuple[list[tuple[int, int, bool, bool]], list[int], int]:
+    epochs = 2 if quick else 10
+    seeds = [0] if quick else [0, 1, 2]
+    return [(s, epochs, kd, quick) for kd in (False, True) for s in seeds], seeds, epochs
 
 
-def section_kd(b: Bench) -> None:
-    epochs = 2 if b.quick else 10
-    seeds = [0] if b.quick else [0, 1, 2]
-    plain = [_kd_run(b, s, epochs, None)[0] for s in seeds]
-    runs = [_kd_run(b, s, epochs, KD_CONFIG) for s in seeds]
-    kd = [acc for acc, _ in runs]
-    student = runs[0][1]
+def section_kd(b: Bench, pending: Any = None) -> None:
+    jobs, seeds, epochs = kd_jobs(b.quick)
+    if pending is not None:  # started in worker processes while the other sections ran
+        accs = pending.get()
+    else:
+        accs = [_kd_job(j) for j in jobs]
+    plain, kd = accs[: len(seeds)], accs[len(seeds) :]
+    student = FashionCNN(**STUDENT)
+    student.load_state_dict(torch.load(Path(tempfile.gettempdir()) / "edgekit-bench-kd-student.pt", weights_only=True))
+    student.eval()
     gain = 100 * (statistics.mean(kd) - statistics.mean(plain))
     arts = b.artifacts(student, "kd_student", ("onnx",))
-    b.row(f"KD student ¼ params (T 4, α 0.9, feature hint on features.2, {epochs} epochs, seeds {seeds})", student, arts,
+    cfg = KD_CONFIG
+    hints = ", hints " + ", ".join(f"{p.student} ({p.loss})" for p in cfg.features) if cfg.features else ""
+    b.row(f"KD student ¼ params (T {cfg.temperature:g}, α {cfg.alpha:g}{hints}, {epochs} epochs, "
+          f"seeds {seeds})", student, arts,
           [target("student params / teacher", ratio(count_params(student), b.baseline["params"]), 0.25, unit="×"),
-           target("KD gain over the same student without KD (mean of seeds)", round(gain, 3), 0.3, at_least=True, unit=" pt")],
-          [f"without KD: {[round(100 * a, 2) for a in plain]} %; with KD: {[round(100 * a, 2) for a in kd]} %"],
+           target("KD gain over the same student without KD (mean of seeds)", round(gain, 3), 0.3, at_least=True,
+                  unit=" pt")],
+          [f"without KD: {[round(100 * a, 2) for a in plain]} %; with KD: {[round(100 * a, 2) for a in kd]} %",
+           "the row's accuracy/params/size are the seed-0 KD student's"],
           kd_accuracy=kd, plain_accuracy=plain)
 
 
@@ -570,6 +603,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-effnet", action="store_true")
     parser.add_argument("--runs", type=int, default=300, help="timed inferences per latency figure")
     parser.add_argument("--out", default=str(RESULTS))
+    parser.add_argument("--jobs", type=int, default=1, help="KD training runs in parallel (one thread each)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads for training (1 is faster on a busy host)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -583,31 +617,44 @@ def main(argv: list[str] | None = None) -> int:
     previous = json.loads(out.read_text()) if out.is_file() and args.only else {}
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="edgekit-bench-") as tmp:
-        b = Bench(args.quick, Path(tmp), args.runs)
+        b = Bench(args.quick, Path(tmp), args.runs, args.jobs)
         try:
             print("baseline", flush=True)
             section_baseline(b)  # every other row compares against it
             functions = {"ptq": section_ptq, "qat": section_qat, "magnitude": section_magnitude,
                          "structured": section_structured, "activation": section_activation, "kmeans": section_kmeans,
-                         "log2": section_log2, "lowrank": section_lowrank, "kd": section_kd, "recipe": section_recipe}
+                         "log2": section_log2, "lowrank": section_lowrank, "recipe": section_recipe}
             effnet = previous.get("effnet")
+            pool = pending = None
+            if "kd" in only and args.jobs > 1:  # KD's six training runs go to worker processes now
+                import multiprocessing
+
+                pool = multiprocessing.get_context("spawn").Pool(args.jobs)
+                pending = pool.map_async(_kd_job, kd_jobs(args.quick)[0], chunksize=1)
             for name in SECTIONS[1:]:
                 if name not in only:
                     continue
                 print(name, flush=True)
+                b.section = name
                 t = time.perf_counter()
                 if name == "effnet":
                     effnet = section_effnet(b)
+                elif name == "kd":
+                    section_kd(b, pending)
                 else:
                     functions[name](b)
                 print(f"  ({time.perf_counter() - t:.0f} s)", flush=True)
+            if pool is not None:
+                pool.close()
+                pool.join()
         finally:
             b.close()
     rows = b.rows
-    if previous:  # keep the rows of sections not rerun
-        rerun = {r["technique"] for r in rows}
-        rows = [r for r in previous.get("rows", []) if r["technique"] not in rerun and r["technique"] != "fp32 baseline"]
-        rows = b.rows[:1] + rows + b.rows[1:]
+    if previous:  # keep the rows of sections not rerun, in section order
+        kept = [r for r in previous.get("rows", []) if r.get("section") not in only and r.get("section") != "baseline"
+                and r["technique"] != "fp32 baseline"]
+        order = {name: i for i, name in enumerate(SECTIONS)}
+        rows = sorted(b.rows + kept, key=lambda r: order.get(r.get("section", ""), len(SECTIONS)))
     results = {
         "schema_version": 1,
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),

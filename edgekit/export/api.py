@@ -13,6 +13,8 @@ import hashlib
 import io
 import os
 import re
+import sys
+import tempfile
 import time
 import uuid
 import warnings
@@ -98,7 +100,8 @@ def export(
     opts["metadata"] = {**(opts.get("metadata") or {}), "source_sha256": source}
     started = time.perf_counter()
     try:
-        artifact = fmt.export(model, examples, precision, partial, calibration=calibration, options=opts)
+        with quiet():  # converters log to the file descriptors while importing and converting
+            artifact = fmt.export(model, examples, precision, partial, calibration=calibration, options=opts)
         if not partial.is_file():
             raise ExportError(f"the {fmt.name} exporter wrote no file")
         os.replace(partial, final)
@@ -119,7 +122,8 @@ def export(
         from edgekit.export.parity import check_parity as _check_parity
 
         inputs, source_kind = _parity_inputs(parity_inputs, eval_data, calibration, examples, model)
-        result = _check_parity(model, artifact, inputs)
+        with quiet():  # the runtimes announce their delegates on stderr
+            result = _check_parity(model, artifact, inputs)
         result["inputs"] = source_kind
         artifact.parity = result
         if not result["passed"]:
@@ -253,7 +257,9 @@ def quiet():
     saved = os.environ.get("LITERT_TORCH_SHOW_PROGRESS")
     os.environ["LITERT_TORCH_SHOW_PROGRESS"] = "n"
     try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
+        # C++ converters and torch's log handlers write to the file descriptors, not sys.stderr
+        with _captured_fds(sink), warnings.catch_warnings(), contextlib.redirect_stdout(sink), \
+                contextlib.redirect_stderr(sink):
             warnings.simplefilter("ignore")
             yield sink
     finally:
@@ -261,6 +267,29 @@ def quiet():
             os.environ.pop("LITERT_TORCH_SHOW_PROGRESS", None)
         else:
             os.environ["LITERT_TORCH_SHOW_PROGRESS"] = saved
+
+
+@contextlib.contextmanager
+def _captured_fds(sink: io.StringIO):
+    """Point file descriptors 1 and 2 at a temp file for the block; its text goes to ``sink``."""
+    with tempfile.TemporaryFile() as captured:
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
+        saved = [os.dup(1), os.dup(2)]
+        try:
+            os.dup2(captured.fileno(), 1)
+            os.dup2(captured.fileno(), 2)
+            yield
+        finally:
+            for stream in (sys.stdout, sys.stderr):
+                with contextlib.suppress(Exception):
+                    stream.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            for fd in saved:
+                os.close(fd)
+            captured.seek(0)
+            sink.write(captured.read().decode("utf-8", errors="replace"))
 
 
 def exception_text(exc: BaseException | None) -> str:
