@@ -55,6 +55,10 @@ class DistillConfig(StepConfig):
 
     ``student``/``student_kwargs`` name the student's factory (required in a recipe; the Python
     API takes the student module itself). ``training`` is the optimizer and schedule.
+    ``mixup`` > 0 distils on mixed batches (function matching): each batch is blended with a
+    shuffled copy of itself by λ ~ Beta(mixup, mixup); teacher and student see the same blend, and
+    the hard-label loss is λ-weighted over the two labels. A teacher that has memorized its
+    training images answers them almost one-hot; on blends its answers carry more information.
     """
 
     student: str | None = None
@@ -62,6 +66,7 @@ class DistillConfig(StepConfig):
     temperature: float = Field(4.0, gt=0, le=100)
     alpha: float = Field(0.7, ge=0, le=1)
     features: list[FeaturePair] = Field(default_factory=list)
+    mixup: float = Field(0.0, ge=0, le=10)
     training: FinetuneConfig = Field(default_factory=lambda: FinetuneConfig(epochs=5, lr=3e-3, schedule="onecycle"))
 
 
@@ -185,12 +190,21 @@ def distill(
             for p in cfg.features)
         parts = {"soft": 0.0, "hard": 0.0, "feature": 0.0, "n": 0}
 
+        mix = torch.distributions.Beta(cfg.mixup, cfg.mixup) if cfg.mixup > 0 else None
+
         def batch_loss(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            lam, perm = 1.0, None
+            if mix is not None:
+                lam = float(mix.sample())
+                perm = torch.randperm(x.shape[0])
+                x = lam * x + (1 - lam) * x[perm]
             with torch.no_grad():
                 t_logits = teacher(x)
             s_logits = student(x)
             soft = soft_loss(s_logits, t_logits, cfg.temperature)
             hard = F.cross_entropy(s_logits, y)
+            if perm is not None:
+                hard = lam * hard + (1 - lam) * F.cross_entropy(s_logits, y[perm])
             loss = cfg.alpha * soft + (1 - cfg.alpha) * hard
             feat = torch.zeros(())
             for pair, adapter in zip(cfg.features, adapters):

@@ -74,3 +74,12 @@ def test_attention_transfer_loss():
     assert float(attention_loss(torch.rand(4, 8, 14, 14), t)) > 0  # pooled to 7×7, any widths
     with pytest.raises(RecipeError, match="N×C×H×W"):
         attention_loss(torch.rand(4, 8), torch.rand(4, 8))
+
+
+def test_mixup_distillation_runs(data):
+    torch.manual_seed(0)
+    teacher, student = TinyNet(width=8, hidden=32), TinyNet(width=4, hidden=16)
+    _, report = distill(student, teacher, data, {"mixup": 0.4, "training": {"epochs": 1, "max_batches": 3}})
+    assert report.details["history"][0]["train_loss"] > 0
+    with pytest.raises(RecipeError, match="mixup"):
+        distill(TinyNet(), teacher, data, {"mixup": -1})
