@@ -286,9 +286,9 @@ def section_structured(b: Bench) -> None:
 
 
 def section_activation(b: Bench) -> None:
-    epochs = b.budget(4)
+    epochs = b.budget(8)
     cfg = PruneConfig(structure="channels", ratio=0.5, importance="activation", statistic="apoz", scope="layer",
-                      finetune=FinetuneConfig(epochs=epochs, lr=2e-3, schedule="onecycle"))
+                      finetune=FinetuneConfig(epochs=epochs, lr=3e-3, schedule="onecycle"))
     _channel_row(b, f"activation (APoZ) 50 % channels ({epochs} epoch(s) fine-tune)", cfg, "apoz50")
 
 
