@@ -570,7 +570,7 @@ def _cmd_provision(args: argparse.Namespace) -> int:
         print(f"  note: {note}")
     usable = [f"{n} {e.get('version')}" for n, e in result.runtimes.items() if e.get("available")]
     print(f"runtimes that import: {', '.join(usable)}")
-    print(f"the runner finds them with PYTHONPATH={result.site_dir} (--python {json.dumps(result.python_command)})")
+    print(f"installed in {result.site_dir}: edgekit deploy puts that folder first on the runner's path")
     return int(ExitCode.OK)
 
 

@@ -65,6 +65,14 @@ def output_layer(model: nn.Module, example_inputs: Sequence, types: tuple[type[n
     names = {m: n for n, m in model.named_modules()}
     hooks = [m.register_forward_hook(lambda mod, _i, _o: order.append(names[mod]))
              for m in model.modules() if isinstance(m, types)]
+    forward_with_hooks(model, example_inputs, hooks)
+    return order[-1] if order else None
+
+
+def forward_with_hooks(model: nn.Module, example_inputs: Sequence, hooks: list) -> None:
+    """One no-grad forward pass in eval mode that feeds ``hooks``; removes them and restores the mode."""
+    import torch
+
     was_training = model.training
     model.eval()
     try:
@@ -74,7 +82,6 @@ def output_layer(model: nn.Module, example_inputs: Sequence, types: tuple[type[n
         for h in hooks:
             h.remove()
         model.train(was_training)
-    return order[-1] if order else None
 
 
 __all__ = ["output_layer", "require_layers", "select_layers"]

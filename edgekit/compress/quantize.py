@@ -36,6 +36,7 @@ from torch import nn
 from edgekit._callable import make_module_callable
 from edgekit.compress.config import StepConfig
 from edgekit.compress.finetune import FinetuneConfig, ProgressArg, as_progress, train
+from edgekit.compress.layers import forward_with_hooks
 from edgekit.compress.measure import Figures, measure
 from edgekit.compress.report import StepReport
 from edgekit.errors import ExportError, MissingDependencyError, RecipeError, UsageError
@@ -175,15 +176,7 @@ def conv_bn_pairs(model: nn.Module, example_inputs: Sequence[torch.Tensor]) -> l
              if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d))]
     hooks += [m.register_forward_pre_hook(before_bn) for m in model.modules()
               if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d))]
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            model(*example_inputs)
-    finally:
-        for h in hooks:
-            h.remove()
-        model.train(was_training)
+    forward_with_hooks(model, example_inputs, hooks)
     used = [c for c, _ in pairs]
     return [p for p in pairs if used.count(p[0]) == 1]  # a conv feeding two BNs cannot fold
 
