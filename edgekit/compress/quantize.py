@@ -363,16 +363,12 @@ def _onnx_from_program(program: nn.Module | None, example_inputs: Sequence[torch
 
 
 def _strip_onnx_metadata(path: Path) -> None:
-    """Drop per-node metadata (source locations, stack traces) the dynamo exporter records."""
+    """Drop the per-node debug metadata the dynamo exporter records (source paths, stack traces)."""
     import onnx
 
-    model = onnx.load(str(path))
-    for node in model.graph.node:
-        del node.metadata_props[:]
-        node.doc_string = ""
-    for value in list(model.graph.value_info):
-        del value.metadata_props[:]
-    onnx.save(model, str(path))
+    from edgekit.export.onnx import strip_node_metadata
+
+    onnx.save(strip_node_metadata(onnx.load(str(path)), keep=()), str(path))
 
 
 @contextlib.contextmanager

@@ -610,9 +610,28 @@ def _finish(src: Path, dst: Path) -> None:
     _finish_proto(_load(src), dst)
 
 
+# The dynamo exporter records, per node, source stack traces (local paths), FX node text and
+# class hierarchies: a quarter of a small model's file, and nothing a runtime reads. The name
+# scopes stay: they map nodes back to torch modules (float_modules, per-op profiles).
+KEPT_NODE_METADATA = ("pkg.torch.onnx.name_scopes",)
+
+
+def strip_node_metadata(model: Any, keep: Sequence[str] = KEPT_NODE_METADATA) -> Any:
+    """Drop per-node debug metadata and doc strings except the keys in ``keep``; returns ``model``."""
+    for node in model.graph.node:
+        kept = [p for p in node.metadata_props if p.key in keep]
+        del node.metadata_props[:]
+        node.metadata_props.extend(kept)
+        node.doc_string = ""
+    for value in model.graph.value_info:
+        del value.metadata_props[:]
+    return model
+
+
 def _finish_proto(model: Any, dst: Path) -> None:
     import onnx
 
+    strip_node_metadata(model)
     size = model.ByteSize()
     if size >= 2**31 - 1:
         raise ExportError(
@@ -659,4 +678,4 @@ def _guess_precision(model: Any) -> str:
     return "fp16" if float16 > float32 else "fp32"
 
 
-__all__ = ["FORMAT", "OnnxFormat", "resolve_options", "set_metadata", "torch2onnx"]
+__all__ = ["FORMAT", "OnnxFormat", "resolve_options", "set_metadata", "strip_node_metadata", "torch2onnx"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import onnx
 import pytest
 import torch
@@ -55,6 +57,10 @@ def test_graph_is_what_the_precision_says(exported, precision: str) -> None:
         assert {"QuantizeLinear", "DequantizeLinear"} <= ops
         assert onnx.TensorProto.INT8 in weights  # per-channel int8 weights
         assert artifact.calibration["method"] == "minmax" and artifact.calibration["n_samples"] == 128
+    # the exporter's per-node stack traces (local paths) are dropped; module scopes stay
+    node_keys = {p.key for n in model.graph.node for p in n.metadata_props}
+    assert "pkg.torch.onnx.stack_trace" not in node_keys and node_keys <= {"pkg.torch.onnx.name_scopes"}
+    assert str(Path(torch.__file__).parent) not in artifact.path.read_bytes().decode("latin-1")
 
 
 def test_int8_is_smaller_and_calibration_recorded(exported) -> None:
