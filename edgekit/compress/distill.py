@@ -59,6 +59,12 @@ class DistillConfig(StepConfig):
     shuffled copy of itself by λ ~ Beta(mixup, mixup); teacher and student see the same blend, and
     the hard-label loss is λ-weighted over the two labels. A teacher that has memorized its
     training images answers them almost one-hot; on blends its answers carry more information.
+    ``logit_loss: mse`` regresses the student's logits onto the teacher's (mean squared difference
+    per sample, summed over classes; Kim et al., IJCAI 2021) instead of the softened KL, and the
+    temperature is then unused. ``standardize_logits`` z-scores each sample's teacher and student
+    logits first (Sun et al., CVPR 2024), so a small student matches the teacher's ranking of the
+    classes rather than the scale of its logits. ``training.augment`` (per-sample shifts/flips) is
+    applied before the teacher and the student see a batch: both see the same view.
     """
 
     student: str | None = None
@@ -67,6 +73,8 @@ class DistillConfig(StepConfig):
     alpha: float = Field(0.7, ge=0, le=1)
     features: list[FeaturePair] = Field(default_factory=list)
     mixup: float = Field(0.0, ge=0, le=10)
+    standardize_logits: bool = False
+    logit_loss: Literal["kl", "mse"] = "kl"
     training: FinetuneConfig = Field(default_factory=lambda: FinetuneConfig(epochs=5, lr=3e-3, schedule="onecycle"))
 
 
@@ -143,9 +151,18 @@ def attention_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor
     return (attention_map(student) - attention_map(teacher)).pow(2).sum(1).mean()
 
 
-def soft_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
-    """T² · KL(teacher ‖ student) on temperature-softened distributions (Hinton et al.)."""
+def standardize(logits: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """Each row's logits minus their mean, divided by their standard deviation."""
+    return (logits - logits.mean(1, keepdim=True)) / (logits.std(1, keepdim=True) + eps)
+
+
+def soft_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float,
+              standardized: bool = False) -> torch.Tensor:
+    """T² · KL(teacher ‖ student) on temperature-softened distributions (Hinton et al.); with
+    ``standardized`` both sides' logits are z-scored per sample first."""
     t = temperature
+    if standardized:
+        student_logits, teacher_logits = standardize(student_logits), standardize(teacher_logits)
     return F.kl_div(F.log_softmax(student_logits / t, 1), F.log_softmax(teacher_logits / t, 1),
                     reduction="batchmean", log_target=True) * (t * t)
 
@@ -201,7 +218,13 @@ def distill(
             with torch.no_grad():
                 t_logits = teacher(x)
             s_logits = student(x)
-            soft = soft_loss(s_logits, t_logits, cfg.temperature)
+            if cfg.logit_loss == "mse":
+                s_l, t_l = s_logits, t_logits
+                if cfg.standardize_logits:
+                    s_l, t_l = standardize(s_logits), standardize(t_logits)
+                soft = (s_l - t_l).pow(2).sum(1).mean()
+            else:
+                soft = soft_loss(s_logits, t_logits, cfg.temperature, cfg.standardize_logits)
             hard = F.cross_entropy(s_logits, y)
             if perm is not None:
                 hard = lam * hard + (1 - lam) * F.cross_entropy(s_logits, y[perm])
@@ -242,4 +265,5 @@ def distill(
 
 make_module_callable(__name__, "distill")  # edgekit.compress.distill(...) calls distill(); the module stays importable
 
-__all__ = ["DistillConfig", "FeaturePair", "attention_loss", "attention_map", "build_student", "distill", "soft_loss"]
+__all__ = ["DistillConfig", "FeaturePair", "attention_loss", "attention_map", "build_student", "distill", "soft_loss",
+           "standardize"]

@@ -29,6 +29,37 @@ LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 BatchLoss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
+class AugmentConfig(StepConfig):
+    """Per-sample augmentation of every training batch of N×C×H×W inputs, applied inside the loop.
+
+    ``shift``: a random translation by up to that many pixels each way (the image is padded by
+    repeating its border, then cropped back to its size); ``flip``: a horizontal flip with
+    probability ½ (only where a mirrored input keeps its label). Draws come from torch's global
+    generator, so ``torch.manual_seed`` makes them repeatable. In distillation the teacher sees
+    the same augmented view as the student (function matching).
+    """
+
+    shift: int = Field(0, ge=0, le=64)
+    flip: bool = False
+
+
+def augment_batch(x: torch.Tensor, config: AugmentConfig) -> torch.Tensor:
+    """``x`` (N×C×H×W) with an independent random shift and flip per sample."""
+    if x.dim() != 4 or (not config.shift and not config.flip):
+        return x
+    n, _, h, w = x.shape
+    if config.shift:
+        s = config.shift
+        padded = nn.functional.pad(x, (s, s, s, s), mode="replicate")
+        oy = torch.randint(0, 2 * s + 1, (n,)).tolist()
+        ox = torch.randint(0, 2 * s + 1, (n,)).tolist()
+        x = torch.stack([padded[i, :, oy[i] : oy[i] + h, ox[i] : ox[i] + w] for i in range(n)])
+    if config.flip:
+        mirror = torch.rand(n) < 0.5
+        x = torch.where(mirror[:, None, None, None], x.flip(3), x)
+    return x
+
+
 class FinetuneConfig(StepConfig):
     """How to fine-tune: epochs, optimizer, schedule, early stopping, and the loss.
 
@@ -36,6 +67,8 @@ class FinetuneConfig(StepConfig):
     Python API also takes a callable through ``finetune(..., loss_fn=...)``); cross-entropy by
     default. ``patience`` stops after that many epochs without a better validation accuracy and
     restores the best weights. ``max_batches`` caps the batches of an epoch (quick runs).
+    ``augment`` adds per-sample shifts/flips to every training batch (see ``AugmentConfig``), on
+    top of whatever the data loader does.
     """
 
     epochs: int = Field(3, ge=0)
@@ -48,6 +81,7 @@ class FinetuneConfig(StepConfig):
     max_batches: int | None = Field(None, ge=1)
     loss: str | None = None
     restore_best: bool = True
+    augment: AugmentConfig | None = None
 
 
 class Constraint(Protocol):
@@ -144,6 +178,8 @@ def train(
             for i, (x, y) in enumerate(train_batches):
                 if config.max_batches is not None and i >= config.max_batches:
                     break
+                if config.augment is not None:
+                    x = augment_batch(x, config.augment)
                 loss = batch_loss(x, y)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
@@ -220,4 +256,4 @@ def finetune(
 
 make_module_callable(__name__, "finetune")  # edgekit.compress.finetune(...) calls finetune(); the module stays importable
 
-__all__ = ["Constraint", "FinetuneConfig", "as_progress", "finetune", "train"]
+__all__ = ["AugmentConfig", "Constraint", "FinetuneConfig", "augment_batch", "as_progress", "finetune", "train"]

@@ -99,9 +99,10 @@ def export(
     opts = dict(options or {})
     opts["metadata"] = {**(opts.get("metadata") or {}), "source_sha256": source}
     started = time.perf_counter()
+    export_model, rounding = _round_weights(fmt, model, examples, precision, calibration, opts)
     try:
         with quiet():  # converters log to the file descriptors while importing and converting
-            artifact = fmt.export(model, examples, precision, partial, calibration=calibration, options=opts)
+            artifact = fmt.export(export_model, examples, precision, partial, calibration=calibration, options=opts)
         if not partial.is_file():
             raise ExportError(f"the {fmt.name} exporter wrote no file")
         os.replace(partial, final)
@@ -109,6 +110,8 @@ def export(
         _remove_leftovers(partial)
         raise
     artifact.path = final
+    if rounding is not None:
+        artifact.calibration = {**(artifact.calibration or {}), "weight_rounding": rounding}
     artifact.format = fmt.name
     artifact.precision = precision
     artifact.source_sha256 = source
@@ -146,6 +149,34 @@ def export(
             f"the artifact is kept at {final} for inspection; rerun without strict to accept it",
         )
     return artifact
+
+
+WEIGHT_ROUNDING = ("gptq", "nearest")
+
+
+def _round_weights(
+    fmt: Any, model: Any, examples: tuple[Any, ...], precision: str, calibration: Any, opts: dict[str, Any]
+) -> tuple[Any, dict[str, Any] | None]:
+    """The model the format converts, and what the manifest records about weight rounding.
+
+    Where the format quantizes weights to symmetric int8 from calibration data, ``gptq`` (the
+    default) rounds them first (edgekit.export.rounding); ``nearest`` leaves it to the converter.
+    """
+    method = opts.get("weight_rounding", "gptq")
+    if method not in WEIGHT_ROUNDING:
+        raise UsageError(f"unknown weight_rounding {method!r}", f"choose one of: {', '.join(WEIGHT_ROUNDING)}")
+    grid = fmt.int8_weight_grid(precision, opts)
+    if grid is None or calibration is None:
+        return model, None
+    if method == "nearest":
+        return model, {"method": "nearest", "grid": grid}
+    from edgekit.export.rounding import gptq_round
+
+    rounded, summary = gptq_round(
+        model, examples, calibration, per_channel=grid == "per_channel",
+        skip_modules=list(opts.get("float_modules") or ()), names=opts.get("input_names"),
+    )
+    return rounded, {**summary.to_dict(), "grid": grid}
 
 
 def inspect(path: str | Path) -> Artifact:

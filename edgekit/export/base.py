@@ -111,6 +111,10 @@ class Format(Protocol):
     def inspect(self, path: Path) -> Artifact:
         """An Artifact for an existing model file deployed as is."""
 
+    def int8_weight_grid(self, precision: str, options: dict[str, Any] | None) -> str | None:
+        """"per_channel" / "per_tensor" when this export quantizes weights to symmetric int8 from
+        calibration data (the api then rounds them with GPTQ first), else None."""
+
 
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()

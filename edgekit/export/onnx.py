@@ -20,7 +20,8 @@ Options (``options=`` of ``export``)
   ("minmax" | "percentile" | "entropy"), calibration_percentile (99.999), activation_type ("uint8" | "int8"), per_channel (True),
   quantize_bias (False), keep_io_types (True, fp16), float_modules ([] — torch module names, e.g.
   "_conv_stem", whose ONNX nodes stay float: mixed precision for sensitive layers),
-  nodes_to_exclude ([] — ONNX node names kept in float), input_names / output_names.
+  nodes_to_exclude ([] — ONNX node names kept in float), input_names / output_names,
+  weight_rounding ("gptq" | "nearest", static int8: see edgekit.export.rounding).
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ _OPTIONS = {
     "float_modules": (),
     "input_names": None,
     "output_names": None,
+    "weight_rounding": "gptq",  # static int8: "gptq" or "nearest" (edgekit.export.rounding, applied by the api)
     "metadata": None,  # extra key/values for metadata_props (the api adds source_sha256)
 }
 _ONNX_DTYPES = {
@@ -120,6 +122,14 @@ class OnnxFormat:
         except ImportError:  # pragma: no cover - a core dependency
             pass
         return out
+
+    def int8_weight_grid(self, precision: str, options: dict[str, Any] | None) -> str | None:
+        """"per_channel" or "per_tensor" when this export rounds weights to symmetric int8 from
+        calibration (static int8), else None."""
+        opts = resolve_options(options, precision)
+        if precision != "int8" or opts["int8_mode"] != "static":
+            return None
+        return "per_channel" if opts["per_channel"] else "per_tensor"
 
     # -- export -----------------------------------------------------------------------------
 

@@ -24,7 +24,8 @@ What edgekit adds to the plain library path (see docs/export.md for the measurem
 Options: channels_last (False: NHWC inputs via ``litert_torch.to_channel_last_io``),
 io_dtype ("int8" | "float32", full int8 only), int8_mode ("full" | "dynamic"),
 calibration_method ("histogram" | "minmax"), per_channel (True), optimize (True), strip_names
-(True), pt2e_fixes (True; False gives litert's quantizer as is, for ablations). Dynamic shapes
+(True), pt2e_fixes (True; False gives litert's quantizer as is, for ablations), weight_rounding
+("gptq" | "nearest", full int8: see edgekit.export.rounding). Dynamic shapes
 (``dynamic_batch``) are refused: TFLite models are exported with static shapes.
 """
 
@@ -58,6 +59,7 @@ _OPTIONS = {
     "strip_names": True,
     "pt2e_fixes": True,  # False: litert's PT2EQuantizer as is (for ablations)
     "dynamic_batch": False,
+    "weight_rounding": "gptq",  # full int8: "gptq" or "nearest" (edgekit.export.rounding, applied by the api)
     "metadata": None,
 }
 _NUMPY_TYPES = {0: "float32", 1: "float16", 2: "int32", 3: "uint8", 4: "int64", 6: "bool", 7: "int16", 9: "int8", 10: "float64"}
@@ -120,6 +122,14 @@ class TfliteFormat:
             except PackageNotFoundError:
                 pass
         return out
+
+    def int8_weight_grid(self, precision: str, options: dict[str, Any] | None) -> str | None:
+        """"per_channel" or "per_tensor" when this export rounds weights to symmetric int8 from
+        calibration (full-integer int8), else None."""
+        opts = resolve_options(options)
+        if precision != "int8" or opts["int8_mode"] != "full":
+            return None
+        return "per_channel" if opts["per_channel"] else "per_tensor"
 
     # -- export -----------------------------------------------------------------------------
 

@@ -83,3 +83,42 @@ def test_mixup_distillation_runs(data):
     assert report.details["history"][0]["train_loss"] > 0
     with pytest.raises(RecipeError, match="mixup"):
         distill(TinyNet(), teacher, data, {"mixup": -1})
+
+
+def test_standardized_soft_loss_ignores_logit_scale():
+    from edgekit.compress.distill import standardize
+
+    t = torch.randn(8, 10)
+    z = standardize(t)
+    assert torch.allclose(z.mean(1), torch.zeros(8), atol=1e-5) and torch.allclose(z.std(1), torch.ones(8), atol=1e-4)
+    assert float(soft_loss(3 * t + 1, t, 2.0, standardized=True)) == pytest.approx(0.0, abs=1e-5)
+    assert float(soft_loss(3 * t + 1, t, 2.0)) > 0.1
+
+
+def test_augment_batch_shifts_and_flips_per_sample():
+    from edgekit.compress.finetune import AugmentConfig, augment_batch
+
+    x = torch.arange(2 * 1 * 5 * 5, dtype=torch.float32).reshape(2, 1, 5, 5)
+    assert augment_batch(x, AugmentConfig()) is x
+    torch.manual_seed(0)
+    flipped = [augment_batch(x, AugmentConfig(flip=True)) for _ in range(8)]
+    for out in flipped:
+        for i in range(2):
+            assert torch.equal(out[i], x[i]) or torch.equal(out[i], x[i].flip(2))
+    assert any(not torch.equal(out, x) for out in flipped)
+    out = augment_batch(x, AugmentConfig(shift=1))
+    assert out.shape == x.shape
+    with pytest.raises(RecipeError, match=r"training\.augment\.shift"):
+        DistillConfig.parse({"training": {"augment": {"shift": -1}}}, "distill")
+
+
+def test_distill_options_run(data):
+    torch.manual_seed(0)
+    teacher = TinyNet(width=8, hidden=32)
+    for options in ({"standardize_logits": True}, {"logit_loss": "mse", "alpha": 1.0},
+                    {"training": {"epochs": 1, "max_batches": 2, "augment": {"shift": 2, "flip": True}}}):
+        cfg = {"training": {"epochs": 1, "max_batches": 2}} | options
+        _, report = distill(TinyNet(width=4, hidden=16), teacher, data, cfg)
+        assert report.details["history"][0]["train_loss"] > 0
+    with pytest.raises(RecipeError, match="logit_loss"):
+        distill(TinyNet(), teacher, data, {"logit_loss": "l1"})
