@@ -638,6 +638,9 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
                    help="how int8 ranges are chosen (ONNX: minmax/percentile/entropy; TFLite: minmax/histogram)")
     p.add_argument("--int8-mode", choices=["static", "dynamic", "full"],
                    help="ONNX: static (QDQ, default) or dynamic; TFLite: full (integer I/O, default) or dynamic")
+    p.add_argument("--weight-rounding", choices=["gptq", "nearest"],
+                   help="static/full int8: gptq (default: rounding that preserves each layer's outputs on the "
+                        "calibration data) or nearest (the converter's round-to-nearest)")
     p.add_argument("--float-io", action="store_true", help="TFLite full-integer int8 with float32 input/output")
     p.add_argument("--channels-last", action="store_true", help="TFLite: NHWC inputs")
     p.add_argument("--dynamic-batch", action="store_true", help="a dynamic batch dimension (ONNX only)")
@@ -656,6 +659,8 @@ def _export_options(args: argparse.Namespace) -> dict[str, Any]:
         options["calibration_method"] = args.calibration_method
     if args.int8_mode:
         options["int8_mode"] = args.int8_mode
+    if args.weight_rounding:
+        options["weight_rounding"] = args.weight_rounding
     if args.float_io:
         options["io_dtype"] = "float32"
     if args.channels_last:

@@ -25,6 +25,15 @@ def test_export_int8_onnx_with_real_calibration_and_eval(tmp_path: Path, capsys:
     assert on_disk["sha256"] == manifest["sha256"]
     accuracy = manifest["parity"]["accuracy"]
     assert accuracy["n"] == 1000 and accuracy["drop_pt"] < 1.0
+    assert manifest["calibration"]["weight_rounding"]["method"] == "gptq"
+
+
+def test_export_weight_rounding_flag(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["-q", "export", "example:fashion-cnn", "--format", "tflite", "--precision", "int8",
+                 "--calibration", "example:fashion-mnist", "--weight-rounding", "nearest", "-o", str(tmp_path), "--json"])
+    assert code == 0
+    manifest = json.loads(capsys.readouterr().out)
+    assert manifest["calibration"]["weight_rounding"] == {"method": "nearest", "grid": "per_channel"}
 
 
 def test_export_rejects_bad_choices(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

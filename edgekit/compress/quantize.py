@@ -56,7 +56,10 @@ class QuantizeConfig(StepConfig):
     - ``calibration``: ``minmax``, ``percentile`` (``percentile`` of the histogram) or ``entropy``
       (KL) for ONNX PTQ; ``minmax`` or ``histogram`` (PT2E's L2 range search) for TFLite PTQ;
       QAT learns its ranges (``minmax``);
-    - ``formats``: the int8 artifacts to produce and measure (``onnx``, ``tflite``).
+    - ``formats``: the int8 artifacts to produce and measure (``onnx``, ``tflite``);
+    - ``weight_rounding``: PTQ only, ``gptq`` (default: each layer's rounding chosen to preserve
+      its outputs on the calibration data, ``edgekit.export.rounding``) or ``nearest``; QAT
+      rounds to nearest, which its fake-quant training already accounts for.
     """
 
     precision: Literal["int8"] = "int8"
@@ -67,6 +70,7 @@ class QuantizeConfig(StepConfig):
     percentile: float = Field(99.999, gt=50, le=100)
     calibration_samples: int = Field(256, ge=1, le=100_000)
     formats: list[Format] = Field(default_factory=lambda: ["onnx"], min_length=1)
+    weight_rounding: Literal["gptq", "nearest"] = "gptq"
     training: FinetuneConfig = Field(default_factory=lambda: FinetuneConfig(epochs=2, lr=1e-4, schedule="cosine"))
 
     @model_validator(mode="after")
@@ -273,6 +277,7 @@ def _export_ptq(model: nn.Module, example_inputs: Sequence[torch.Tensor], calibr
                    "dynamic_batch": True}
     else:
         options = {"per_channel": config.granularity == "per_channel", "calibration_method": config.calibration}
+    options["weight_rounding"] = config.weight_rounding
     export(model, tuple(example_inputs), format=fmt, precision="int8", calibration=calibration, out_dir=path.parent,
            name=path.name[: -len(f".{fmt}")], options=options, check_parity=False)
     return path

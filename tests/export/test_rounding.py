@@ -99,3 +99,19 @@ def test_tflite_int8_stores_exactly_the_rounded_integers(export_case, tmp_path) 
             found.append(interp.get_tensor(detail["index"]).astype(np.float64))
     assert len(found) == 1
     np.testing.assert_array_equal(found[0], q_torch.round().numpy())
+
+
+def test_batchnorm_folded_later_keeps_the_integers(export_case, tmp_path) -> None:
+    """A conv followed by BatchNorm: ONNX Runtime folds the BN into the conv before quantizing;
+    the per-channel grid survives the folding (the stored integers are q · sign(γ))."""
+    case = export_case("cnn")
+    art = export(case.model, case.examples, "onnx", "int8", calibration=case.calibration, out_dir=tmp_path, name="cnn")
+    rounded, _ = gptq_round(case.model, case.examples, case.calibration)
+    conv, bn = rounded.features[0], rounded.features[1]
+    q, _ = _grid(conv.weight, True)
+    expected = (q.round() * torch.sign(bn.weight.detach().double()).unsqueeze(1)).reshape(conv.weight.shape).numpy()
+    model = onnx.load(str(art.path))
+    stored = [numpy_helper.to_array(i) for i in model.graph.initializer
+              if i.data_type == onnx.TensorProto.INT8 and tuple(i.dims) == tuple(conv.weight.shape)]
+    assert len(stored) == 1
+    np.testing.assert_array_equal(stored[0].astype(np.float64), expected)
