@@ -420,7 +420,8 @@ def section_recipe(b: Bench) -> None:
 
 def _varied_inputs(n: int, seed: int) -> np.ndarray:
     """224×224 RGB inputs without labels: Fashion-MNIST photos upscaled and tinted, smooth random
-    fields, and coloured blocks, normalized like EfficientNet-Lite's training (mean 0.5, std 0.5)."""
+    fields, and coloured blocks, as 8-bit images normalized like EfficientNet-Lite's TF training,
+    (pixel − 127) / 128."""
     rng = np.random.default_rng(seed)
     fm = load_fashion_mnist("train", limit=2000)
     images = []
@@ -440,7 +441,7 @@ def _varied_inputs(n: int, seed: int) -> np.ndarray:
                 y, x = rng.integers(0, 200, size=2)
                 h, w = rng.integers(16, 120, size=2)
                 rgb[:, y : y + h, x : x + w] = rng.uniform(0, 1, size=(3, 1, 1))
-        images.append(((np.clip(rgb, 0, 1) - 0.5) / 0.5).astype(np.float32))
+        images.append(((np.round(np.clip(rgb, 0, 1) * 255) - 127) / 128).astype(np.float32))
     return np.stack(images)
 
 

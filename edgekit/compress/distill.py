@@ -57,8 +57,10 @@ class DistillConfig(StepConfig):
     API takes the student module itself). ``training`` is the optimizer and schedule.
     ``mixup`` > 0 distils on mixed batches (function matching): each batch is blended with a
     shuffled copy of itself by λ ~ Beta(mixup, mixup); teacher and student see the same blend, and
-    the hard-label loss is λ-weighted over the two labels. A teacher that has memorized its
-    training images answers them almost one-hot; on blends its answers carry more information.
+    the hard-label loss is λ-weighted over the two labels. It helps where a teacher has memorized
+    its training images (answers them almost one-hot, so plain soft targets add little); the
+    bundled example teacher has not (as soft on its training images as on the test set), and on
+    it mixup did not help the benchmark's student.
     ``logit_loss: mse`` regresses the student's logits onto the teacher's (mean squared difference
     per sample, summed over classes; Kim et al., IJCAI 2021) instead of the softened KL, and the
     temperature is then unused. ``standardize_logits`` z-scores each sample's teacher and student
