@@ -112,6 +112,12 @@ def export(
     artifact.path = final
     if rounding is not None:
         artifact.calibration = {**(artifact.calibration or {}), "weight_rounding": rounding}
+        if rounding["method"] == "gptq" and rounding.get("layers"):
+            ratio = rounding.get("output_error_vs_nearest")
+            artifact.notes.append(
+                f"int8 weights rounded by GPTQ on {rounding['samples']} calibration samples ({rounding['layers']} layers"
+                + (f"; layer output error {ratio:.2f}× that of round-to-nearest)" if ratio is not None else ")")
+            )
     artifact.format = fmt.name
     artifact.precision = precision
     artifact.source_sha256 = source

@@ -60,6 +60,7 @@ def test_onnx_int8_stores_exactly_the_rounded_integers(export_case, tmp_path) ->
     case = export_case("mlp")
     art = export(case.model, case.examples, "onnx", "int8", calibration=case.calibration, out_dir=tmp_path, name="mlp")
     assert art.calibration["weight_rounding"]["method"] == "gptq" and art.calibration["weight_rounding"]["layers"] == 3
+    assert any("rounded by GPTQ on 128 calibration samples (3 layers" in note for note in art.notes)
     rounded, _ = gptq_round(case.model, case.examples, case.calibration)
     q_torch, _ = _grid(rounded.net[4].weight, True)
     model = onnx.load(str(art.path))
