@@ -252,7 +252,8 @@ def run_model(name: str, spec: dict, formats: list[str], precisions: list[str], 
     from edgekit.export.parity import run_artifact
 
     model, x = spec["model"], spec["x"]
-    eval_sets = {spec.get("eval_set", "eval"): x, **spec.get("extra_evals", {})}
+    headline = spec.get("eval_set", "eval")
+    eval_sets = {headline: x, **spec.get("extra_evals", {})}
     refs = {k: torch_logits(model, v) for k, v in eval_sets.items()}
     floors = {k: input_floor(model, v, spec["calibration"], refs[k]) for k, v in eval_sets.items()}
     variants = [(fmt, prec, {}, "") for fmt in formats for prec in precisions]
@@ -278,16 +279,16 @@ def run_model(name: str, spec: dict, formats: list[str], precisions: list[str], 
         for set_name, xs in eval_sets.items():
             got = run_artifact(artifact, {artifact.inputs[0].name: xs} if not _nhwc(artifact) else _nhwc_feeds(artifact, xs))[0]
             evals[set_name] = agreement_stats(got, refs[set_name], floors[set_name])
-            if set_name == next(iter(eval_sets)):
+            if set_name == headline:
                 out = got
         row = {
             "model": name, "format": fmt, "precision": prec, "variant": tag or "edgekit", "file": artifact.path.name,
             "size_bytes": artifact.size_bytes, "export_s": seconds,
             "parity_max_abs_diff": artifact.parity["max_abs_diff"], "parity_passed": artifact.parity["passed"],
-            "eval_set": next(iter(eval_sets)), **evals[next(iter(eval_sets))], "evals": evals,
+            "eval_set": headline, **evals[headline], "evals": evals,
         }
         if spec["y"] is not None:
-            ref = refs[next(iter(eval_sets))]
+            ref = refs[headline]
             row["accuracy"] = float(np.mean(out.argmax(1) == spec["y"]))
             row["reference_accuracy"] = float(np.mean(ref.argmax(1) == spec["y"]))
             row["accuracy_drop_pt"] = 100 * (row["reference_accuracy"] - row["accuracy"])

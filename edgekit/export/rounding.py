@@ -80,15 +80,16 @@ def gptq_round(
                 summary.skipped[name] = stat.skipped if stat else "never called on the calibration data"
                 continue
             weight = module.weight.detach().double()
+            rows = weight.reshape(weight.shape[0], -1)
             groups = getattr(module, "groups", 1)
+            hessian = stat.hessian()
             try:
-                q = _gptq(weight.reshape(weight.shape[0], -1), stat.hessian(), groups, per_channel)
+                q = _gptq(rows, hessian, groups, per_channel)
             except RuntimeError as exc:  # a singular H even after damping
                 summary.skipped[name] = f"GPTQ failed ({exc}); round-to-nearest"
                 continue
-            nearest = _nearest(weight.reshape(weight.shape[0], -1), per_channel)
-            err_gptq += _output_error(weight, q, stat.hessian(), groups)
-            err_rtn += _output_error(weight, nearest, stat.hessian(), groups)
+            err_gptq += _output_error(rows, q, hessian, groups)
+            err_rtn += _output_error(rows, _nearest(rows, per_channel), hessian, groups)
             targets[name].weight.copy_(q.reshape(weight.shape).to(module.weight.dtype))
             summary.layers += 1
     if err_rtn > 0:
@@ -169,11 +170,8 @@ def _input_statistics(model: Any, layers: dict[str, Any], feeds: dict[str, np.nd
         handles.append(module.register_forward_pre_hook(hook))
     try:
         with torch.no_grad():
-            for chunk, _ in cal.batches(feeds, BATCH, pad=False):
-                model(*(torch.from_numpy(np.asarray(v)) for v in chunk.values()))
-            n = cal.sample_count(feeds)
-            if n % BATCH:  # the incomplete tail batch
-                model(*(torch.from_numpy(np.asarray(v[n - n % BATCH :])) for v in feeds.values()))
+            for chunk, real in cal.batches(feeds, BATCH):
+                model(*(torch.from_numpy(np.asarray(v[:real])) for v in chunk.values()))
     except Exception as exc:
         raise ExportError(
             f"the model failed on the calibration data while rounding weights: {exc}",
@@ -204,7 +202,8 @@ def _gptq(w: Any, hessian: Any, groups: int, per_channel: bool) -> Any:
 
     rows, cols = w.shape
     per_group = rows // groups
-    scale = _scales(w, per_channel).reshape(groups, per_group)
+    scales = _scales(w, per_channel)
+    scale = scales.reshape(groups, per_group)
     W = w.reshape(groups, per_group, cols).clone()
     H = hessian.clone()
     diag = torch.diagonal(H, dim1=1, dim2=2)
@@ -219,7 +218,7 @@ def _gptq(w: Any, hessian: Any, groups: int, per_channel: bool) -> Any:
         W[:, :, i + 1 :] -= err.unsqueeze(2) * U[:, i, i + 1 :].unsqueeze(1)
     Q = Q.reshape(rows, cols)
     _keep_scale(Q, w, per_channel)
-    return Q * _scales(w, per_channel).unsqueeze(1)
+    return Q * scales.unsqueeze(1)
 
 
 def _keep_scale(Q: Any, w: Any, per_channel: bool) -> None:
@@ -237,8 +236,9 @@ def _keep_scale(Q: Any, w: Any, per_channel: bool) -> None:
 
 
 def _output_error(w: Any, q: Any, hessian: Any, groups: int) -> float:
-    """E‖(W − Q)x‖² over the calibration inputs: trace(ΔW H ΔWᵀ) summed over groups."""
-    delta = (w.reshape(w.shape[0], -1) - q).reshape(groups, -1, hessian.shape[-1])
+    """E‖(W − Q)x‖² over the calibration inputs (``w``, ``q``: rows × columns): trace(ΔW H ΔWᵀ)
+    summed over groups."""
+    delta = (w - q).reshape(groups, -1, hessian.shape[-1])
     return float((delta @ hessian * delta).sum())
 
 
