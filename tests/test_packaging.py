@@ -31,6 +31,7 @@ def test_wheel_contains_runner_profiles_and_weights(wheel: Path) -> None:
     for profile in ("pi4", "pi5", "pi-zero-2w", "jetson-nano", "jetson-orin-nano", "android-arm64"):
         assert f"edgekit/_device_profiles/{profile}.yaml" in names
     assert "edgekit/examples/fashion_cnn.pt" in names
+    assert "edgekit/data/sources.py" in names  # subpackages are listed one by one in pyproject.toml
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     assert "edgekit = edgekit.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
 

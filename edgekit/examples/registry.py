@@ -7,6 +7,8 @@ from typing import Callable
 
 import torch
 
+from edgekit.data import FASHION_MNIST_PREPROCESS
+from edgekit.data.preprocess import Preprocess
 from edgekit.errors import ModelError
 
 
@@ -17,6 +19,8 @@ class Example:
     input_shape: tuple[int, ...]
     dataset: str | None  # a DATA name understood by edgekit.datasets, e.g. "example:fashion-mnist"
     description: str
+    # how images become its inputs (image folders, photos); written into artifact manifests
+    preprocess: Preprocess | None = None
 
 
 def _fashion_cnn() -> torch.nn.Module:
@@ -32,6 +36,7 @@ EXAMPLES: dict[str, Example] = {
         input_shape=(1, 1, 28, 28),
         dataset="example:fashion-mnist",
         description="3-conv CNN for Fashion-MNIST, 98,554 params, trained weights bundled",
+        preprocess=FASHION_MNIST_PREPROCESS,
     ),
 }
 

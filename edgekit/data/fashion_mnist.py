@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgekit.data.preprocess import Preprocess
 from edgekit.errors import DataError
 
 FASHION_MNIST_DIR = Path(os.environ.get("EDGEKIT_FASHION_MNIST", "/usr/share/datasets/fashion-mnist"))
@@ -18,6 +19,11 @@ FASHION_MNIST_STD = 0.3530
 FASHION_MNIST_CLASSES = (
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
     "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+)
+# What the example model was trained with, for images from elsewhere (an image folder, a photo):
+# a 28×28 PNG of a Fashion-MNIST image maps to exactly the array load_fashion_mnist gives.
+FASHION_MNIST_PREPROCESS = Preprocess(
+    grayscale=True, resize=(28, 28), mean=(FASHION_MNIST_MEAN,), std=(FASHION_MNIST_STD,)
 )
 _FILES = {
     "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
@@ -62,6 +68,7 @@ def load_fashion_mnist(split: str = "test", limit: int | None = None) -> Split:
 
 
 def normalize(images_uint8: np.ndarray) -> np.ndarray:
+    """uint8 images to the example model's inputs: ``(p / 255 - mean) / std`` in float32."""
     return ((images_uint8.astype(np.float32) / 255.0 - FASHION_MNIST_MEAN) / FASHION_MNIST_STD).astype(
         np.float32
     )
