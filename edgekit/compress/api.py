@@ -77,20 +77,28 @@ def compress(
     weights: str | None = None,
     input_shape: Any = None,
     progress: Any = None,
+    preprocess: Any = None,
 ) -> CompressResult:
-    """Run ``recipe`` on MODEL with DATA and write model.pt, manifest.json and report.json to ``out_dir``."""
+    """Run ``recipe`` on MODEL with DATA and write model.pt, manifest.json and report.json to ``out_dir``.
+
+    DATA is anything ``edgekit.datasets.train_data`` takes; it is checked against the model (input
+    shape, outputs) before any step runs. An image folder is read with ``preprocess`` (an
+    ``edgekit.data.Preprocess``), else with the model's own preprocessing where edgekit knows it.
+    """
     import edgekit
+    from edgekit.datasets import train_data_for_model
 
     recipe = load_recipe(recipe)  # validate before loading anything heavy
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise UsageError(f"{out_dir} exists and is not a folder", "choose another -o/--out-dir")
     module, example_inputs, base = _resolve(model, weights, input_shape)
+    data = train_data_for_model(data, module, example_inputs, preprocess=preprocess, model=model)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
     try:
         start = time.perf_counter()
-        data_name = data if isinstance(data, str) else getattr(data, "name", type(data).__name__)
+        data_name = f"{data.name} (validation split)" if data.labeled else data.name
         compressed, steps = run_recipe(module, recipe, data, example_inputs=example_inputs, out_dir=staging,
                                        name="model", progress=progress)
         torch.save(compressed.state_dict(), staging / MODEL_FILE)
@@ -144,7 +152,7 @@ def _compress_report(base: dict[str, Any], recipe: Recipe, data_name: str, steps
                                    chosen_because="the recipe's quantize step")
     return CompressReport(
         edgekit_version=edgekit.__version__, model=base["ref"] or base["class"],
-        recipe=recipe.to_dict() | {"source": recipe.source}, dataset=f"{data_name} (validation split)",
+        recipe=recipe.to_dict() | {"source": recipe.source}, dataset=data_name,
         latency_where="not measured (edgekit deploy measures latency)", steps=summaries, artifact=artifact,
         settings={"seconds": round(seconds, 2), "input_shape": base["input_shape"]},
     )

@@ -6,6 +6,14 @@ The loss per batch is
       + Σ_pairs  w · MSE(adapter(student feature), teacher feature)      (or attention maps)
 
 The teacher sees the same (augmented) batch as the student, in eval mode and without gradients.
+
+Unlabeled data is a transfer set: the teacher labels it. A sample without a label (target
+``UNLABELED``, -1) is taught by the soft loss alone (weight 1, no cross-entropy). The transfer
+set is the distill step's ``transfer:`` DATA (read like ``--data``: images with the same
+preprocessing), or ``--data`` itself when that is unlabeled. With ``transfer:`` and labelled
+``--data``, each epoch interleaves the transfer set with the labelled training split (the student
+sees a few labels and many teacher-labelled samples), and the labelled validation split measures
+accuracy; with unlabeled data only, nothing measures accuracy (the report says so).
 Feature pairs name a student module and a teacher module (``named_modules`` names). With the
 ``mse`` loss, where their widths differ a learned adapter maps the student's feature to the
 teacher's width (a 1×1 conv for N×C×H×W features, a linear layer for N×C), and a spatial size
@@ -32,6 +40,7 @@ from edgekit.compress.finetune import FinetuneConfig, ProgressArg, as_progress, 
 from edgekit.compress.layers import require_layers
 from edgekit.compress.measure import measure
 from edgekit.compress.report import StepReport
+from edgekit.datasets import UNLABELED
 from edgekit.errors import RecipeError, UsageError
 
 
@@ -67,6 +76,10 @@ class DistillConfig(StepConfig):
     logits first (Sun et al., CVPR 2024), so a small student matches the teacher's ranking of the
     classes rather than the scale of its logits. ``training.augment`` (per-sample shifts/flips) is
     applied before the teacher and the student see a batch: both see the same view.
+    ``transfer`` names unlabeled DATA (a flat folder of images, an ``.npz`` without ``y``, ...;
+    labels it has are not used) the student is taught on by the teacher, besides the labelled
+    training split; ``transfer_limit`` keeps at most that many of its samples (a seeded choice of
+    a folder's images, the first ones of arrays).
     """
 
     student: str | None = None
@@ -78,6 +91,8 @@ class DistillConfig(StepConfig):
     standardize_logits: bool = False
     logit_loss: Literal["kl", "mse"] = "kl"
     training: FinetuneConfig = Field(default_factory=lambda: FinetuneConfig(epochs=5, lr=3e-3, schedule="onecycle"))
+    transfer: str | None = Field(None, min_length=1)
+    transfer_limit: int | None = Field(None, ge=1)
 
 
 def build_student(config: DistillConfig) -> nn.Module:
@@ -169,6 +184,66 @@ def soft_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temper
                     reduction="batchmean", log_target=True) * (t * t)
 
 
+def _soft_per_sample(student_logits: torch.Tensor, teacher_logits: torch.Tensor, cfg: DistillConfig) -> torch.Tensor:
+    """The soft loss of each sample (its mean over a batch is what ``soft_loss``/the MSE give)."""
+    if cfg.standardize_logits:
+        student_logits, teacher_logits = standardize(student_logits), standardize(teacher_logits)
+    if cfg.logit_loss == "mse":
+        return (student_logits - teacher_logits).pow(2).sum(1)
+    t = cfg.temperature
+    return F.kl_div(F.log_softmax(student_logits / t, 1), F.log_softmax(teacher_logits / t, 1),
+                    reduction="none", log_target=True).sum(1) * (t * t)
+
+
+def logit_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, y: torch.Tensor, cfg: DistillConfig,
+               lam: float = 1.0, perm: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """``(loss, soft, hard)`` of a batch: α·soft + (1 − α)·hard for labelled samples, the soft loss
+    alone for unlabeled ones (target ``UNLABELED``); ``hard`` is None when no sample has a label.
+    ``lam``/``perm`` are mixup's: a blended sample is labelled when both of its sources are."""
+    labeled = (y != UNLABELED) if y.dim() == 1 and not y.is_floating_point() else None
+    if perm is not None and labeled is not None:
+        labeled = labeled & labeled[perm]
+    if labeled is None or bool(labeled.all()):  # every sample labelled: the classic loss, as before
+        if cfg.logit_loss == "mse":
+            s_l, t_l = student_logits, teacher_logits
+            if cfg.standardize_logits:
+                s_l, t_l = standardize(student_logits), standardize(teacher_logits)
+            soft = (s_l - t_l).pow(2).sum(1).mean()
+        else:
+            soft = soft_loss(student_logits, teacher_logits, cfg.temperature, cfg.standardize_logits)
+        hard = F.cross_entropy(student_logits, y)
+        if perm is not None:
+            hard = lam * hard + (1 - lam) * F.cross_entropy(student_logits, y[perm])
+        return cfg.alpha * soft + (1 - cfg.alpha) * hard, soft, hard
+    soft_each = _soft_per_sample(student_logits, teacher_logits, cfg)
+    hard_each = F.cross_entropy(student_logits, y.clamp(min=0), reduction="none")  # unlabeled rows: discarded below
+    if perm is not None:
+        hard_each = lam * hard_each + (1 - lam) * F.cross_entropy(student_logits, y[perm].clamp(min=0), reduction="none")
+    each = torch.where(labeled, cfg.alpha * soft_each + (1 - cfg.alpha) * hard_each, soft_each)
+    hard = hard_each[labeled].mean() if bool(labeled.any()) else None
+    return each.mean(), soft_each.mean(), hard
+
+
+def _training_data(cfg: DistillConfig, data: Any, example_inputs: Sequence[torch.Tensor]) -> tuple[Any, Any, list[dict[str, Any]]]:
+    """``(training batches, validation batches or None, transfer sets)`` for ``data`` and ``cfg.transfer``."""
+    from edgekit.datasets import ArrayLoader, MixedLoader, transfer_set
+
+    sources, transfers = [], []
+    if cfg.transfer:
+        batch_size = data.train.batch_size if isinstance(data.train, ArrayLoader) else 128
+        loader, described = transfer_set(cfg.transfer, preprocess=data.preprocess, limit=cfg.transfer_limit,
+                                         input_shapes=[tuple(t.shape) for t in example_inputs], batch_size=batch_size)
+        sources.append(loader)
+        transfers.append({"data": described, "samples": len(loader.x)})
+    if data.labeled:
+        sources.append(data.train)
+    else:  # unlabeled --data is a transfer set too
+        sources.append(data.unlabeled)
+        transfers.append({"data": data.name, "samples": len(data.unlabeled.x)})
+    batches = sources[0] if len(sources) == 1 else MixedLoader(*sources)
+    return batches, (data.val if data.labeled else None), transfers
+
+
 def distill(
     student: nn.Module,
     teacher: nn.Module,
@@ -178,7 +253,11 @@ def distill(
     example_inputs: Sequence[torch.Tensor] | None = None,
     progress: ProgressArg = None,
 ) -> tuple[nn.Module, StepReport]:
-    """Train ``student`` from ``teacher`` on ``data``; the report compares teacher and student."""
+    """Train ``student`` from ``teacher`` on ``data``; the report compares teacher and student.
+
+    ``data`` is a TrainData or DATA reference, labelled or not (unlabeled data is a transfer set:
+    the student learns from the teacher alone, and no accuracy is measured).
+    """
     from edgekit.datasets import train_data
 
     cfg = DistillConfig.parse(config, "distill")
@@ -190,8 +269,9 @@ def distill(
     require_layers(teacher, [p.teacher for p in cfg.features], (nn.Module,), "distill (teacher)")
     start = time.perf_counter()
     if example_inputs is None:
-        example_inputs = (next(iter(data.val))[0][:1],)
-    before = measure(teacher, example_inputs, data.val)
+        example_inputs = (data.sample_inputs(1),)
+    batches, val, transfers = _training_data(cfg, data, example_inputs)
+    before = measure(teacher, example_inputs, val)
     teacher.eval()
     trainable = [p for p in teacher.parameters() if p.requires_grad]
     for p in trainable:
@@ -199,7 +279,7 @@ def distill(
     s_feats = _Features(student, [p.student for p in cfg.features])
     t_feats = _Features(teacher, [p.teacher for p in cfg.features])
     try:
-        probe = next(iter(data.val))[0][:2]
+        probe = data.sample_inputs(2)
         student.eval()
         with torch.no_grad():
             student(probe)
@@ -207,7 +287,7 @@ def distill(
         adapters = nn.ModuleList(
             _Adapter(s_feats.values[p.student].shape, t_feats.values[p.teacher].shape) if p.loss == "mse" else nn.Identity()
             for p in cfg.features)
-        parts = {"soft": 0.0, "hard": 0.0, "feature": 0.0, "n": 0}
+        parts = {"soft": 0.0, "hard": 0.0, "hard_n": 0, "feature": 0.0, "n": 0}
 
         mix = torch.distributions.Beta(cfg.mixup, cfg.mixup) if cfg.mixup > 0 else None
 
@@ -220,17 +300,7 @@ def distill(
             with torch.no_grad():
                 t_logits = teacher(x)
             s_logits = student(x)
-            if cfg.logit_loss == "mse":
-                s_l, t_l = s_logits, t_logits
-                if cfg.standardize_logits:
-                    s_l, t_l = standardize(s_logits), standardize(t_logits)
-                soft = (s_l - t_l).pow(2).sum(1).mean()
-            else:
-                soft = soft_loss(s_logits, t_logits, cfg.temperature, cfg.standardize_logits)
-            hard = F.cross_entropy(s_logits, y)
-            if perm is not None:
-                hard = lam * hard + (1 - lam) * F.cross_entropy(s_logits, y[perm])
-            loss = cfg.alpha * soft + (1 - cfg.alpha) * hard
+            loss, soft, hard = logit_loss(s_logits, t_logits, y, cfg, lam, perm)
             feat = torch.zeros(())
             for pair, adapter in zip(cfg.features, adapters):
                 f_s, f_t = s_feats.values[pair.student], t_feats.values[pair.teacher].detach()
@@ -239,15 +309,18 @@ def distill(
                 else:
                     feat = feat + pair.weight * F.mse_loss(adapter(f_s), f_t)
             parts["soft"] += float(soft.detach())
-            parts["hard"] += float(hard.detach())
+            if hard is not None:
+                parts["hard"] += float(hard.detach())
+                parts["hard_n"] += 1
             parts["feature"] += float(feat.detach())
             parts["n"] += 1
             return loss + feat
 
-        history = train(student, data.train, data.val, cfg.training, batch_loss,
+        history = train(student, batches, val, cfg.training, batch_loss,
                         extra_params=list(adapters.parameters()), progress=show, label="distill")
         if parts["n"]:
-            history.append({"mean_soft_loss": parts["soft"] / parts["n"], "mean_hard_loss": parts["hard"] / parts["n"],
+            history.append({"mean_soft_loss": parts["soft"] / parts["n"],
+                            "mean_hard_loss": parts["hard"] / parts["hard_n"] if parts["hard_n"] else None,
                             "mean_feature_loss": parts["feature"] / parts["n"]})
     finally:
         s_feats.close()
@@ -255,17 +328,23 @@ def distill(
         for p in trainable:
             p.requires_grad_(True)
     student.eval()
-    after = measure(student, example_inputs, data.val)
+    after = measure(student, example_inputs, val)
     changes = None
     if cfg.student:
         changes = {"type": "student", "factory": cfg.student, "kwargs": dict(cfg.student_kwargs)}
     details = {"history": history, "teacher_params": before.params, "student_params": after.params,
                "param_ratio": after.params / max(before.params, 1)}
+    notes = []
+    if transfers:
+        details["transfer"] = transfers
+    if val is None:
+        notes.append(f"{data.name} has no labels: the student learned from the teacher alone, and no accuracy was "
+                     "measured (pass labelled --data, and the unlabeled set as the step's transfer:)")
     return student, StepReport("distill", cfg.model_dump(), before, after, time.perf_counter() - start,
-                               details=details, changes=changes)
+                               details=details, changes=changes, notes=notes)
 
 
 make_module_callable(__name__, "distill")  # edgekit.compress.distill(...) calls distill(); the module stays importable
 
-__all__ = ["DistillConfig", "FeaturePair", "attention_loss", "attention_map", "build_student", "distill", "soft_loss",
-           "standardize"]
+__all__ = ["DistillConfig", "FeaturePair", "attention_loss", "attention_map", "build_student", "distill", "logit_loss",
+           "soft_loss", "standardize"]

@@ -151,9 +151,10 @@ def run_recipe(
 
     recipe = load_recipe(recipe)
     data = train_data(data)
+    _check_data(recipe, data)
     show = as_progress(progress)
     if example_inputs is None:
-        example_inputs = (next(iter(data.val))[0][:1],)
+        example_inputs = (data.sample_inputs(1),)
     constraints: list[Constraint] = []
     reports: list[StepReport] = []
     for number, step in enumerate(recipe.steps, start=1):
@@ -177,6 +178,18 @@ def run_recipe(
     if is_pruned(model):
         finalize(model)
     return model.eval(), reports
+
+
+def _check_data(recipe: Recipe, data: Any) -> None:
+    """Before any step runs: unlabeled data is for distill only, and every transfer: set exists."""
+    from edgekit.datasets import check_data_reference
+
+    for number, step in enumerate(recipe.steps, start=1):
+        where = f"recipe step {number} ({step.kind})"
+        if step.kind != "distill":
+            data.require_labels(where)
+        elif step.config.transfer:  # type: ignore[attr-defined]
+            check_data_reference(step.config.transfer, f"{where}: transfer")  # type: ignore[attr-defined]
 
 
 def _run_step(model: nn.Module, step: Step, data: Any, example_inputs: Sequence[torch.Tensor],

@@ -1,7 +1,8 @@
 """Import a ``pkg.module:fn`` factory named by a DATA reference.
 
-edgekit/models.py (``_resolve_factory``) and edgekit/datasets.py (``_train_data_from_factory``) do
-the same with their own error types; this one raises ``DataError``.
+edgekit/models.py (``_resolve_factory``) does the same with its own error type; this one raises
+``DataError`` (edgekit/datasets.py ``train_data`` calls ``call_factory`` itself, once, to tell a
+``(train_loader, val_loader)`` pair from data).
 """
 
 from __future__ import annotations

@@ -436,7 +436,13 @@ def _as_input(array: np.ndarray, where: str) -> np.ndarray:
 
 
 def _load_factory(ref: str, names: list[str] | None, limit: int | None) -> Dataset:
-    result = call_factory(ref, _FACTORY_RETURNS)
+    return dataset_from_factory_result(call_factory(ref, _FACTORY_RETURNS), ref, names, limit)
+
+
+def dataset_from_factory_result(result: Any, ref: str, names: list[str] | None = None,
+                                limit: int | None = None) -> Dataset:
+    """What a factory returned (see the module docstring) as a Dataset; for callers that called it
+    themselves (``edgekit.datasets.train_data`` tells its ``(train_loader, val_loader)`` pairs apart)."""
     if _is_array(result) or isinstance(result, (dict, tuple)):
         inputs, labels = _batch_parts(result, ref)
     elif isinstance(result, Iterable) and not isinstance(result, (str, bytes)):
