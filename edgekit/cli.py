@@ -27,6 +27,42 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(ExitCode.USAGE)
 
 
+def _int_at_least(minimum: int, maximum: int | None = None) -> Callable[[str], int]:
+    """An argparse type: an integer in [minimum, maximum], refused at parse time (before any work)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < minimum or (maximum is not None and value > maximum):
+            bound = f"between {minimum} and {maximum}" if maximum is not None else f"at least {minimum}"
+            raise argparse.ArgumentTypeError(f"must be {bound}, got {value}")
+        return value
+
+    return parse
+
+
+def _number(minimum: float = 0.0, positive: bool = False, below: float | None = None) -> Callable[[str], float]:
+    """An argparse type: a finite number >= minimum (> 0 when ``positive``; < ``below`` if given)."""
+
+    def parse(text: str) -> float:
+        import math
+
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        too_big = below is not None and value >= below
+        if not math.isfinite(value) or value < minimum or (positive and value <= 0) or too_big:
+            bound = "a positive number" if positive else f"a number >= {minimum:g}"
+            bound += f" below {below:g}" if below is not None else ""
+            raise argparse.ArgumentTypeError(f"must be {bound}, got {text}")
+        return value
+
+    return parse
+
+
 def _err(text: str) -> None:
     sys.stderr.write(text.rstrip("\n") + "\n")
 
@@ -40,7 +76,7 @@ def handle_errors(debug: bool) -> Iterator[list[int]]:
     except EdgekitError as exc:
         if debug:
             raise
-        _err(f"error: {exc.one_line()}")
+        _err(f"error: {exc.one_line(cli=True)}")
         code[0] = int(exc.exit_code)
     except BrokenPipeError:
         # stdout was closed early (e.g. `| head`): nothing more to say
@@ -66,10 +102,43 @@ def _progress(args: argparse.Namespace) -> Any:
     return make_progress(quiet=getattr(args, "quiet", False) or getattr(args, "json", False))
 
 
+def _print_notes(notes: Sequence[str], verbose: bool, indent: str = "") -> None:
+    """Notes for every reader; with ``--verbose`` also the detail ones (``edgekit.notes``)."""
+    from edgekit.notes import is_detail
+
+    for note in notes:
+        if verbose or not is_detail(note):
+            print(f"{indent}{'detail' if is_detail(note) else 'note':<8} {note}")
+
+
 def _write_report(path: str, report: Any) -> None:
     from edgekit.export.base import write_json_atomic
 
+    Path(path).parent.mkdir(parents=True, exist_ok=True)  # checked writable before the run
     write_json_atomic(Path(path), report.model_dump(mode="json"))
+
+
+def _check_addresses(hosts: Sequence[str]) -> None:
+    """A malformed --host is refused before the export, not after it."""
+    from edgekit.targets.sshconfig import parse_address
+
+    for host in hosts:
+        parse_address(host)
+
+
+def _check_deploy_outputs(args: argparse.Namespace) -> None:
+    """Every file and folder deploy writes, checked before the run (results are never lost at the end)."""
+    from edgekit.errors import UsageError
+    from edgekit.outputs import check_output_dir, check_output_file
+
+    if args.save_outputs and not args.inputs:
+        raise UsageError("--save-outputs needs --inputs", "pass the .npz whose outputs you want back")
+    if args.report:
+        check_output_file(args.report, "--report", "report.json")
+    if args.save_outputs:
+        check_output_file(args.save_outputs, "--save-outputs", "outputs.npz")
+    if args.out_dir:
+        check_output_dir(args.out_dir, "-o/--out-dir")
 
 
 # --- deploy -------------------------------------------------------------------------------------
@@ -83,27 +152,30 @@ def _add_deploy(sub: argparse._SubParsersAction) -> None:
     where.add_argument("--host", action="append",
                        help="[user@]addr[:port] or an ~/.ssh/config alias; repeat it to profile a fleet")
     where.add_argument("--hosts", metavar="FLEET_YAML", help="profile every device listed in this file at once")
-    p.add_argument("--concurrency", type=int, help="fleet: devices measured at the same time (default up to 8)")
+    p.add_argument("--concurrency", type=_int_at_least(1), help="fleet: devices measured at the same time (default up to 8)")
     p.add_argument("--format", choices=["onnx", "tflite"], help="override the profile's preferred format")
     p.add_argument("--precision", choices=["fp32", "fp16", "int8"], help="override the profile's precision")
     p.add_argument("--weights", help="state_dict file for a pkg.module:fn model")
     p.add_argument("--input-shape", help="input shape for a pkg.module:fn model, e.g. 1,3,224,224")
-    p.add_argument("--runs", type=int, help="timed inferences (default 200)")
-    p.add_argument("--warmup", type=int, help="warm-up inferences (default 20)")
-    p.add_argument("--min-seconds", type=float, default=0.0, help="keep timing at least this long")
-    p.add_argument("--threads", type=int, help="runtime threads (default: the profile's)")
+    p.add_argument("--runs", type=_int_at_least(1), help="timed inferences (default 200)")
+    p.add_argument("--warmup", type=_int_at_least(0), help="warm-up inferences (default 20)")
+    p.add_argument("--min-seconds", type=_number(0.0), default=0.0, help="keep timing at least this long")
+    p.add_argument("--threads", type=_int_at_least(1), help="runtime threads (default: the profile's)")
     p.add_argument("--inputs", help=".npz of your own inputs, one array per input name")
     p.add_argument("--save-outputs", help="write the device's outputs for --inputs to this .npz")
-    p.add_argument("--eval-limit", type=int, help="evaluate accuracy on the first N test images only")
+    p.add_argument("--eval-limit", type=_int_at_least(1), help="evaluate accuracy on the first N test images only")
     p.add_argument("--profile", action="append", default=[], help="extra device profile YAML (repeatable)")
     p.add_argument("-o", "--out-dir", help="keep the exported artifacts and manifests here")
     p.add_argument("--report", help="write the report as JSON to this file")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="also show detail notes (converter internals, generic caveats)")
     p.add_argument("--strict", action="store_true", help="fail when parity is over tolerance")
     p.add_argument("--profile-ops", action="store_true",
                    help="also time each operator (ONNX Runtime's profiler, after the timed runs)")
     p.add_argument("--recipe", help="compression recipe (YAML) to run before export")
-    p.add_argument("--data", help="data for --recipe: example:fashion-mnist or pkg.module:fn")
+    p.add_argument("--data", help="data for --recipe: example:fashion-mnist, a folder of images, an .npz/.npy, "
+                                  "or pkg.module:fn (as for edgekit compress)")
     _add_ssh_flags(p)
     p.set_defaults(handler=_cmd_deploy)
 
@@ -112,10 +184,8 @@ def _cmd_deploy(args: argparse.Namespace) -> int:
     from edgekit.deploy import DeployOptions, deploy
     from edgekit.report.text import print_report
 
-    if args.save_outputs and not args.inputs:
-        from edgekit.errors import UsageError
-
-        raise UsageError("--save-outputs needs --inputs", "pass the .npz whose outputs you want back")
+    _check_deploy_outputs(args)
+    _check_addresses(args.host or [])
     fleet = args.hosts or (args.host and len(args.host) > 1)
     options = DeployOptions(
         emulate=args.emulate, host=args.host[0] if args.host and not fleet else None, format=args.format, precision=args.precision,
@@ -133,7 +203,7 @@ def _cmd_deploy(args: argparse.Namespace) -> int:
     if args.json:
         print(report.to_json())
     else:
-        print_report(report)
+        print_report(report, verbose=args.verbose)
     _record(report, announce=not (args.quiet or args.json))
     return int(ExitCode.OK)
 
@@ -142,12 +212,11 @@ def _deploy_fleet(args: argparse.Namespace, options: Any) -> int:
     from edgekit.fleet import deploy_fleet, load_fleet, render_fleet_text
 
     hosts, concurrency = load_fleet(args.hosts) if args.hosts else (args.host, None)
+    _check_addresses([h if isinstance(h, str) else h.host for h in hosts])
     fleet = deploy_fleet(args.model, args.device, hosts, options, progress=_progress(args),
                          concurrency=args.concurrency or concurrency)
     if args.report:
-        from edgekit.export.base import write_json_atomic
-
-        write_json_atomic(Path(args.report), fleet.model_dump(mode="json"))
+        _write_report(args.report, fleet)
     print(fleet.to_json() if args.json else render_fleet_text(fleet))
     for row in fleet.rows:
         if row.report is not None:
@@ -163,7 +232,7 @@ def _record(report: Any, announce: bool) -> None:
     try:
         record = record_run(report)
     except DataError as exc:
-        _err(f"warning: run not recorded: {exc.one_line()}")
+        _err(f"warning: run not recorded: {exc.one_line(cli=True)}")
         return
     if announce:
         _err(f"· recorded as run {record.id} ({record.run_id}); see `edgekit runs`")
@@ -232,6 +301,7 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
     out.add_argument("--html", metavar="OUT", help="write a self-contained HTML page (plots inline, no network)")
     out.add_argument("--md", nargs="?", const="-", metavar="OUT", help="Markdown for a pull request (stdout or OUT)")
     out.add_argument("--json", action="store_true", help="the report as JSON, upgraded to the current schema")
+    p.add_argument("-v", "--verbose", action="store_true", help="text: also show detail notes")
     p.set_defaults(handler=_cmd_report)
 
 
@@ -239,6 +309,12 @@ def _cmd_report(args: argparse.Namespace) -> int:
     from edgekit.report.schema import DeployReport
     from edgekit.report.store import resolve_run
 
+    from edgekit.outputs import check_output_file
+
+    for flag, path, example in (("--html", args.html, "report.html"),
+                                ("--md", args.md if args.md != "-" else None, "report.md")):
+        if path:
+            check_output_file(path, flag, example)
     report = resolve_run(args.run)
     if args.html:
         from edgekit.report.html import write_html
@@ -252,7 +328,9 @@ def _cmd_report(args: argparse.Namespace) -> int:
         if args.md == "-":
             sys.stdout.write(render_markdown(report))
         else:
-            Path(args.md).write_text(render_markdown(report), encoding="utf-8")
+            from edgekit.outputs import write_text_atomic
+
+            write_text_atomic(Path(args.md), render_markdown(report))
             if not args.quiet:
                 _err(f"· wrote {args.md}")
     elif args.json:
@@ -260,7 +338,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
     elif isinstance(report, DeployReport):
         from edgekit.report.text import print_report
 
-        print_report(report)
+        print_report(report, verbose=args.verbose)
     else:  # text.py renders deploy reports; Markdown reads well as plain text for the others
         from edgekit.report.markdown import render_markdown
 
@@ -273,7 +351,7 @@ def _add_runs(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", help="only runs of this MODEL")
     p.add_argument("--device", help="only runs on this device profile")
     p.add_argument("--kind", choices=["deploy", "export", "compress"], help="only reports of this kind")
-    p.add_argument("-n", "--limit", type=int, default=20, help="the newest N runs (default 20; 0: all)")
+    p.add_argument("-n", "--limit", type=_int_at_least(0), default=20, help="the newest N runs (default 20; 0: all)")
     p.add_argument("--add", nargs="+", metavar="REPORT", help="record report JSON files (e.g. a CI baseline)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=_cmd_runs)
@@ -315,13 +393,14 @@ def _cmd_runs(args: argparse.Namespace) -> int:
 def _add_compare(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("compare", help="compare two runs; exit 1 on a significant regression (a CI gate)")
     p.add_argument("runs", nargs="*", metavar="RUN", help="A (baseline) and B: report files, run ids or store ids")
-    p.add_argument("--last", type=int, metavar="N", help="compare the oldest and newest of the last N deploy runs")
+    p.add_argument("--last", type=_int_at_least(2), metavar="N", help="compare the oldest and newest of the last N deploy runs")
     p.add_argument("--model", help="with --last: only runs of this MODEL")
     p.add_argument("--device", help="with --last: only runs on this device profile")
-    p.add_argument("--threshold", type=float, default=5.0, metavar="PCT",
+    p.add_argument("--threshold", type=_number(0.0), default=5.0, metavar="PCT",
                    help="regression: median latency or size up by more than PCT %% (default 5)")
-    p.add_argument("--alpha", type=float, default=0.05, help="significance level of the latency test (default 0.05)")
-    p.add_argument("--accuracy-drop", type=float, default=0.5, metavar="PP",
+    p.add_argument("--alpha", type=_number(positive=True, below=1.0), default=0.05,
+                   help="significance level of the latency test (default 0.05)")
+    p.add_argument("--accuracy-drop", type=_number(0.0), default=0.5, metavar="PP",
                    help="regression: accuracy down by more than PP percentage points (default 0.5)")
     out = p.add_mutually_exclusive_group()
     out.add_argument("--json", action="store_true")
@@ -369,8 +448,9 @@ def _add_ssh_flags(p: argparse.ArgumentParser) -> None:
     ssh.add_argument("--accept-new-host-key", action="store_true",
                      help="trust and record the host key of a host seen for the first time")
     ssh.add_argument("--python", help="the device's python (default: the profile's)")
-    ssh.add_argument("--connect-timeout", type=float, metavar="S", help="give up connecting after S seconds (default 10)")
-    ssh.add_argument("--command-timeout", type=float, metavar="S",
+    ssh.add_argument("--connect-timeout", type=_number(positive=True), metavar="S",
+                     help="give up connecting after S seconds (default 10)")
+    ssh.add_argument("--command-timeout", type=_number(positive=True), metavar="S",
                      help="stop a run on the device after S seconds (default 600)")
     ssh.add_argument("--password", action="store_true",
                      help="ask for an SSH password (tried after the keys; never stored or logged)")
@@ -448,11 +528,11 @@ def _add_emulator(sub: argparse._SubParsersAction) -> None:
     s = esub.add_parser("start", help="build (once, cached) and start an emulated device")
     s.add_argument("device", help="device profile name, e.g. pi4")
     s.add_argument("--name", help="instance name (default: the device's name)")
-    s.add_argument("--port", type=int, help="port on 127.0.0.1 (default: the last one if free, else any)")
+    s.add_argument("--port", type=_int_at_least(1, 65535), help="port on 127.0.0.1 (default: the last one if free, else any)")
     s.add_argument("--fresh", action="store_true", help="discard the device's changes (installed runtimes, files)")
     s.add_argument("--rebuild", action="store_true", help="rebuild the cached root filesystem")
     s.add_argument("--no-memory-limit", action="store_true", help="do not apply the profile's memory size")
-    s.add_argument("--ready-timeout", type=float, default=180.0, help="seconds to wait for sshd (default 180)")
+    s.add_argument("--ready-timeout", type=_number(positive=True), default=180.0, help="seconds to wait for sshd (default 180)")
     s.add_argument("--profile", action="append", default=[], help="extra device profile YAML (repeatable)")
     s.add_argument("--json", action="store_true", help="print the state as JSON")
     s.set_defaults(handler=_cmd_emulator_start)
@@ -483,7 +563,8 @@ def _cmd_emulator_start(args: argparse.Namespace) -> int:
     print(f"  --host       {state.address}")
     print(f"  key          {state.key_file}")
     print(f"  known_hosts  {state.known_hosts}")
-    print(f"  ssh alias    {state.alias}  (for OpenSSH: add `Include {emulator.include_file()}` to ~/.ssh/config)")
+    print(f"  ssh alias    {state.alias}  (edgekit reads it from {emulator.include_file()}; "
+          "for OpenSSH: `Include` that file in ~/.ssh/config)")
     print(f"  memory       {memory}")
     for note in state.notes:
         print(f"  note         {note}")
@@ -527,8 +608,9 @@ def _cmd_emulator_status(args: argparse.Namespace) -> int:
             continue
         if r["running"]:
             ready = "ssh ready" if r.get("ssh_ready") else "ssh NOT answering"
-            print(f"{r['name']}: running ({r['device']}, {ready}) --host {r['address']} "
-                  f"--known-hosts {r['known_hosts']} -i {r['key_file']}  (up {r.get('uptime_s', 0):.0f} s)")
+            print(f"{r['name']}: running ({r['device']}, {ready}) --host {r['alias']}  "
+                  f"(or --host {r['address']} --known-hosts {r['known_hosts']} -i {r['key_file']}; "
+                  f"up {r.get('uptime_s', 0):.0f} s)")
         else:
             print(f"{r['name']}: stopped ({r['device']}; `edgekit emulator start {r['device']} --name {r['name']}`)")
     return int(ExitCode.OK)
@@ -552,13 +634,17 @@ def _add_provision(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_provision(args: argparse.Namespace) -> int:
-    from edgekit.provision import provision
+    from edgekit.provision import provision, runtime_requirements
 
+    runtime_requirements(args.runtime, pin_to_host=False)  # an unknown --runtime is refused before connecting
     result = provision(args.device, args.host, ssh=_ssh_options(args), runtimes=args.runtime or None,
                        site_dir=args.site_dir, offline=args.offline, force=args.force, pin_to_host=not args.no_pin,
                        profile_files=args.profile, progress=_progress(args))
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))
+        return int(ExitCode.OK)
+    if result.manager != "wheels":
+        print(result.to_text())
         return int(ExitCode.OK)
     done = "installed" if result.installed else "already installed"
     print(f"{result.device} at {result.address}: {done} in {result.site_dir} ({result.platform}, {result.seconds:.0f} s)")
@@ -600,26 +686,44 @@ def _add_compress(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("compress", help="run a compression recipe; write the model, a rebuild manifest and a report")
     p.add_argument("model", help="example:NAME or a factory pkg.module:fn")
     p.add_argument("--recipe", required=True, help="recipe YAML: a list of steps (see docs/compress.md)")
-    p.add_argument("--data", required=True, help="training data: example:fashion-mnist or pkg.module:fn "
-                                                 "returning (train_loader, val_loader)")
+    p.add_argument("--data", required=True,
+                   help="training data: example:fashion-mnist, a folder of images (one subfolder per class), an .npz "
+                        "(arrays + y), an .npy, or pkg.module:fn returning arrays, batches or (train_loader, val_loader); "
+                        "labelled data is split seeded, 10%% (at most 5,000) for validation")
+    p.add_argument("--preprocess", metavar="PRESET|FILE.yaml",
+                   help="how a folder's images become inputs (default: the model's own, else RGB [0,1] NCHW): "
+                        "a preset (imagenet, minus1-1, 0-1, raw, inception) or a YAML spec (docs/compress.md)")
     p.add_argument("-o", "--out-dir", required=True, help="folder for model.pt, manifest.json, report.json")
     p.add_argument("--weights", help="state_dict file for a pkg.module:fn model")
     p.add_argument("--input-shape", help="input shape for a pkg.module:fn model, e.g. 1,3,224,224")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="also show detail notes (converter internals, generic caveats)")
     p.set_defaults(handler=_cmd_compress)
 
 
 def _cmd_compress(args: argparse.Namespace) -> int:
     from edgekit.compress import compress
+    from edgekit.data import Preprocess
+    from edgekit.outputs import check_output_dir, missing_folders, remove_folders
     from edgekit.report.progress import make_progress
 
-    result = compress(args.model, args.recipe, args.data, args.out_dir, weights=args.weights,
-                      input_shape=args.input_shape, progress=make_progress(quiet=args.quiet or args.json))
+    preprocess = Preprocess.from_options(args.preprocess)  # a bad spec is refused before anything is made
+    check_output_dir(args.out_dir, "-o/--out-dir")
+    created = missing_folders(args.out_dir)
+    try:
+        result = compress(args.model, args.recipe, args.data, args.out_dir, weights=args.weights,
+                          input_shape=args.input_shape, progress=make_progress(quiet=args.quiet or args.json),
+                          preprocess=preprocess)
+    except BaseException:  # compress stages beside -o: leave no folder it made for a failed run
+        remove_folders(created)
+        raise
     if args.json:
         print(result.report.to_json())
         return int(ExitCode.OK)
     for step in result.steps:
         print(step.summary())
+        _print_notes(step.notes, args.verbose, indent="  ")
     print(f"wrote {', '.join(result.files)} to {result.out_dir}")
     return int(ExitCode.OK)
 
@@ -645,11 +749,13 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--channels-last", action="store_true", help="TFLite: NHWC inputs")
     p.add_argument("--dynamic-batch", action="store_true", help="a dynamic batch dimension (ONNX only)")
     p.add_argument("--eval", help="evaluate the artifact in its runtime: example:fashion-mnist")
-    p.add_argument("--eval-limit", type=int, help="evaluate on the first N images only")
+    p.add_argument("--eval-limit", type=_int_at_least(1), help="evaluate on the first N images only")
     p.add_argument("-o", "--out-dir", default=".", help="where to write the artifact and its manifest")
     p.add_argument("--name", help="artifact file name without suffix (default MODEL.PRECISION)")
     p.add_argument("--strict", action="store_true", help="fail (exit 1) when parity is over tolerance")
     p.add_argument("--json", action="store_true", help="print the manifest as JSON")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="also show detail notes (converter internals, generic caveats)")
     p.set_defaults(handler=_cmd_export)
 
 
@@ -670,16 +776,47 @@ def _export_options(args: argparse.Namespace) -> dict[str, Any]:
     return options
 
 
-def _calibration_data(ref: str | None, resolved: Any) -> Any:
-    if ref is None:
-        return None
-    from edgekit.data import load_npz_inputs
-    from edgekit.datasets import calibration_inputs
+_INT8_MODES = {"onnx": ("static", "dynamic"), "tflite": ("full", "dynamic")}
 
+
+def _check_export_flags(args: argparse.Namespace) -> None:
+    """Flags that do not apply to the chosen format, refused before the model is loaded."""
+    from edgekit.errors import UsageError
+    from edgekit.outputs import check_output_dir
+
+    if args.int8_mode and args.int8_mode not in _INT8_MODES[args.format]:
+        raise UsageError(f"--int8-mode {args.int8_mode} does not apply to {args.format}",
+                         f"{args.format} takes --int8-mode {' or '.join(_INT8_MODES[args.format])}")
+    for flag, given in (("--float-io", args.float_io), ("--channels-last", args.channels_last)):
+        if given and args.format != "tflite":
+            raise UsageError(f"{flag} applies to --format tflite only", "drop it for onnx")
+    if args.float_io and not (args.precision == "int8" and args.int8_mode in (None, "full")):
+        raise UsageError("--float-io applies to full-integer int8 only",
+                         "drop it, or export --precision int8 (--int8-mode full)")
+    check_output_dir(args.out_dir, "-o/--out-dir")
+
+
+def _needs_calibration(args: argparse.Namespace) -> bool:
+    return args.precision == "int8" and (args.int8_mode or _INT8_MODES[args.format][0]) != "dynamic"
+
+
+def _calibration_data(args: argparse.Namespace, resolved: Any) -> tuple[Any, str | None]:
+    """The calibration samples and where they came from: --calibration, else the example model's
+    own training data when int8 needs calibration (none for a factory model: the export says so)."""
+    from edgekit.data import load_npz_inputs
+    from edgekit.datasets import CALIBRATION_SAMPLES, calibration_inputs
+
+    ref = args.calibration
+    if ref is None and _needs_calibration(args) and resolved.dataset:
+        samples = calibration_inputs(resolved.example_inputs, resolved.dataset)
+        return samples, (f"{resolved.dataset}: {CALIBRATION_SAMPLES} training images, the example model's own data "
+                         "(--calibration DATA chooses others)")
+    if ref is None:
+        return None, None
     if ref.endswith(".npz"):
         arrays = load_npz_inputs(ref)
-        return next(iter(arrays.values())) if len(arrays) == 1 else arrays
-    return calibration_inputs(resolved.example_inputs, ref)
+        return (next(iter(arrays.values())) if len(arrays) == 1 else arrays), ref
+    return calibration_inputs(resolved.example_inputs, ref), f"{ref}: {CALIBRATION_SAMPLES} training images"
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
@@ -687,6 +824,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
     from edgekit.export.api import export
     from edgekit.models import resolve_model
 
+    _check_export_flags(args)
     resolved = resolve_model(args.model, weights=args.weights, input_shape=args.input_shape)
     if resolved.is_file:
         from edgekit.errors import UsageError
@@ -694,10 +832,11 @@ def _cmd_export(args: argparse.Namespace) -> int:
         raise UsageError(f"{args.model} is already a model file", "export takes example:NAME or pkg.module:fn")
     say = _progress(args)
     evalset = eval_set(args.eval, args.eval_limit) if args.eval else None
+    calibration, calibration_source = _calibration_data(args, resolved)
     say(f"exporting {resolved.name} to {args.format}/{args.precision}")
     artifact = export(
         resolved.module, resolved.example_inputs, format=args.format, precision=args.precision,
-        calibration=_calibration_data(args.calibration, resolved), out_dir=args.out_dir,
+        calibration=calibration, calibration_source=calibration_source, out_dir=args.out_dir,
         name=args.name or f"{resolved.name}.{args.precision}", options=_export_options(args),
         strict=args.strict, eval_data=(evalset.x, evalset.y) if evalset else None,
     )
@@ -716,6 +855,9 @@ def _cmd_export(args: argparse.Namespace) -> int:
         if accuracy:
             print(f"accuracy {accuracy['accuracy'] * 100:.2f} % on {evalset.name} ({accuracy['n']} images; "
                   f"torch fp32 {accuracy['reference_accuracy'] * 100:.2f} %)")
+    if calibration_source and (artifact.calibration or {}).get("n_samples"):
+        print(f"calibration {calibration_source}")
+    _print_notes(artifact.notes, args.verbose)
     print(f"manifest {artifact.manifest_path}")
     return int(ExitCode.OK)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 import threading
@@ -14,13 +15,15 @@ import numpy as np
 from edgekit import __version__
 from edgekit._callable import make_module_callable
 from edgekit.data import load_npz_inputs
-from edgekit.datasets import EvalSet, calibration_inputs, eval_set
+from edgekit.datasets import CALIBRATION_SAMPLES, EvalSet, calibration_inputs, eval_set
 from edgekit.devices import DeviceProfile
 from edgekit.devices import get as get_profile
 from edgekit.errors import DataError, UsageError
 from edgekit.export import get_format
-from edgekit.export.base import Artifact
+from edgekit.export.base import Artifact, TensorSpec
 from edgekit.models import ResolvedModel, resolve_model
+from edgekit.outputs import check_output_dir, check_output_file, publish_files
+from edgekit.notes import split_notes
 from edgekit.report.schema import (
     AccuracySummary,
     ArtifactSummary,
@@ -37,6 +40,7 @@ from edgekit.resources import runner_path
 from edgekit.targets import RunJob, Target, create_target
 
 PARITY_SAMPLES = 64
+ARTIFACTS = "artifacts"  # the work folder's subfolder the artifacts are exported into
 DEFAULT_RUNS = 200
 DEFAULT_WARMUP = 20
 
@@ -72,6 +76,7 @@ class Choice:
     format: str
     precision: str
     because: str
+    options: dict[str, Any] = field(default_factory=dict)  # the profile's export options for this choice
 
 
 def choose_format(profile: DeviceProfile, fmt: str | None, precision: str | None) -> Choice:
@@ -81,7 +86,8 @@ def choose_format(profile: DeviceProfile, fmt: str | None, precision: str | None
                           profile.preferred[0].format)
         precision = precision or next((p.precision for p in profile.preferred if p.format == fmt), "fp32")
         _require_exportable(fmt, precision)
-        return Choice(fmt, precision, "set on the command line")
+        options = next((p.options for p in profile.preferred if (p.format, p.precision) == (fmt, precision)), {})
+        return Choice(fmt, precision, "set on the command line", dict(options))
     skipped: list[str] = []
     for pref in profile.preferred:
         exporter = get_format(pref.format)
@@ -93,7 +99,7 @@ def choose_format(profile: DeviceProfile, fmt: str | None, precision: str | None
             because = f"first of {profile.name}'s preferred formats this install can export"
             if skipped:
                 because += f"; skipped {', '.join(skipped)}"
-            return Choice(pref.format, pref.precision, because)
+            return Choice(pref.format, pref.precision, because, dict(pref.options))
     raise UsageError(
         f"none of {profile.name}'s preferred formats can be exported here: {', '.join(skipped)}",
         "install the missing extra or pass --format/--precision",
@@ -125,10 +131,36 @@ def deploy(model: str, device: str, options: DeployOptions | None = None,
     if options.emulate == bool(options.host):
         raise UsageError("choose where to run: --emulate or --host [user@]addr[:port]", "pass exactly one of them")
     with tempfile.TemporaryDirectory(prefix="edgekit-deploy-") as tmp:
-        prepared = prepare_deploy(model, device, options, say, Path(tmp))
+        prepared = prepare_deploy(model, device, options, say, Path(tmp), publish=False)
         target = create_target(prepared.profile, emulate=options.emulate, host=options.host, progress=say,
                                **options.ssh)
-        return measure_on_target(prepared, target, options, say)
+        report = measure_on_target(prepared, target, options, say)
+        if options.out_dir:  # only a run that succeeded leaves its artifacts behind
+            publish_artifacts(prepared, Path(options.out_dir))
+        return report
+
+
+def check_options(options: DeployOptions) -> None:
+    """Counts and output paths, checked before any work: a run never ends by losing its results."""
+    for name, value, minimum in (("runs", options.runs, 1), ("warmup", options.warmup, 0),
+                                 ("threads", options.threads, 1), ("eval_limit", options.eval_limit, 1)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < minimum):
+            raise UsageError(f"{name} must be an integer >= {minimum}, not {value!r}")
+    seconds = options.min_seconds
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not math.isfinite(seconds) or seconds < 0:
+        raise UsageError(f"min_seconds must be a number >= 0, not {seconds!r}")
+    if options.save_outputs:
+        if not options.inputs:
+            raise UsageError("save_outputs needs inputs", "pass the .npz whose outputs you want back")
+        check_output_file(options.save_outputs, "save_outputs")
+    if options.out_dir:
+        check_output_dir(options.out_dir, "out_dir")
+
+
+def publish_artifacts(prepared: "PreparedDeploy", out_dir: Path) -> list[Path]:
+    """Copy the exported artifacts and their manifests into ``out_dir`` (``-o``)."""
+    folder = prepared.work / ARTIFACTS
+    return publish_files(sorted(p for p in folder.iterdir() if p.is_file()), out_dir) if folder.is_dir() else []
 
 
 @dataclass
@@ -169,12 +201,20 @@ class PreparedDeploy:
             return self._memo["accuracy"]
 
 
-def prepare_deploy(model: str, device: str, options: DeployOptions, say: Progress, work: Path) -> PreparedDeploy:
-    """Resolve, compress, export, and write the inputs, parity and eval files into ``work``."""
+def prepare_deploy(model: str, device: str, options: DeployOptions, say: Progress, work: Path,
+                   publish: bool = True) -> PreparedDeploy:
+    """Resolve, compress, export, and write the inputs, parity and eval files into ``work``.
+
+    The artifacts are exported into ``work``; ``publish`` copies them to ``options.out_dir`` once
+    this host-side half succeeded (``deploy`` publishes only after the run on the device).
+    """
+    check_options(options)
     profile = get_profile(device, options.profile_files)
     resolved = resolve_model(model, weights=options.weights, input_shape=options.input_shape)
     user_inputs = load_npz_inputs(options.inputs) if options.inputs else None
-    out_dir = Path(options.out_dir) if options.out_dir else work / "artifacts"
+    if user_inputs is not None and resolved.module is not None:
+        check_user_inputs(torch_input_specs(resolved), user_inputs)  # before the export, not after
+    out_dir = work / ARTIFACTS
     out_dir.mkdir(parents=True, exist_ok=True)
     if options.recipe and resolved.module is not None:
         say("compressing with the recipe")
@@ -184,7 +224,7 @@ def prepare_deploy(model: str, device: str, options: DeployOptions, say: Progres
     if user_inputs is not None:
         user_inputs = match_inputs(artifact, user_inputs)
     parity_x = _parity_inputs(artifact, evalset, user_inputs)
-    return PreparedDeploy(
+    prepared = PreparedDeploy(
         model=model, profile=profile, resolved=resolved, artifact=artifact, reference_size=reference_size,
         because=because, evalset=evalset, parity_inputs=parity_x,
         parity_npz=_save_npz(work / "parity_inputs.npz", parity_x),
@@ -193,6 +233,9 @@ def prepare_deploy(model: str, device: str, options: DeployOptions, say: Progres
         eval_npz=_save_npz(work / "eval.npz", {"x": evalset.x, "y": evalset.y}) if evalset is not None else None,
         work=work,
     )
+    if publish and options.out_dir:
+        publish_artifacts(prepared, Path(options.out_dir))
+    return prepared
 
 
 def measure_on_target(prepared: PreparedDeploy, target: Target, options: DeployOptions, say: Progress,
@@ -220,11 +263,15 @@ def measure_on_target(prepared: PreparedDeploy, target: Target, options: DeployO
 
 def _run_recipe(resolved: ResolvedModel, options: DeployOptions) -> Any:
     from edgekit.compress.recipe import load_recipe, run_recipe
+    from edgekit.datasets import model_preprocess, train_data_for_model
 
     recipe = load_recipe(options.recipe)
     data = options.recipe_data or resolved.dataset
     if data is None:
-        raise UsageError("--recipe needs data to fine-tune and calibrate on", "pass --data example:fashion-mnist or pkg.module:fn")
+        raise UsageError("--recipe needs data to fine-tune and calibrate on",
+                         "pass --data DATA: example:fashion-mnist, a folder of images, an .npz, or pkg.module:fn")
+    # any DATA, checked against the model; image folders read with the model's own preprocessing
+    data = train_data_for_model(data, resolved.module, resolved.example_inputs, preprocess=model_preprocess(resolved))
     model, _steps = run_recipe(resolved.module, recipe, data, example_inputs=resolved.example_inputs)
     return model
 
@@ -238,8 +285,7 @@ def _artifact_for(
     say: Progress,
 ) -> tuple[Artifact, int | None, str]:
     if resolved.is_file:
-        exporter = get_format(resolved.file_format)
-        return exporter.inspect(resolved.file), None, "deployed as given"
+        return inspect_model_file(resolved), None, "deployed as given"
     from edgekit.export.api import export
 
     choice = choose_format(profile, options.format, options.precision)
@@ -249,7 +295,7 @@ def _artifact_for(
     artifact = export(
         resolved.module, resolved.example_inputs, format=choice.format, precision=choice.precision,
         calibration=calibration, out_dir=out_dir, name=f"{resolved.name}.{choice.precision}", check_parity=True,
-        strict=options.strict,
+        strict=options.strict, options=choice.options or None, calibration_source=_calibration_source(resolved),
     )
     reference_size = None
     if choice.precision != "fp32":
@@ -275,14 +321,73 @@ def _parity_inputs(artifact: Artifact, evalset: EvalSet | None, user_inputs: dic
 
 def match_inputs(artifact: Artifact, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """The user's arrays keyed by the artifact's input names (one unnamed array fits a one-input model)."""
-    names = [spec.name for spec in artifact.inputs]
+    return check_user_inputs(artifact.inputs, arrays)
+
+
+def check_user_inputs(specs: Sequence[TensorSpec], arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """``arrays`` by input name after checking names, sample shapes and dtypes against ``specs``."""
+    names = [spec.name for spec in specs]
     if len(names) == 1 and len(arrays) == 1:
-        return {names[0]: next(iter(arrays.values()))}
-    missing, unexpected = sorted(set(names) - set(arrays)), sorted(set(arrays) - set(names))
-    if missing or unexpected:
-        raise DataError(f"--inputs do not match the model: missing {missing}, unexpected {unexpected}",
-                        f"save one array per input name: {', '.join(names)}")
-    return {name: arrays[name] for name in names}
+        matched = {names[0]: next(iter(arrays.values()))}
+    else:
+        missing, unexpected = sorted(set(names) - set(arrays)), sorted(set(arrays) - set(names))
+        if missing or unexpected:
+            raise DataError(f"--inputs do not match the model: missing {missing}, unexpected {unexpected}",
+                            f"save one array per input name: {', '.join(names)}")
+        matched = {name: arrays[name] for name in names}
+    return {spec.name: _checked_input_array(spec, matched[spec.name]) for spec in specs}
+
+
+def _checked_input_array(spec: TensorSpec, array: np.ndarray) -> np.ndarray:
+    """``array`` if it fits ``spec`` (float64 cast to the model's float32 and the like), else a DataError."""
+    want = [d if isinstance(d, int) else None for d in spec.shape]
+    batch = want[0] if want and want[0] else 1
+    sample = list(array.shape[1:])
+    if array.ndim != len(want) or any(w is not None and w != g for w, g in zip(want[1:], sample)):
+        shown = ", ".join(["samples"] + ["any" if w is None else str(w) for w in want[1:]])
+        raise DataError(f"--inputs array {spec.name!r} has shape {list(array.shape)} but the model takes "
+                        f"[{shown}]", "stack samples along axis 0, each shaped like one model input")
+    if len(array) < batch:
+        raise DataError(f"--inputs array {spec.name!r} has {len(array)} samples but the model's batch is {batch}",
+                        f"save at least {batch} samples")
+    wanted = np.dtype(spec.dtype)
+    float_ok = spec.quantization is not None and array.dtype.kind == "f"  # the runner quantizes float inputs
+    if array.dtype.kind != wanted.kind and not float_ok:
+        raise DataError(f"--inputs array {spec.name!r} is {array.dtype} but the model takes {wanted}",
+                        f"save it as {wanted}")
+    if float_ok:
+        return array.astype(np.float32, copy=False)
+    return array.astype(wanted, copy=False)  # same kind: float64 samples for a float32 model
+
+
+def torch_input_specs(resolved: ResolvedModel) -> list[TensorSpec]:
+    """The inputs a torch model's artifact will have: forward()'s names, the example shapes and dtypes."""
+    from edgekit.export.calibration import input_names
+
+    examples = resolved.example_inputs or ()
+    names = input_names(resolved.module, len(examples))
+    return [TensorSpec(name, list(e.shape), str(e.detach().cpu().numpy().dtype)) for name, e in zip(names, examples)]
+
+
+def inspect_model_file(resolved: ResolvedModel) -> Artifact:
+    """The Artifact of a model file deployed as is; an unreadable or empty file is a bad MODEL."""
+    from edgekit.errors import ExportError, ModelError
+
+    path = resolved.file
+    try:
+        artifact = get_format(resolved.file_format).inspect(path)
+    except ExportError as exc:
+        raise ModelError(str(exc), f"pass a .{resolved.file_format} file as its converter wrote it") from exc
+    if not artifact.inputs or not artifact.outputs:
+        raise ModelError(f"{path.name} has no model inputs or outputs: not a usable {resolved.file_format} model",
+                         f"pass a .{resolved.file_format} file as its converter wrote it")
+    return artifact
+
+
+def _calibration_source(resolved: ResolvedModel) -> str:
+    if resolved.dataset:
+        return f"{resolved.dataset}: {CALIBRATION_SAMPLES} training images"
+    return f"{CALIBRATION_SAMPLES} seeded random normal inputs (no data set is known for this model)"
 
 
 def _one_batch(artifact: Artifact, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -294,7 +399,13 @@ def _one_batch(artifact: Artifact, arrays: dict[str, np.ndarray]) -> dict[str, n
     return first
 
 
-def _base_job(artifact: Artifact, profile: DeviceProfile, options: DeployOptions, mode: str) -> dict[str, Any]:
+def _threads(target: Target, profile: DeviceProfile, options: DeployOptions) -> int | None:
+    """--threads, else the profile's as far as the target can give them (emulated: this host's cores)."""
+    return options.threads or target.inference_threads(profile.threads)
+
+
+def _base_job(artifact: Artifact, profile: DeviceProfile, options: DeployOptions, mode: str,
+              target: Target) -> dict[str, Any]:
     return {
         "schema_version": 1,
         "mode": mode,
@@ -302,7 +413,7 @@ def _base_job(artifact: Artifact, profile: DeviceProfile, options: DeployOptions
         "format": artifact.format,
         "runtimes": profile.runtimes.get(artifact.format, []),
         "providers": profile.onnx_providers,
-        "threads": options.threads or profile.threads,
+        "threads": _threads(target, profile, options),
         "io_quantization": artifact.io_quantization(),
     }
 
@@ -314,7 +425,7 @@ def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> Path:
 
 def _run_benchmark(target: Target, prepared: PreparedDeploy, options: DeployOptions, work: Path) -> dict[str, Any]:
     artifact, profile = prepared.artifact, prepared.profile
-    job = _base_job(artifact, profile, options, "benchmark")
+    job = _base_job(artifact, profile, options, "benchmark", target)
     job.update(warmup=DEFAULT_WARMUP if options.warmup is None else options.warmup,
                runs=DEFAULT_RUNS if options.runs is None else options.runs,
                min_seconds=options.min_seconds, inputs=None, save_outputs=None,
@@ -341,7 +452,7 @@ def _save_npz_atomic(dest: Path, arrays: dict[str, np.ndarray]) -> None:
 def _device_outputs(target: Target, artifact: Artifact, profile: DeviceProfile, options: DeployOptions,
                     inputs_npz: Path, work: Path, name: str) -> dict[str, np.ndarray]:
     """The device's outputs for every sample of ``inputs_npz``, by output name in model order."""
-    job = _base_job(artifact, profile, options, "outputs")
+    job = _base_job(artifact, profile, options, "outputs", target)
     job.update(inputs="inputs.npz", save_outputs="outputs.npz")
     files = {artifact.path.name: artifact.path, "inputs.npz": inputs_npz}
     local = work / name
@@ -382,7 +493,7 @@ def _run_parity(target: Target, prepared: PreparedDeploy, options: DeployOptions
 def _run_accuracy(target: Target, prepared: PreparedDeploy, options: DeployOptions, work: Path) -> AccuracySummary:
     artifact, evalset = prepared.artifact, prepared.evalset
     assert evalset is not None and prepared.eval_npz is not None
-    job = _base_job(artifact, prepared.profile, options, "evaluate")
+    job = _base_job(artifact, prepared.profile, options, "evaluate", target)
     job["eval"] = {"data": "eval.npz", "x": "x", "y": "y", "batch": 256}
     files = {artifact.path.name: artifact.path, "eval.npz": prepared.eval_npz}
     local = work / "eval"
@@ -430,6 +541,7 @@ def _build_report(model: str, profile: DeviceProfile, target: Target, artifact: 
     timings = bench.get("timings_ms") or {}
     memory = bench.get("memory") or {}
     runtime = bench.get("runtime") or {}
+    notes, details = split_notes(list(bench.get("notes") or []) + list(artifact.notes) + info.not_reproduced)
     return DeployReport(
         edgekit_version=__version__,
         model=model,
@@ -444,7 +556,7 @@ def _build_report(model: str, profile: DeviceProfile, target: Target, artifact: 
         runtime=RuntimeSummary(name=runtime.get("name", artifact.format), version=runtime.get("version"),
                                providers=runtime.get("providers") or [], threads=runtime.get("threads")),
         settings={"runs": len(bench.get("samples_ms") or []), "warmup": len(bench.get("warmup_ms") or []),
-                  "threads": options.threads or profile.threads, "min_seconds": options.min_seconds},
+                  "threads": _threads(target, profile, options), "min_seconds": options.min_seconds},
         latency=LatencySummary(import_ms=timings.get("import"), init_ms=timings.get("init"),
                                first_ms=timings.get("first"), representative=representative,
                                samples_ms=bench.get("samples_ms") or [], warmup_ms=bench.get("warmup_ms") or [],
@@ -458,7 +570,8 @@ def _build_report(model: str, profile: DeviceProfile, target: Target, artifact: 
         state_before=bench.get("state_before") or {},
         state_after=bench.get("state_after") or {},
         warnings=_warnings(bench, parity, representative),
-        notes=list(bench.get("notes") or []) + list(artifact.notes) + info.not_reproduced,
+        notes=notes,
+        details=details,
     )
 
 

@@ -10,10 +10,10 @@ from __future__ import annotations
 import difflib
 import os
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from edgekit.errors import ProfileError
 from edgekit.resources import builtin_profiles_dir
@@ -42,6 +42,8 @@ class SSHDefaults(_Strict):
 class Preference(_Strict):
     format: str
     precision: str
+    # Export options that suit this device, e.g. {weight_type: uint8} for ONNX int8 on x86.
+    options: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("format")
     @classmethod
@@ -64,6 +66,40 @@ class EmulatorSpec(_Strict):
     arch: str  # Debian architecture name: "arm64"
 
 
+# the device's own package managers: the command that installs packages on it
+PACKAGE_MANAGERS = {"pkg": "pkg install"}
+
+
+class InstallSpec(_Strict):
+    """How the device gets numpy and its inference runtimes.
+
+    ``wheels`` (the default): ``edgekit provision`` downloads the manylinux wheels on the host and
+    pushes them (glibc devices, no internet needed on the device). ``pkg``: Termux on Android,
+    where no PyPI wheel runs (bionic libc, not glibc) and Termux builds the runtimes itself;
+    ``packages`` maps what the runner imports (``numpy``, a runtime name) or needs (``sshd``) to
+    the package that provides it, and ``provision``/``doctor`` print the ``pkg install`` line.
+    """
+
+    manager: Literal["wheels", "pkg"] = "wheels"
+    packages: dict[str, str] = {}
+
+    @model_validator(mode="after")
+    def _packages_fit_the_manager(self) -> "InstallSpec":
+        if self.manager == "wheels" and self.packages:
+            raise ValueError("packages are for a package manager (manager: pkg); wheels come from PyPI")
+        if self.manager != "wheels" and not self.packages:
+            raise ValueError(f"manager {self.manager} needs packages (e.g. numpy: python-numpy)")
+        return self
+
+    def command(self, needs: Iterable[str] | None = None) -> str | None:
+        """The command to run on the device for ``needs`` (keys of ``packages``; None: all of them)."""
+        if self.manager == "wheels":
+            return None
+        wanted = list(self.packages) if needs is None else [n for n in needs if n in self.packages]
+        names = list(dict.fromkeys(self.packages[n] for n in wanted))
+        return f"{PACKAGE_MANAGERS[self.manager]} {' '.join(names)}" if names else None
+
+
 class DeviceProfile(_Strict):
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$")
     description: str
@@ -79,6 +115,7 @@ class DeviceProfile(_Strict):
     threads: int = Field(gt=0)
     ssh: SSHDefaults
     emulator: EmulatorSpec | None = None
+    install: InstallSpec = InstallSpec()
     source: str | None = Field(default=None, exclude=True)
 
     @field_validator("runtimes")
@@ -88,6 +125,15 @@ class DeviceProfile(_Strict):
         if unknown:
             raise ValueError(f"unknown format(s) {unknown}; known: {', '.join(KNOWN_FORMATS)}")
         return value
+
+    @model_validator(mode="after")
+    def _runtimes_have_packages(self) -> "DeviceProfile":
+        if self.install.manager != "wheels":
+            missing = [n for names in self.runtimes.values() for n in names if n not in self.install.packages]
+            missing += [] if "numpy" in self.install.packages else ["numpy"]
+            if missing:
+                raise ValueError(f"install.packages names no package for {', '.join(missing)}")
+        return self
 
     def python_version(self) -> tuple[int, ...]:
         return tuple(int(part) for part in self.python.split(".") if part.isdigit())

@@ -19,7 +19,9 @@ Layout under the cache (``~/.cache/edgekit/emulators``, or ``$EDGEKIT_EMULATOR_C
     instances/<name>/{upper,work,merged}                 overlayfs: the device's own changes
     instances/<name>/etc/                                sshd_config + host key (bind-mounted)
     instances/<name>/id_ed25519{,.pub}, known_hosts, ssh_config, sshd.log
-    ssh_config                                           ``Include`` this from ~/.ssh/config
+    ssh_config                                           every running device's ``Host edgekit-<name>``:
+                                                         edgekit's SSH target reads it (``--host
+                                                         edgekit-pi4``); ``Include`` it for OpenSSH
 
 A running device is ``unshare --mount --pid --fork --kill-child`` → the guest's own
 ``/usr/sbin/sshd -D`` as PID 1 of a new PID namespace, chrooted into the overlay. Every mount
@@ -121,7 +123,8 @@ def _images_dir() -> Path:
 
 
 def include_file() -> Path:
-    """The ssh config file (all running emulated devices) to ``Include`` from ~/.ssh/config."""
+    """The ssh config file of all running emulated devices: edgekit's SSH target reads it (see
+    ``edgekit.targets.sshconfig``); OpenSSH users ``Include`` it from ~/.ssh/config."""
     return cache_dir() / "ssh_config"
 
 
@@ -559,7 +562,15 @@ class EmulatorState:
         return {"key_filename": self.key_file, "known_hosts": self.known_hosts}
 
     def cli_args(self) -> str:
-        """The SSH flags of ``edgekit deploy|doctor|provision`` for this device."""
+        """The SSH flags of ``edgekit deploy|doctor|provision`` for this device: its alias.
+
+        edgekit resolves it from the ssh_config it wrote (``include_file()``): user, port, key
+        file, and the known_hosts file holding the host key edgekit made for the device.
+        """
+        return f"--host {self.alias}"
+
+    def cli_args_explicit(self) -> str:
+        """The same without the alias, for a shell whose edgekit cache is another one."""
         return f"--host {self.address} --known-hosts {self.known_hosts} -i {self.key_file}"
 
     def to_dict(self) -> dict[str, Any]:

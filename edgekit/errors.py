@@ -6,7 +6,9 @@ message (what is wrong); ``hint`` says what to do. Exit codes are documented in 
 
 from __future__ import annotations
 
+import re
 from enum import IntEnum
+from typing import Any
 
 
 class ExitCode(IntEnum):
@@ -36,12 +38,45 @@ class EdgekitError(Exception):
     def __str__(self) -> str:
         return self.message
 
-    def one_line(self) -> str:
-        """The message and the hint, as the CLI prints them."""
+    def one_line(self, cli: bool = False) -> str:
+        """The message and the hint on one line; ``cli``: Python API spellings as CLI flags."""
         text = " ".join(self.message.split())
         if self.hint:
             text += f" ({' '.join(self.hint.split())})"
-        return text
+        return cli_spelling(text) if cli else text
+
+
+# Library messages speak the Python API (``calibration=``, ``options={'int8_mode': 'dynamic'}``);
+# the CLI shows the same advice as flags. One table, applied in order, so every hint that names
+# an API parameter reaches a CLI user as the flag that sets it (tests/test_bad_inputs.py checks
+# every error string in the package against it).
+_FLAG_OF_OPTION = {
+    "int8_mode": "--int8-mode", "calibration_method": "--calibration-method",
+    "weight_rounding": "--weight-rounding", "format": "--format", "precision": "--precision",
+}
+_CLI_SPELLINGS: list[tuple[re.Pattern[str], Any]] = [
+    (re.compile(r"\bcalibration=(?= |$)"), "--calibration DATA"),
+    (re.compile(r"\boptions=\{'io_dtype': 'float32'\}"), "--float-io"),
+    (re.compile(r"\boptions=\{'(channels_last|dynamic_batch)': True\}"),
+     lambda m: "--" + m.group(1).replace("_", "-")),
+    (re.compile(r"\boptions=\{'(\w+)': '([\w.+-]+)'\}"), lambda m: f"--{m.group(1).replace('_', '-')} {m.group(2)}"),
+    (re.compile(r"\b(" + "|".join(_FLAG_OF_OPTION) + r")='([\w.+-]+)'"),
+     lambda m: f"{_FLAG_OF_OPTION[m.group(1)]} {m.group(2)}"),
+    (re.compile(r"\b(?:input_shape|example_inputs)=\(?(?:torch\.zeros\()?\(?([\d, ]+)\)\)?,?\)?"),
+     lambda m: "--input-shape " + ",".join(m.group(1).replace(" ", "").strip(",").split(","))),
+    (re.compile(r"\bwithout strict\b"), "without --strict"),
+    # an option named with its value ("unknown int8_mode 'full'") or as the subject of a refusal;
+    # lists of option names (profile YAML keys) keep their spelling
+    (re.compile(r"\b(int8_mode|calibration_method|weight_rounding) (?=')"), lambda m: f"{_FLAG_OF_OPTION[m.group(1)]} "),
+    (re.compile(r"\b(dynamic_batch|channels_last) (?=is not supported|needs)"), lambda m: "--" + m.group(1).replace("_", "-") + " "),
+]
+
+
+def cli_spelling(text: str) -> str:
+    """``text`` with the Python API's parameter spellings replaced by the CLI flags that set them."""
+    for pattern, replacement in _CLI_SPELLINGS:
+        text = pattern.sub(replacement, text)
+    return text
 
 
 class UsageError(EdgekitError):
@@ -82,6 +117,14 @@ class UnsupportedPrecisionError(ExportError, UsageError):
 
 class UnsupportedOpError(ExportError):
     """The converter cannot handle an operator of the model."""
+
+
+class ConverterError(ExportError):
+    """A converter (torch.onnx, litert-torch, PT2E, ONNX Runtime quantization) failed on the model.
+
+    ``edgekit.export.export`` names the module it failed in and the formats and modes that do
+    convert the model (see ``edgekit.export.failures``).
+    """
 
 
 class ParityError(ExportError):
@@ -139,6 +182,7 @@ class RegressionError(EdgekitError):
 __all__ = [
     "AuthFailedError",
     "ConnectionFailedError",
+    "ConverterError",
     "DataError",
     "EdgekitError",
     "ExitCode",

@@ -85,9 +85,13 @@ def load_fleet(path: str | os.PathLike[str]) -> tuple[list[FleetHost], int | Non
     try:
         data = yaml.safe_load(Path(path).read_text())
     except OSError as exc:
-        raise UsageError(f"cannot read the fleet file {where}: {exc.strerror or exc}") from None
+        raise UsageError(f"cannot read the fleet file {where}: {exc.strerror or exc}",
+                         "check the path of --hosts") from None
     except yaml.YAMLError as exc:
-        raise UsageError(f"the fleet file {where} is not valid YAML: {exc}") from None
+        mark = getattr(exc, "problem_mark", None)
+        at = f" (line {mark.line + 1})" if mark is not None else ""
+        raise UsageError(f"the fleet file {where} is not valid YAML{at}: {getattr(exc, 'problem', None) or exc}",
+                         "fix the YAML syntax; `hosts:` takes a list of addresses") from None
     if isinstance(data, list):
         data = {"hosts": data}
     if not isinstance(data, dict) or not isinstance(data.get("hosts"), list) or not data["hosts"]:
@@ -104,6 +108,17 @@ def load_fleet(path: str | os.PathLike[str]) -> tuple[list[FleetHost], int | Non
         raise UsageError(f"{where}: concurrency must be a positive integer, not {concurrency!r}")
     hosts = [_host_entry(entry, where, defaults) for entry in data["hosts"]]
     return hosts, concurrency
+
+
+def _check_unique(fleet: Sequence[FleetHost]) -> None:
+    """One row per device: the same address (user, port) or label twice would measure one device twice."""
+    seen: dict[Any, str] = {}
+    for host in fleet:
+        for key, what in (((host.host, host.ssh.get("user"), host.ssh.get("port")), "host"), (host.label, "name")):
+            if key in seen:
+                raise UsageError(f"the fleet lists {what} {host.label!r} twice",
+                                 "list each device once; devices behind one address differ by port")
+            seen[key] = what
 
 
 def as_fleet_hosts(hosts: Sequence[str | FleetHost | dict[str, Any]]) -> list[FleetHost]:
@@ -225,6 +240,7 @@ def deploy_fleet(model: str, device: str, hosts: Sequence[str | FleetHost | dict
     fleet = as_fleet_hosts(hosts)
     if not fleet:
         raise UsageError("a fleet needs at least one host", "pass --host more than once, or --hosts fleet.yaml")
+    _check_unique(fleet)
     if options.save_outputs:
         raise UsageError("--save-outputs writes one file: use it with one --host", "deploy to that device alone")
     options.emulate, options.host = False, None

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import math
+import os
 import pickle  # only for the exception type torch.load raises
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -29,6 +32,7 @@ class ResolvedModel:
     file: Path | None = None
     file_format: str | None = None
     dataset: str | None = None  # an eval set the model is known to work on
+    preprocess: Any = None  # edgekit.data.Preprocess the model was trained with (the example's), if known
 
     @property
     def is_file(self) -> bool:
@@ -74,9 +78,10 @@ def _resolve_example(name: str, input_shape: str | Sequence[int] | None) -> Reso
     example = get_example(name)
     shape = parse_input_shape(input_shape) if input_shape else example.input_shape
     module = example.build().eval()
-    inputs = (torch.zeros(shape),)
+    inputs = (example_zeros(tuple(shape)),)
     _check_forward(module, inputs, f"example:{name}")
-    return ResolvedModel(name=name, module=module, example_inputs=inputs, dataset=example.dataset)
+    return ResolvedModel(name=name, module=module, example_inputs=inputs, dataset=example.dataset,
+                         preprocess=example.preprocess)
 
 
 def _resolve_file(path: Path) -> ResolvedModel:
@@ -95,14 +100,58 @@ def _resolve_factory(ref: str, weights: str | Path | None, input_shape: Any) -> 
         raise ModelError(f"cannot import {module_name}: {exc}", "check PYTHONPATH and the module name") from None
     except AttributeError:
         raise ModelError(f"{module_name} has no attribute {fn_name!r}", "name a function that returns a torch.nn.Module") from None
-    module = factory()
-    if not isinstance(module, torch.nn.Module):
-        raise ModelError(f"{ref} returned {type(module).__name__}, not a torch.nn.Module", "return the model from the factory")
+    shape = parse_input_shape(input_shape)  # a bad shape is refused before the factory runs
+    module = _call_factory(factory, ref)
     if weights is not None:
         _load_weights(module, Path(weights))
-    inputs = (torch.zeros(parse_input_shape(input_shape)),)
+    inputs = (example_zeros(shape),)
     _check_forward(module.eval(), inputs, ref)
     return ResolvedModel(name=fn_name, module=module, example_inputs=inputs)
+
+
+def _call_factory(factory: Any, ref: str) -> torch.nn.Module:
+    """``factory()``, which must be a function of no arguments returning a torch.nn.Module."""
+    if not callable(factory) or isinstance(factory, torch.nn.Module):
+        raise ModelError(f"{ref} is a {type(factory).__name__}, not a function",
+                         "name a function that takes no arguments and returns a torch.nn.Module")
+    try:
+        module = factory()
+    except Exception as exc:  # noqa: BLE001 - the user's code: any failure is a bad MODEL, said in one line
+        raise ModelError(f"calling {ref}() failed: {_first_line(exc)}",
+                         "the factory must take no arguments and return a torch.nn.Module") from exc
+    if isinstance(module, type) and issubclass(module, torch.nn.Module):
+        raise ModelError(f"{ref} returned the class {module.__name__}, not an instance", f"return {module.__name__}()")
+    if not isinstance(module, torch.nn.Module):
+        raise ModelError(f"{ref} returned {type(module).__name__}, not a torch.nn.Module", "return the model from the factory")
+    return module
+
+
+def example_zeros(shape: tuple[int, ...]) -> torch.Tensor:
+    """A float32 example input of ``shape``; a shape too large for this host is a UsageError (not an
+    allocation failure)."""
+    need = 4 * math.prod(shape)
+    limit = _host_memory_bytes() // 4
+    text = ",".join(str(d) for d in shape)
+    if need > limit:
+        raise UsageError(f"--input-shape {text} would need {need / 2**30:,.1f} GiB per input (float32)",
+                         f"this host has {limit * 4 / 2**30:.0f} GiB; give the shape of one example, e.g. 1,3,224,224")
+    try:
+        return torch.zeros(shape)
+    except RuntimeError as exc:  # the allocator's refusal, in case memory is shorter than it looks
+        raise UsageError(f"--input-shape {text} would need {need / 2**30:,.1f} GiB per input (float32), more than "
+                         "this host can allocate", "give the shape of one example, e.g. 1,3,224,224") from exc
+
+
+def _host_memory_bytes() -> int:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # not POSIX: no limit beyond the allocator's
+        return 1 << 62
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0][:200]}" if lines else type(exc).__name__
 
 
 def _load_weights(module: torch.nn.Module, path: Path) -> None:
@@ -111,22 +160,31 @@ def _load_weights(module: torch.nn.Module, path: Path) -> None:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
         module.load_state_dict(state)
-    except (RuntimeError, ValueError, OSError, pickle.UnpicklingError) as exc:
-        first_line = str(exc).strip().splitlines()[0]
+    except pickle.UnpicklingError:
+        # torch's message is a paragraph about weights_only; what matters is that this is no state_dict
+        raise ModelError(f"cannot load weights {path}: not a state_dict saved with torch.save (or it holds "
+                         "pickled objects beyond tensors)", "save model.state_dict() with torch.save") from None
+    except (RuntimeError, ValueError, OSError, EOFError, KeyError, TypeError) as exc:
+        first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
         raise ModelError(f"cannot load weights {path}: {first_line}", "the file must be a state_dict of this model") from None
 
 
 def _check_forward(module: torch.nn.Module, inputs: tuple[torch.Tensor, ...], ref: str) -> None:
     shape = ",".join(str(d) for d in inputs[0].shape)
     try:
-        with torch.no_grad():
+        # the model's own warnings (e.g. torch's about its kernels) are not ours to print here
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
             module(*inputs)
     except (RuntimeError, ValueError, IndexError, TypeError) as exc:
-        first_line = str(exc).strip().splitlines()[0][:200]
+        first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
         raise ModelError(
             f"{ref} does not accept an input of shape {shape}: {first_line}",
             "pass the shape the model expects with --input-shape",
         ) from None
+    except Exception as exc:  # noqa: BLE001 - the user's forward(): any failure is a bad MODEL
+        raise ModelError(f"{ref}'s forward() raised {_first_line(exc)} on an input of shape {shape}",
+                         "fix the model's forward(), or pass the shape it expects with --input-shape") from exc
 
 
 def state_dict_sha256(module: torch.nn.Module) -> str:

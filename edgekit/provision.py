@@ -18,6 +18,10 @@ The runner finds that folder through ``PYTHONPATH`` only (no ``.pth``, nothing o
 folder is touched): :func:`runner_python` gives the ``python`` command for ``SSHTarget`` that
 sets it. By default the runtimes are pinned to the versions installed on this host, so the
 device runs what the host validated.
+
+A profile whose ``install.manager`` is a package manager (``pkg``: Termux on Android, where no
+PyPI wheel runs) gets nothing pushed: ``provision`` checks what imports and returns the
+``pkg install`` line for what is missing, and ``doctor`` names the package in its advice.
 """
 
 from __future__ import annotations
@@ -72,7 +76,12 @@ class ProvisionError(TargetError):
 FACTS_SCRIPT = r"""
 import json, os, platform, re, sys
 out = {"python": platform.python_version(), "implementation": sys.implementation.name,
-       "machine": platform.machine(), "system": platform.system(), "executable": sys.executable}
+       "machine": platform.machine(), "system": platform.system(), "executable": sys.executable,
+       "platform": sys.platform}
+try:
+    out["android_api"] = sys.getandroidapilevel()  # only Android builds of Python have it
+except AttributeError:
+    out["android_api"] = None
 glibc = None
 try:
     parts = os.confstr("CS_GNU_LIBC_VERSION").split()
@@ -194,6 +203,20 @@ class DeviceFacts:
     mem_available_mib: int | None
     system: str | None = None
     executable: str | None = None
+    platform: str | None = None  # sys.platform: "linux", or "android" (Python >= 3.13 on Android)
+    android_api: int | None = None  # sys.getandroidapilevel() on Android builds of Python
+
+    @property
+    def is_android(self) -> bool:
+        return self.platform == "android" or self.android_api is not None or (self.system or "") == "Android"
+
+    @property
+    def platform_label(self) -> str:
+        """What the result shows as the device's platform."""
+        if self.is_android:
+            api = f" API {self.android_api}" if self.android_api else ""
+            return f"Android{api} {self.machine}, Python {self.python}"
+        return self.platform_key
 
     @property
     def python_tag(self) -> str:
@@ -521,9 +544,25 @@ class ProvisionResult:
     runtimes: dict[str, Any]  # the runner's probe after installing
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    manager: str = "wheels"  # the profile's install.manager: "pkg" installs nothing, see command
+    command: str | None = None  # run on the device to install what is missing (package managers)
+    missing: list[str] = field(default_factory=list)  # what does not import yet (numpy, runtimes)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def to_text(self) -> str:
+        """What ``edgekit provision`` prints for a device whose package manager installs the runtimes."""
+        lines = [f"{self.device} at {self.address} ({self.platform}): edgekit pushes nothing here, "
+                 f"the runtimes come from the device's {self.manager} packages"]
+        lines += [f"  {name} {version}  (the device's own)" for name, version in self.provided_by_device.items()]
+        lines += [f"  note: {note}" for note in self.notes]
+        if self.command:
+            lines.append(f"missing: {', '.join(self.missing)}; run on the device:")
+            lines.append(f"  {self.command}")
+        else:
+            lines.append("nothing is missing: ready to deploy")
+        return "\n".join(lines)
 
 
 def _open_target(profile: Any, host: str, ssh: dict[str, Any] | None) -> Any:
@@ -591,6 +630,14 @@ def provision(
         say(f"checking {target.address}")
         facts = device_facts(target, python, site_dir)
         notes += _facts_notes(profile, facts)
+        if profile.install.manager != "wheels":
+            return _from_packages(profile, target, facts, python, notes, say, started)
+        if facts.is_android:
+            raise ProvisionError(
+                f"{target.address} runs Android: no PyPI wheel of the runtimes runs there (bionic libc, not glibc)",
+                f"use a profile whose runtimes come from Termux, e.g. --device android-arm64; "
+                f"on the device: {_termux_command()}",
+            )
         wanted = list(runtimes) if runtimes else default_runtimes(profile)
         if not wanted:
             raise UsageError(f"{profile.name}'s profile names no runtime edgekit can install",
@@ -637,6 +684,47 @@ def provision(
             platform=facts.platform_key, packages=choices, provided_by_device=provided, installed=installed,
             runtimes=found, notes=notes, seconds=round(time.monotonic() - started, 1),
         )
+
+
+def _termux_command() -> str:
+    """The built-in android profile's install line (what a Termux device needs)."""
+    from edgekit.devices import get as get_profile
+
+    try:
+        return get_profile("android-arm64").install.command() or "pkg install python-numpy"
+    except EdgekitError:
+        return "pkg install python-numpy python-onnxruntime python-tflite-runtime"
+
+
+def missing_on_device(profile: Any, probe: dict[str, Any]) -> list[str]:
+    """What the runner cannot import yet: ``numpy``, and per format the profile's first runtime
+    when none of that format's runtimes imports."""
+    found = probe.get("runtimes") or {}
+    missing = [] if (probe.get("device") or {}).get("numpy") else ["numpy"]
+    for names in profile.runtimes.values():
+        if names and not any((found.get(n) or {}).get("available") for n in names):
+            missing.append(names[0])
+    return missing
+
+
+def _from_packages(profile: Any, target: Any, facts: DeviceFacts, python: str, notes: list[str],
+                   say: Progress, started: float) -> ProvisionResult:
+    """A device whose runtimes come from its package manager: check, push nothing, say what to run."""
+    manager = profile.install.manager
+    say(f"{profile.name} installs its runtimes with {manager}: checking what imports")
+    probe = probe_runtimes(target, python)
+    found = probe.get("runtimes") or {}
+    missing = missing_on_device(profile, probe)
+    if not facts.is_android:
+        notes.append(f"the profile {profile.name} expects Android (Termux), the device reports "
+                     f"{facts.system or facts.platform}: check --device")
+    return ProvisionResult(
+        device=profile.name, address=target.address, site_dir=facts.site_dir, python_command=python,
+        platform=facts.platform_label, packages=[],
+        provided_by_device={n: str(e.get("version")) for n, e in found.items() if e.get("available")},
+        installed=False, runtimes=found, notes=notes, seconds=round(time.monotonic() - started, 1),
+        manager=manager, command=profile.install.command(missing), missing=missing,
+    )
 
 
 def _edgekit_version() -> str:
@@ -767,12 +855,28 @@ def doctor(
         address = target.address
         say(f"checking {address}")
         facts = device_facts(target, python, site_dir)
-        command = runner_python(python, facts.site_dir)
+        # a package-managed device (Termux) has no edgekit site folder to put first
+        command = python if profile.install.manager != "wheels" else runner_python(python, facts.site_dir)
         say("probing the runtimes with the runner")
         probe = probe_runtimes(target, command)
     checks = _doctor_checks(profile, facts, probe, provision_cmd)
     return DoctorReport(device=profile.name, address=address, checks=checks, facts=asdict(facts), probe=probe,
                         python_command=command)
+
+
+def _libc_check(profile: Any, facts: DeviceFacts) -> Check:
+    """Which C library, and so where the runtimes can come from."""
+    if profile.install.manager != "wheels":
+        libc = "bionic (Android)" if facts.is_android else (f"glibc {facts.glibc}" if facts.glibc else "not glibc")
+        return Check("libc", "ok" if facts.is_android else "info",
+                     f"{libc}: the runtimes come from {profile.install.manager} packages, not PyPI wheels")
+    if facts.is_android:
+        return Check("libc", "fail", "bionic (Android): no PyPI wheel of the runtimes runs here",
+                     f"use --device android-arm64 (Termux packages); on the device: {_termux_command()}")
+    if facts.glibc:
+        return Check("glibc", "ok", f"glibc {facts.glibc} → wheels {facts.platform_key}")
+    return Check("glibc", "warn", "not glibc: manylinux wheels will not run here",
+                 "install the runtime with the device's package manager")
 
 
 def _doctor_checks(profile: Any, facts: DeviceFacts, probe: dict[str, Any], provision_cmd: str) -> list[Check]:
@@ -792,15 +896,15 @@ def _doctor_checks(profile: Any, facts: DeviceFacts, probe: dict[str, Any], prov
     else:
         checks.append(Check("arch", "fail", f"{facts.machine}, the profile says {profile.arch}",
                             "check --device: this looks like another kind of board"))
-    if facts.glibc:
-        checks.append(Check("glibc", "ok", f"glibc {facts.glibc} → wheels {facts.platform_key}"))
-    else:
-        checks.append(Check("glibc", "warn", "not glibc: manylinux wheels will not run here",
-                            "install the runtime with the device's package manager"))
+    checks.append(_libc_check(profile, facts))
+    packaged = profile.install.manager != "wheels"
     numpy = dev.get("numpy")
     if numpy:
-        where = "the device's" if facts.dists.get("numpy") == numpy else f"from {facts.site_dir}"
+        where = "the device's" if facts.dists.get("numpy") == numpy or packaged else f"from {facts.site_dir}"
         checks.append(Check("numpy", "ok", f"numpy {numpy} ({where})"))
+    elif packaged:
+        checks.append(Check("numpy", "fail", "numpy does not import (the runner needs it)",
+                            f"on the device: {profile.install.command(['numpy'])}"))
     else:
         checks.append(Check("numpy", "fail", "numpy does not import (the runner needs it)",
                             f"sudo apt install python3-numpy on the device, or `{provision_cmd}` "
@@ -814,10 +918,15 @@ def _doctor_checks(profile: Any, facts: DeviceFacts, probe: dict[str, Any], prov
             checks.append(Check(f"runtime {fmt}", "ok", f"{name} {entry.get('version')}{extra}"))
         else:
             errors = "; ".join(f"{n}: {(found.get(n) or {}).get('error') or 'not found'}" for n in names)
+            fix = (f"on the device: {profile.install.command(names[:1])}" if packaged
+                   else f"run `{provision_cmd}` (add your -i/--known-hosts flags)")
             checks.append(Check(f"runtime {fmt}", "fail", f"missing: none of {', '.join(names)} imports ({errors})",
-                                f"run `{provision_cmd}` (add your -i/--known-hosts flags)"))
+                                fix))
     manifest = facts.manifest
-    if manifest:
+    if packaged and not manifest:
+        checks.append(Check("provisioned", "info", f"nothing: {profile.name}'s runtimes come from "
+                                                   f"{profile.install.manager} packages"))
+    elif manifest:
         pkgs = ", ".join(f"{p['name']} {p['version']}" for p in manifest.get("packages") or [])
         checks.append(Check("provisioned", "info", f"{facts.site_dir}: {pkgs} (installed {manifest.get('installed_at')})"))
     else:

@@ -63,7 +63,8 @@ ERROR_KINDS = (
     "internal",
 )
 
-# Runtimes per model format, in the default order of preference.
+# Runtimes per model format, in the default order of preference (on Android, see
+# default_runtimes: Termux packages tflite_runtime, and no ai_edge_litert build runs there).
 FORMAT_RUNTIMES = {
     "onnx": ("onnxruntime",),
     "tflite": ("ai_edge_litert", "tflite_runtime", "tensorflow"),
@@ -179,6 +180,12 @@ def _affinity_count():
         return os.cpu_count()
 
 
+def is_android():
+    """True on Android: sys.platform is "android" from Python 3.13 on, "linux" before (Termux's
+    3.12), where only sys.getandroidapilevel() (Android builds since 3.7) tells."""
+    return sys.platform == "android" or hasattr(sys, "getandroidapilevel")
+
+
 def _jsonable(value):
     if np is not None:
         if isinstance(value, np.generic):
@@ -221,9 +228,15 @@ _ARM_PARTS = {
     ("0x41", "0xd44"): "Cortex-X1",
     ("0x41", "0xd46"): "Cortex-A510",
     ("0x41", "0xd47"): "Cortex-A710",
+    ("0x41", "0xd48"): "Cortex-X2",
     ("0x41", "0xd4b"): "Cortex-A78C",
+    ("0x41", "0xd4d"): "Cortex-A715",
+    ("0x41", "0xd4e"): "Cortex-X3",
     ("0x41", "0xd80"): "Cortex-A520",
     ("0x41", "0xd81"): "Cortex-A720",
+    ("0x41", "0xd82"): "Cortex-X4",
+    ("0x41", "0xd85"): "Cortex-X925",
+    ("0x41", "0xd87"): "Cortex-A725",
     ("0x4e", "0x004"): "NVIDIA Carmel",
 }
 
@@ -240,13 +253,31 @@ def cpu_model_from_cpuinfo(text):
     name = _cpuinfo_field(text, "model name")
     if name:
         return name
-    implementer = _cpuinfo_field(text, "CPU implementer")
-    part = _cpuinfo_field(text, "CPU part")
-    if implementer and part:
-        core = _ARM_PARTS.get((implementer.lower(), part.lower()))
-        if core:
-            return core
+    cores = _arm_cores(text)
+    if cores and all(core for core, _count in cores):
+        if len(cores) == 1:
+            return cores[0][0]
+        # big.LITTLE (phones, some boards): every kind of core, as SoC makers list them
+        return " + ".join("{}x {}".format(count, core) for core, count in cores)
     return _cpuinfo_field(text, "Hardware") or _cpuinfo_field(text, "Model")
+
+
+def _arm_cores(text):
+    """[(core name or None, count)] over the processor blocks of an Arm /proc/cpuinfo."""
+    counts = []
+    for block in re.split(r"\n\s*\n", text):
+        implementer = _cpuinfo_field(block, "CPU implementer")
+        part = _cpuinfo_field(block, "CPU part")
+        if not (implementer and part):
+            continue
+        core = _ARM_PARTS.get((implementer.lower(), part.lower()))
+        for entry in counts:
+            if entry[0] == core:
+                entry[1] += 1
+                break
+        else:
+            counts.append([core, 1])
+    return [(core, count) for core, count in counts]
 
 
 def _cpuinfo_arch(text):
@@ -323,6 +354,8 @@ def device_facts():
         facts["board"] = board.replace("\x00", "").strip() or None
     elif cpuinfo:
         facts["board"] = _cpuinfo_field(cpuinfo, "Model")
+    if is_android():
+        _android_facts(facts)
     meminfo = _read_text("/proc/meminfo", 65536)
     if meminfo:
         match = re.search(r"^MemTotal:\s+(\d+)\s+kB", meminfo, re.M)
@@ -333,6 +366,25 @@ def device_facts():
     except Exception:
         pass
     return facts
+
+
+def _android_facts(facts):
+    """The phone's name and Android release (platform.android_ver, Python >= 3.13)."""
+    facts["system"] = "Android"
+    android_ver = getattr(platform, "android_ver", None)
+    if android_ver is None:
+        return
+    try:
+        info = android_ver()
+    except Exception:
+        return
+    release = getattr(info, "release", None)
+    if release:
+        facts["release"] = "Android {} (kernel {})".format(release, facts["release"]) \
+            if facts["release"] else "Android {}".format(release)
+    name = " ".join(p for p in (getattr(info, "manufacturer", ""), getattr(info, "model", "")) if p)
+    if name:
+        facts["board"] = name
 
 
 _THROTTLE_BITS = (
@@ -446,11 +498,24 @@ class ImportedRuntime(object):
         self.was_loaded = was_loaded
 
 
+def default_runtimes(fmt):
+    """The runtimes tried for `fmt` when the job names none, most preferred first.
+
+    On Android tflite_runtime comes first: Termux builds it (python-tflite-runtime), while
+    ai_edge_litert has no Android build, so trying it first would only add a failure note.
+    """
+    names = list(FORMAT_RUNTIMES[fmt])
+    if is_android() and "tflite_runtime" in names:
+        names.remove("tflite_runtime")
+        names.insert(0, "tflite_runtime")
+    return names
+
+
 def import_runtime(fmt, runtimes=None):
     """Import the first runtime that can run `fmt` (restricted to `runtimes` when given)."""
     if fmt not in FORMAT_RUNTIMES:
         raise RunnerError("bad_job", "unknown model format {!r} (known: onnx, tflite)".format(fmt))
-    candidates = list(FORMAT_RUNTIMES[fmt])
+    candidates = default_runtimes(fmt)
     if runtimes:
         unknown = [r for r in runtimes if r not in KNOWN_RUNTIMES]
         if unknown:
@@ -672,6 +737,63 @@ class Session(object):
         raise NotImplementedError
 
 
+# A u8 x s8 MatMulInteger as serialized ONNX (opset 10): a 1x16 row of 255 times a 16x1 column of
+# 127, exactly 518160; x86 kernels without VNNI sum pairs of products in saturating int16 first
+# (VPMADDUBSW) and return 262136. Measuring beats reading CPU flags: qemu and hypervisors lie.
+_SATURATION_PROBE = ("CAUSADpkChgKAWEKAWISAXkiDU1hdE11bEludGVnZXISAXAqGwgQCAEQA0IBYkoQf39/f39/f39/f39/f39/f1oTCgFhEg4K"
+                     "DAgCEggKAggBCgIIEGITCgF5Eg4KDAgGEggKAggBCgIIAUIECgAQCg==")
+_SATURATES = {}
+
+
+def int8_kernels_saturate(ort):
+    """True when this ONNX Runtime's u8 x s8 kernels saturate on this CPU (x86 without VNNI)."""
+    if "result" not in _SATURATES:
+        result = False
+        if platform.machine().lower() in ("x86_64", "amd64", "i386", "i686"):
+            import base64
+
+            try:
+                probe = ort.InferenceSession(base64.b64decode(_SATURATION_PROBE),
+                                             providers=["CPUExecutionProvider"])
+                out = probe.run(None, {"a": np.full((1, 16), 255, dtype=np.uint8)})[0]
+                result = int(out.ravel()[0]) != 255 * 127 * 16
+            except Exception:
+                result = False
+        _SATURATES["result"] = result
+    return _SATURATES["result"]
+
+
+def uint8_weights(model_bytes):
+    """`model_bytes` with every int8 weight of a DequantizeLinear stored as uint8 plus 128 and its
+    zero point plus 128: the same dequantized values, run by u8 x u8 kernels, which never saturate.
+
+    Returns (new bytes, number of weights shifted), or (None, 0) when nothing qualifies (no int8
+    weights, or int8 activations share their tensors). Needs the `onnx` package.
+    """
+    onnx = importlib.import_module("onnx")  # optional, like the runtimes: imported by name
+    numpy_helper = importlib.import_module("onnx.numpy_helper")
+    try:
+        model = onnx.load_from_string(model_bytes)
+    except Exception:
+        return None, 0  # not a readable model: the runtime says why when it loads it
+    inits = {t.name: t for t in model.graph.initializer}
+    int8 = onnx.TensorProto.INT8
+    weight_dqs = [n for n in model.graph.node if n.op_type == "DequantizeLinear" and len(n.input) == 3
+                  and n.input[0] in inits and n.input[2] in inits and inits[n.input[0]].data_type == int8
+                  and inits[n.input[2]].data_type == int8]
+    zero_points = set(n.input[2] for n in weight_dqs)
+    weights = set(n.input[0] for n in weight_dqs)
+    for node in model.graph.node:
+        if node not in weight_dqs and (zero_points.union(weights)).intersection(node.input):
+            return None, 0  # an int8 tensor used elsewhere (s8 activations): leave the model as is
+    for name in zero_points.union(weights):
+        shifted = numpy_helper.to_array(inits[name]).astype(np.int16) + 128
+        inits[name].CopyFrom(numpy_helper.from_array(shifted.astype(np.uint8), name))
+    if not weights:
+        return None, 0
+    return model.SerializeToString(), len(weights)
+
+
 class OrtSession(Session):
     def __init__(self, ort, version, path, providers=None, threads=None, io_quantization=None):
         Session.__init__(self)
@@ -701,10 +823,12 @@ class OrtSession(Session):
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         self._path, self._providers, self._threads = str(path), chosen, int(threads)
+        self._source = self._model_source(ort, str(path))
         try:
-            self._sess = ort.InferenceSession(str(path), sess_options=options, providers=chosen)
+            self._sess = ort.InferenceSession(self._source, sess_options=options, providers=chosen)
         except Exception as exc:
             raise _wrap("model_load", "onnxruntime could not load {}".format(path), exc)
+        self._note_unshifted_int8()
         used = list(self._sess.get_providers())
         fell_back = [p for p in chosen if p not in used]
         if fell_back:
@@ -718,6 +842,29 @@ class OrtSession(Session):
         self._bound = None
         self.runtime = {"name": "onnxruntime", "version": version, "providers": used,
                         "threads": int(threads)}
+
+    def _model_source(self, ort, path):
+        """The path, or the model's bytes with uint8 weights where this CPU's int8 kernels saturate,
+        so that a host computes what a device's exact int8 kernels compute."""
+        if not int8_kernels_saturate(ort):
+            return path
+        try:
+            with open(path, "rb") as handle:
+                shifted, count = uint8_weights(handle.read())
+        except ImportError:
+            self._unshifted = True
+            return path
+        if shifted is None:
+            return path
+        self.notes.append("int8 weights run as uint8 (+128, same values): this CPU's u8 x s8 kernels "
+                          "saturate (x86 without VNNI); {} weights".format(count))
+        return shifted
+
+    def _note_unshifted_int8(self):
+        meta = self._sess.get_modelmeta().custom_metadata_map or {}
+        if getattr(self, "_unshifted", False) and meta.get("edgekit.precision") == "int8":
+            self.notes.append("this CPU's u8 x s8 int8 kernels saturate (x86 without VNNI): outputs here may "
+                              "differ from a device's (install the onnx package to run the weights as uint8)")
 
     def _specs(self, metas, quant):
         specs = []
@@ -873,18 +1020,25 @@ def open_model(path, fmt, runtimes=None, providers=None, threads=None, io_quanti
     return _open_with(rt, path, fmt, providers, threads, io_quantization)
 
 
-def random_feeds(session, seed=0):
-    """Float inputs from the model's input spec (dynamic dims -> 1), reproducible."""
+def random_feeds(session, seed=0, ranges=None):
+    """Inputs from the model's input spec (dynamic dims -> 1), reproducible. `ranges` maps an
+    input name to [low, high] (both included for integers): token ids need their vocabulary."""
     rng = np.random.RandomState(seed)
+    ranges = ranges or {}
     feeds = {}
     for spec in session._in:
         shape = [d if d is not None else 1 for d in spec.shape]
+        bounds = ranges.get(spec.name)
         if spec.quant is not None or spec.dtype.kind == "f":
-            feeds[spec.name] = rng.standard_normal(shape).astype(np.float32)
+            if bounds:
+                feeds[spec.name] = rng.uniform(bounds[0], bounds[1], size=shape).astype(np.float32)
+            else:
+                feeds[spec.name] = rng.standard_normal(shape).astype(np.float32)
         elif spec.dtype.kind == "b":
             feeds[spec.name] = rng.rand(*shape) > 0.5
         else:
-            feeds[spec.name] = rng.randint(0, 10, size=shape).astype(spec.dtype)
+            low, high = (int(bounds[0]), int(bounds[1])) if bounds else (0, 9)
+            feeds[spec.name] = rng.randint(low, high + 1, size=shape).astype(spec.dtype)
     return feeds
 
 
@@ -997,7 +1151,7 @@ def _benchmark(job, run_dir, session, result):
     if job.get("inputs"):
         feeds = load_npz(_resolve(run_dir, job["inputs"]), "inputs file")
     else:
-        feeds = random_feeds(session, 0)
+        feeds = random_feeds(session, 0, job.get("input_ranges"))
     native = session.prepare(feeds)
     t0 = time.perf_counter()
     try:
@@ -1037,7 +1191,7 @@ def profile_ops(session, native, run_dir, runs, top=15):
     options.inter_op_num_threads = 1
     options.enable_profiling = True
     options.profile_file_prefix = os.path.join(run_dir, "ort_profile")
-    sess = ort.InferenceSession(session._path, sess_options=options, providers=session._providers)
+    sess = ort.InferenceSession(session._source, sess_options=options, providers=session._providers)
     for _ in range(max(1, runs)):
         sess.run(None, native)
     profile_path = sess.end_profiling()
@@ -1231,7 +1385,7 @@ def run_job(run_dir, result):
     result["state_after"] = device_state()
     if mode == "benchmark" and job.get("profile_ops"):
         native = session.prepare(load_npz(_resolve(run_dir, job["inputs"]), "inputs file")
-                                 if job.get("inputs") else random_feeds(session, 0))
+                                 if job.get("inputs") else random_feeds(session, 0, job.get("input_ranges")))
         try:
             rows, note = profile_ops(session, native, run_dir, _int(job, "profile_runs", 50, 1))
         except Exception as exc:

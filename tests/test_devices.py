@@ -11,7 +11,7 @@ from edgekit import devices
 from edgekit.errors import ProfileError
 from edgekit.resources import builtin_profiles_dir
 
-SHIPPED = ["pi4", "pi5", "pi-zero-2w", "jetson-nano", "jetson-orin-nano", "android-arm64"]
+SHIPPED = ["pi4", "pi5", "pi-zero-2w", "jetson-nano", "jetson-orin-nano", "android-arm64", "x86-64"]
 
 
 @pytest.mark.parametrize("name", SHIPPED)
@@ -19,7 +19,7 @@ def test_every_shipped_profile_loads_with_real_figures(name: str) -> None:
     profile = devices.get(name)
     assert profile.name == name
     assert Path(profile.source).name == f"{name}.yaml"
-    assert profile.arch == "aarch64"
+    assert profile.arch == ("x86_64" if name == "x86-64" else "aarch64")
     assert 1 <= profile.cpu.cores <= 16 and 500 <= profile.cpu.max_clock_mhz <= 4000
     assert profile.memory_mib >= 512
     assert profile.preferred and all(p.format in profile.runtimes for p in profile.preferred)

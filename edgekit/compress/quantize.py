@@ -40,6 +40,7 @@ from edgekit.compress.layers import forward_with_hooks
 from edgekit.compress.measure import Figures, measure
 from edgekit.compress.report import StepReport
 from edgekit.errors import ExportError, MissingDependencyError, RecipeError, UsageError
+from edgekit.notes import detail
 
 Format = Literal["onnx", "tflite"]
 
@@ -531,8 +532,8 @@ def quantize(
     after = Figures(params=before.params, nonzero_params=before.nonzero_params, size_bytes=before.size_bytes,
                     gzip_bytes=before.gzip_bytes, macs=before.macs, accuracy=first["accuracy"],
                     artifact_bytes=first["size_bytes"])
-    notes = ["after.accuracy and after.artifact_bytes are the "
-             f"{cfg.formats[0]} int8 artifact's, measured in its runtime"]
+    notes = [detail("after.accuracy and after.artifact_bytes are the "
+                    f"{cfg.formats[0]} int8 artifact's, measured in its runtime")]
     changes = {"type": "quantize", "precision": cfg.precision, "mode": cfg.mode, "formats": list(cfg.formats),
                "folded_batchnorm": [list(p) for p in result.folded]}
     if result.folded:

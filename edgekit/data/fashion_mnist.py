@@ -79,8 +79,14 @@ def load_npz_inputs(path: str | Path) -> dict[str, np.ndarray]:
     path = Path(path)
     if not path.exists():
         raise DataError(f"inputs file not found: {path}", "pass an existing .npz with one array per input name")
+    import zipfile
+
+    if not zipfile.is_zipfile(path):
+        raise DataError(f"cannot read {path} as .npz: not an .npz archive", "save inputs with numpy.savez")
     try:
         with np.load(path, allow_pickle=False) as data:
             return {name: data[name] for name in data.files}
     except (ValueError, OSError) as exc:
-        raise DataError(f"cannot read {path} as .npz: {exc}", "save inputs with numpy.savez") from exc
+        # numpy's text advises allow_pickle=True: input files are never unpickled here
+        what = "it holds object arrays (pickled data)" if "pickle" in str(exc) else str(exc)
+        raise DataError(f"cannot read {path} as .npz: {what}", "save numeric arrays with numpy.savez") from exc

@@ -24,6 +24,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from edgekit.errors import (
+    ConverterError,
+    EdgekitError,
     ExportError,
     MissingDependencyError,
     ParityError,
@@ -31,7 +33,8 @@ from edgekit.errors import (
     UsageError,
 )
 from edgekit.export import calibration as cal
-from edgekit.export.base import Artifact
+from edgekit.export.base import MANIFEST_SUFFIX, Artifact
+from edgekit.notes import detail
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 
@@ -71,6 +74,7 @@ def export(
     parity_inputs: Any = None,
     strict: bool = False,
     eval_data: Any = None,
+    calibration_source: str | None = None,
 ) -> Artifact:
     """Export ``model`` to ``out_dir/<name><suffix>`` and return its Artifact (manifest written).
 
@@ -80,44 +84,74 @@ def export(
     else the example inputs plus seeded random ones). ``strict``: a parity failure raises
     ParityError (the artifact and manifest are kept for inspection). ``eval_data``: ``(x, y)``
     arrays; the artifact's own accuracy in its runtime is recorded under ``parity["accuracy"]``.
+    ``calibration_source``: what the calibration samples are, recorded as ``calibration["data"]``.
     """
     import torch
 
     fmt = choose(format, precision)
     if not isinstance(model, torch.nn.Module):
         raise UsageError(f"model must be a torch.nn.Module, not {type(model).__name__}")
+    from edgekit.outputs import check_output_dir, missing_folders, remove_folders
+
     examples = cal.as_tuple(example_inputs)
     model = model.eval()
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     name = name or _default_name(model, precision)
     if not _NAME_RE.match(name) or "/" in name:
         raise UsageError(f"bad artifact name {name!r}", "use letters, digits, '.', '_', '+' or '-'")
+    # Every input is checked before the first file is written: a refused export leaves nothing behind.
+    out_dir = check_output_dir(out_dir, "out_dir")
+    if eval_data is not None:
+        _xy(eval_data)
+    if calibration is not None:
+        check_calibration(calibration, model, examples, (options or {}).get("input_names"))
+    elif fmt.int8_weight_grid(precision, options) is not None:  # static / full-integer int8
+        from edgekit.export.failures import describe
+
+        raise UsageError(f"{describe(fmt.name, precision, (options or {}).get('int8_mode'))} needs calibration data",
+                         "pass calibration= (100-500 representative inputs), or options={'int8_mode': 'dynamic'}")
     final = out_dir / f"{name}{fmt.suffix}"
-    partial = out_dir / f".{name}.{uuid.uuid4().hex[:8]}.partial{fmt.suffix}"
+    created = missing_folders(out_dir)
+    written: list[Path] = []
+    try:
+        artifact = _export_checked(fmt, model, examples, precision, calibration, dict(options or {}), final,
+                                   written, check_parity, parity_inputs, eval_data)
+        if calibration_source and (artifact.calibration or {}).get("n_samples"):
+            artifact.calibration = {**artifact.calibration, "data": calibration_source}
+            artifact.write_manifest()
+    except BaseException:
+        for path in written:  # this call's file, half-described: an older one was replaced already
+            path.unlink(missing_ok=True)
+            path.with_name(path.name + MANIFEST_SUFFIX).unlink(missing_ok=True)
+        remove_folders(created)
+        raise
+    if strict and artifact.parity is not None and not artifact.parity.get("passed", True):
+        p = artifact.parity
+        raise ParityError(
+            f"parity failed: max|Δ| {p['max_abs_diff']:.3g} > tolerance {p['tolerance']:.3g}",
+            f"the artifact is kept at {final} for inspection; rerun without strict to accept it",
+        )
+    return artifact
+
+
+def _export_checked(fmt: Any, model: Any, examples: tuple[Any, ...], precision: str, calibration: Any,
+                    opts: dict[str, Any], final: Path, written: list[Path], check_parity: bool,
+                    parity_inputs: Any, eval_data: Any) -> Artifact:
+    """Convert into ``final`` (appended to ``written`` once it exists), then parity, accuracy and
+    the manifest (the body of ``export``)."""
     source = source_sha256(model)
-    opts = dict(options or {})
     opts["metadata"] = {**(opts.get("metadata") or {}), "source_sha256": source}
     started = time.perf_counter()
-    export_model, rounding = _round_weights(fmt, model, examples, precision, calibration, opts)
-    try:
-        with quiet():  # converters log to the file descriptors while importing and converting
-            artifact = fmt.export(export_model, examples, precision, partial, calibration=calibration, options=opts)
-        if not partial.is_file():
-            raise ExportError(f"the {fmt.name} exporter wrote no file")
-        os.replace(partial, final)
-    except BaseException:
-        _remove_leftovers(partial)
-        raise
+    artifact, rounding = _convert(fmt, model, examples, precision, calibration, opts, final)
+    written.append(final)
     artifact.path = final
     if rounding is not None:
         artifact.calibration = {**(artifact.calibration or {}), "weight_rounding": rounding}
         if rounding["method"] == "gptq" and rounding.get("layers"):
             ratio = rounding.get("output_error_vs_nearest")
-            artifact.notes.append(
+            artifact.notes.append(detail(
                 f"int8 weights rounded by GPTQ on {rounding['samples']} calibration samples ({rounding['layers']} layers"
                 + (f"; layer output error {ratio:.2f}× that of round-to-nearest)" if ratio is not None else ")")
-            )
+            ))
     artifact.format = fmt.name
     artifact.precision = precision
     artifact.source_sha256 = source
@@ -126,35 +160,94 @@ def export(
     _rehash(artifact)
     # An older manifest describes an older file: replace it now, refine it below.
     artifact.write_manifest()
-
     if check_parity:
-        from edgekit.export.parity import check_parity as _check_parity
-
         inputs, source_kind = _parity_inputs(parity_inputs, eval_data, calibration, examples, model)
-        with quiet():  # the runtimes announce their delegates on stderr
-            result = _check_parity(model, artifact, inputs)
-        result["inputs"] = source_kind
-        artifact.parity = result
-        if not result["passed"]:
-            artifact.notes.append(result.get("warning") or "parity failed")
-            warnings.warn(result.get("warning") or "parity failed", stacklevel=2)
+        _record_parity(artifact, model, inputs, source_kind, (fmt.name, precision, opts, examples, calibration))
     if eval_data is not None:
-        from edgekit.export.parity import evaluate_artifact, evaluate_torch
-
-        x, y = _xy(eval_data)
-        acc = evaluate_artifact(artifact, x, y)
-        ref = evaluate_torch(model, x, y, examples)
-        acc["reference_accuracy"] = ref["accuracy"]
-        acc["drop_pt"] = 100.0 * (ref["accuracy"] - acc["accuracy"])
-        artifact.parity = {**(artifact.parity or {}), "accuracy": acc}
+        _record_accuracy(artifact, model, eval_data, examples)
     artifact.write_manifest()
-    if strict and artifact.parity is not None and not artifact.parity.get("passed", True):
-        p = artifact.parity
-        raise ParityError(
-            f"parity failed: max|Δ| {p['max_abs_diff']:.3g} > tolerance {p['tolerance']:.3g}",
-            f"the artifact is kept at {final} for inspection; rerun without strict to accept it",
-        )
     return artifact
+
+
+def _convert(fmt: Any, model: Any, examples: tuple[Any, ...], precision: str, calibration: Any,
+             opts: dict[str, Any], final: Path) -> tuple[Artifact, dict[str, Any] | None]:
+    """The format's export into a temporary name beside ``final``, renamed once complete; a
+    converter's crash becomes a ConverterError naming the module and what does convert it."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    partial = final.with_name(f".{final.stem}.{uuid.uuid4().hex[:8]}.partial{fmt.suffix}")
+    try:
+        with quiet():  # converters (and models run for GPTQ) log to the file descriptors and warn
+            export_model, rounding = _round_weights(fmt, model, examples, precision, calibration, opts)
+            artifact = fmt.export(export_model, examples, precision, partial, calibration=calibration, options=opts)
+        if not partial.is_file():
+            raise ExportError(f"the {fmt.name} exporter wrote no file")
+        os.replace(partial, final)
+    except Exception as exc:
+        _remove_leftovers(partial)
+        if _is_converter_crash(exc):
+            from edgekit.export.failures import converter_failure
+
+            raise converter_failure(exc, fmt.name, precision, opts, model, examples, calibration) from exc
+        raise
+    except BaseException:
+        _remove_leftovers(partial)
+        raise
+    return artifact, rounding
+
+
+def _record_parity(artifact: Artifact, model: Any, inputs: Any, source_kind: str, request: tuple[Any, ...]) -> None:
+    """Parity against torch into ``artifact.parity``; a runtime that cannot run what the converter
+    wrote is the converter's failure (``request``: format, precision, options, examples, calibration)."""
+    from edgekit.export.parity import check_parity
+
+    try:
+        with quiet():  # the runtimes announce their delegates on stderr
+            result = check_parity(model, artifact, inputs)
+    except Exception as exc:
+        if not _is_converter_crash(exc):
+            raise
+        from edgekit.export.failures import converter_failure
+
+        fmt, precision, opts, examples, calibration = request
+        raise converter_failure(exc, fmt, precision, opts, model, examples, calibration, stage="run") from exc
+    result["inputs"] = source_kind
+    artifact.parity = result
+    if not result["passed"]:
+        artifact.notes.append(result.get("warning") or "parity failed")
+        warnings.warn(result.get("warning") or "parity failed", stacklevel=4)  # the caller of export()
+
+
+def _record_accuracy(artifact: Artifact, model: Any, eval_data: Any, examples: tuple[Any, ...]) -> None:
+    from edgekit.export.parity import evaluate_artifact, evaluate_torch
+
+    x, y = _xy(eval_data)
+    acc = evaluate_artifact(artifact, x, y)
+    ref = evaluate_torch(model, x, y, examples)
+    acc["reference_accuracy"] = ref["accuracy"]
+    acc["drop_pt"] = 100.0 * (ref["accuracy"] - acc["accuracy"])
+    artifact.parity = {**(artifact.parity or {}), "accuracy": acc}
+
+
+def _is_converter_crash(exc: Exception) -> bool:
+    """A converter's own exception (or a format's generic wrapping of one), not a diagnosed error."""
+    if isinstance(exc, MemoryError):
+        return False
+    return isinstance(exc, ConverterError) or not isinstance(exc, EdgekitError)
+
+
+def check_calibration(calibration: Any, model: Any, examples: tuple[Any, ...], names: Sequence[str] | None = None) -> None:
+    """Calibration samples must match the model's inputs in number, shape and kind of dtype."""
+    names = list(names or cal.input_names(model, len(examples)))
+    feeds = cal.to_feeds(calibration, names, "calibration data")
+    cal.check_shapes(feeds, examples, names, "calibration data")
+    if cal.sample_count(feeds) == 0:
+        raise UsageError("calibration data hold no samples", "pass 100-500 representative inputs")
+    for name, example in zip(names, examples):
+        want = example.detach().cpu().numpy().dtype
+        got = np.asarray(feeds[name]).dtype
+        if got.kind != want.kind and not (got.kind in "iu" and want.kind in "iu"):
+            raise UsageError(f"calibration data for input {name!r} are {got} but the model takes {want}",
+                             f"save the samples as {want} arrays")
 
 
 WEIGHT_ROUNDING = ("gptq", "nearest")

@@ -18,6 +18,7 @@ Precisions
 Options (``options=`` of ``export``)
   opset (18), dynamic_batch (False), int8_mode ("static" | "dynamic"), calibration_method
   ("minmax" | "percentile" | "entropy"), calibration_percentile (99.999), activation_type ("uint8" | "int8"), per_channel (True),
+  weight_type ("int8" | "uint8": the same symmetric values stored +128, for x86 targets),
   quantize_bias (False), keep_io_types (True, fp16), float_modules ([] — torch module names, e.g.
   "_conv_stem", whose ONNX nodes stay float: mixed precision for sensitive layers),
   nodes_to_exclude ([] — ONNX node names kept in float), input_names / output_names,
@@ -35,7 +36,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from edgekit.errors import ExportError, UnsupportedOpError, UnsupportedPrecisionError, UsageError
+from edgekit.errors import ConverterError, ExportError, UnsupportedOpError, UnsupportedPrecisionError, UsageError
 from edgekit.export import calibration as cal
 from edgekit.export.base import Artifact, TensorSpec
 
@@ -49,6 +50,7 @@ _OPTIONS = {
     "calibration_percentile": 99.999,
     "activation_type": "uint8",
     "per_channel": True,
+    "weight_type": "int8",  # static int8: "uint8" stores the same values +128 (x86 without VNNI saturates s8)
     "quantize_bias": False,
     "keep_io_types": True,
     "nodes_to_exclude": (),
@@ -84,6 +86,8 @@ def resolve_options(options: dict[str, Any] | None, precision: str) -> dict[str,
         raise UsageError(
             f"unknown activation_type {resolved['activation_type']!r}", "choose 'uint8' or 'int8'"
         )
+    if resolved["weight_type"] not in ("int8", "uint8"):
+        raise UsageError(f"unknown weight_type {resolved['weight_type']!r}", "choose 'int8' or 'uint8'")
     resolved["calibration_method"] = cal.check_method(resolved["calibration_method"])
     try:
         resolved["opset"] = int(resolved["opset"])
@@ -184,16 +188,19 @@ class OnnxFormat:
                     opts["nodes_to_exclude"] = list(opts["nodes_to_exclude"] or []) + kept
                     notes.append(f"mixed precision: {len(kept)} nodes of {', '.join(opts['float_modules'])} kept float")
                 _quantize_static(fp32, Path(tmp), out_path, feeds, batch, opts)
+                if opts["weight_type"] == "uint8":
+                    _store_weights_as_uint8(out_path)
                 calib_summary = cal.summary(
                     feeds,
                     opts["calibration_method"],
                     activation_type=opts["activation_type"],
-                    weight_type="int8",
+                    weight_type=opts["weight_type"],
                     per_channel=bool(opts["per_channel"]),
                 )
                 notes.append(
-                    f"int8 static QDQ: int8 per-{'channel' if opts['per_channel'] else 'tensor'} weights, "
-                    f"{opts['activation_type']} activations"
+                    f"int8 static QDQ: int8 per-{'channel' if opts['per_channel'] else 'tensor'} weights"
+                    + (" stored as uint8 (+128: u8×u8 kernels, exact on every x86)" if opts["weight_type"] == "uint8" else "")
+                    + f", {opts['activation_type']} activations"
                 )
         from edgekit.export.api import edgekit_version
 
@@ -329,7 +336,7 @@ def _export_error(exc: Exception, model: Any, examples: tuple[Any, ...]) -> Expo
             alternatives_hint(others, "rewrite that part of the model with supported ops"),
         )
     first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
-    return ExportError(f"ONNX export failed: {first[:300]}", "run with --debug for the full exporter error")
+    return ConverterError(f"ONNX export failed: {first[:300]}", "run with --debug for the full exporter error")
 
 
 # -- fp16 ------------------------------------------------------------------------------------
@@ -435,8 +442,24 @@ def _quantize_static(src: Path, tmp: Path, dst: Path, feeds: dict[str, np.ndarra
                 **kwargs,
             )
     except Exception as exc:
-        raise ExportError(f"ONNX Runtime static quantization failed: {exc}") from exc
+        raise ConverterError(f"ONNX Runtime static quantization failed: {exc}") from exc
     _finish_proto(_share_zero_points(_load(out)), dst)
+
+
+def _store_weights_as_uint8(path: Path) -> None:
+    """Rewrite the symmetric int8 weights of a QDQ model as uint8 with zero point 128 (same values).
+
+    x86 CPUs without VNNI compute u8×s8 products in saturating 16-bit pairs; u8×u8 kernels widen
+    first and are exact. The runner does the same rewrite at load time on such hosts, so this one
+    function (the runner's) defines it for both.
+    """
+    from edgekit.resources import runner_module
+
+    shifted, _count = runner_module().uint8_weights(path.read_bytes())
+    if shifted is None:
+        raise UsageError("weight_type='uint8' needs uint8 activations (int8 ones share the weights' zero points)",
+                         "drop activation_type='int8', or keep weight_type='int8'")
+    path.write_bytes(shifted)
 
 
 def _calibrate(pre: Path, tmp: Path, reader: _Reader, method: Any, opts: dict[str, Any]) -> Path:
@@ -465,7 +488,7 @@ def _calibrate(pre: Path, tmp: Path, reader: _Reader, method: Any, opts: dict[st
             calibrator.collect_data(reader)
             save_tensors_data(calibrator.compute_data(), cache)
     except Exception as exc:
-        raise ExportError(f"ONNX Runtime {opts['calibration_method']} calibration failed: {exc}") from exc
+        raise ConverterError(f"ONNX Runtime {opts['calibration_method']} calibration failed: {exc}") from exc
     return cache
 
 
@@ -488,7 +511,7 @@ def _quantize_dynamic(src: Path, tmp: Path, dst: Path, per_channel: bool) -> Non
                 op_types_to_quantize=["MatMul", "Attention", "LSTM", "Gather"],
             )
     except Exception as exc:
-        raise ExportError(f"ONNX Runtime dynamic quantization failed: {exc}") from exc
+        raise ConverterError(f"ONNX Runtime dynamic quantization failed: {exc}") from exc
     quantized = _load(out)
     if not any(n.op_type in _INT8_OPS for n in quantized.graph.node):
         raise ExportError(

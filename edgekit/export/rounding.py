@@ -16,6 +16,7 @@ scales whole output channels, which leaves a per-channel grid a grid, so folding
 from __future__ import annotations
 
 import copy
+import weakref
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -28,22 +29,35 @@ QMAX = 127  # symmetric int8 weights: [-127, 127]
 DAMPING = 0.01  # of the mean diagonal of H, the usual GPTQ damping
 MAX_COLUMNS = 8192  # a layer with more input columns (k·k·Cin per group) keeps round-to-nearest
 BATCH = 8
+# H = E[x xᵀ] from at most this many input vectors per input column (a conv's input positions,
+# a sequence's tokens), drawn at random: the GPTQ paper's own setting (128 × 2048 tokens for
+# 4096-12288 columns) is 20-60 per column; a 224×224 image gives a ResNet stem 12,544 vectors of
+# 147 columns each, far more than H needs, and summing them all was most of the export's time.
+VECTORS_PER_COLUMN = 128
+BLOCK = 128  # lazy batch updates (GPTQ paper, section 4): columns rounded per block before one matmul
+CHUNK_ELEMENTS = 1 << 24  # unfolded conv inputs per matmul (64 MB of float32)
 
 
 @dataclass
 class RoundingSummary:
     method: str
     layers: int = 0
-    skipped: dict[str, str] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)  # left at round-to-nearest, and why
     samples: int = 0
-    output_error_ratio: float | None = None  # Σ GPTQ layer-output error / Σ round-to-nearest error
+    output_error_ratio: float | None = None  # Σ chosen layer-output error / Σ round-to-nearest error
+    rounded: list[str] = field(default_factory=list)  # the layers GPTQ rounded
+    subsampled: int = 0  # layers whose H came from a random subset of their input vectors
 
     def to_dict(self) -> dict[str, Any]:
-        out = {"method": self.method, "layers": self.layers, "samples": self.samples}
+        out: dict[str, Any] = {"method": self.method, "layers": self.layers, "samples": self.samples}
         if self.output_error_ratio is not None:
             out["output_error_vs_nearest"] = round(self.output_error_ratio, 4)
+        out["rounded"] = list(self.rounded)
         if self.skipped:
             out["skipped"] = dict(self.skipped)
+        if self.subsampled:
+            out["vectors_per_column"] = VECTORS_PER_COLUMN
+            out["subsampled_layers"] = self.subsampled
         return out
 
 
@@ -58,7 +72,9 @@ def gptq_round(
     """A copy of ``model`` whose Conv2d/Linear weights sit on the int8 grid, rounded by GPTQ.
 
     ``calibration`` is what ``export(calibration=...)`` takes; ``skip_modules`` are module names
-    (and their children) left untouched, e.g. the ones an export keeps in float.
+    (and their children) left untouched, e.g. the ones an export keeps in float. A layer keeps
+    the converter's round-to-nearest (and is listed under ``skipped``) when GPTQ does not lower
+    its output error on the calibration inputs.
     """
     import torch
 
@@ -72,28 +88,40 @@ def gptq_round(
         return rounded, summary
     stats = _input_statistics(model, layers, feeds)
     targets = dict(rounded.named_modules())
-    err_gptq = err_rtn = 0.0
+    factors: dict[tuple[int, ...], Any] = {}  # layers fed the same inputs (q/k/v) share H and its factor
+    err_chosen = err_rtn = 0.0
     with torch.no_grad():
         for name, module in layers.items():
             stat = stats.get(name)
             if stat is None or stat.skipped:
                 summary.skipped[name] = stat.skipped if stat else "never called on the calibration data"
                 continue
+            summary.subsampled += stat.subsampled
             weight = module.weight.detach().double()
             rows = weight.reshape(weight.shape[0], -1)
             groups = getattr(module, "groups", 1)
             hessian = stat.hessian()
             try:
-                q = _gptq(rows, hessian, groups, per_channel)
+                if stat.key not in factors:
+                    factors[stat.key] = _inverse_factor(hessian)
+                q = _gptq(rows, factors[stat.key], groups, per_channel)
             except RuntimeError as exc:  # a singular H even after damping
                 summary.skipped[name] = f"GPTQ failed ({exc}); round-to-nearest"
                 continue
-            err_gptq += _output_error(rows, q, hessian, groups)
-            err_rtn += _output_error(rows, _nearest(rows, per_channel), hessian, groups)
+            gptq_err = _output_error(rows, q, hessian, groups)
+            nearest_err = _output_error(rows, _nearest(rows, per_channel), hessian, groups)
+            err_rtn += nearest_err
+            if gptq_err >= nearest_err:  # GPTQ only where it pays
+                err_chosen += nearest_err
+                ratio = gptq_err / nearest_err if nearest_err > 0 else 1.0
+                summary.skipped[name] = f"GPTQ no better than round-to-nearest ({ratio:.3f}×); round-to-nearest"
+                continue
+            err_chosen += gptq_err
             targets[name].weight.copy_(q.reshape(weight.shape).to(module.weight.dtype))
             summary.layers += 1
+            summary.rounded.append(name)
     if err_rtn > 0:
-        summary.output_error_ratio = err_gptq / err_rtn
+        summary.output_error_ratio = err_chosen / err_rtn
     return rounded, summary
 
 
@@ -118,29 +146,92 @@ def _layers(model: Any, skip_modules: Sequence[str]) -> dict[str, Any]:
 # -- input statistics ---------------------------------------------------------------------------
 
 
+def _geometry(module: Any) -> tuple[Any, ...]:
+    """What turns a layer's input tensor into its input vectors: equal geometry, equal vectors."""
+    import torch
+
+    if isinstance(module, torch.nn.Linear):
+        return ("linear", module.in_features)
+    return ("conv", module.in_channels, module.kernel_size, module.stride, module.padding, module.dilation,
+            module.groups)
+
+
 class _Hessian:
-    """Σ x xᵀ over a layer's input columns, per group (float64)."""
+    """Σ x xᵀ over a layer's input vectors, per group (float64 sums of float32 products).
 
-    def __init__(self, module: Any) -> None:
-        import torch
+    ``key`` names the input-vector products summed; layers with equal keys (fed the same tensor,
+    such as an attention block's query, key and value projections) have equal H.
+    """
 
+    def __init__(self, module: Any, n_samples: int) -> None:
         self.module = module
         self.groups = getattr(module, "groups", 1)
-        cols = module.weight[0].numel()
-        self.skipped = "" if cols <= MAX_COLUMNS else f"{cols} input columns (over {MAX_COLUMNS}); round-to-nearest"
-        self.sum = None if self.skipped else torch.zeros(self.groups, cols, cols, dtype=torch.float64)
+        self.columns = module.weight[0].numel()
+        self.n_samples = n_samples
+        self.fraction: float | None = None  # of the input vectors kept, set on the first batch
+        self.skipped = "" if self.columns <= MAX_COLUMNS else (
+            f"{self.columns} input columns (over {MAX_COLUMNS}); round-to-nearest")
+        self.sum: Any = None
         self.count = 0
+        self.key: tuple[int, ...] = ()
 
-    def add(self, x: Any) -> None:
-        if self.skipped:
-            return
-        for sample in x.detach():  # one sample at a time: unfolded 3×3 inputs are large
-            cols = _columns(self.module, sample.unsqueeze(0).double(), self.groups)
-            self.sum += cols @ cols.transpose(1, 2)
-            self.count += cols.shape[-1]
+    @property
+    def subsampled(self) -> bool:
+        return self.fraction is not None and self.fraction < 1.0
+
+    def add(self, product: Any, count: int, token: int) -> None:
+        self.sum = product.double() if self.sum is None else self.sum + product
+        self.count += count
+        self.key += (token,)
 
     def hessian(self) -> Any:
         return self.sum / max(self.count, 1)
+
+
+def _products(module: Any, x: Any, n_real: int, fraction: float | None, n_samples: int, seed: int) -> tuple[Any, int, float]:
+    """(Σ x xᵀ per group over a random ``fraction`` of the input vectors of ``x``, vectors used,
+    fraction): the fraction is chosen from the first batch so that at most
+    VECTORS_PER_COLUMN × columns vectors are used over the whole calibration set."""
+    import torch
+
+    x = x.detach()[:n_real].float()
+    groups = getattr(module, "groups", 1)
+    columns = module.weight[0].numel()
+    per_sample = _vectors_per_sample(module, x)
+    if fraction is None:
+        fraction = min(1.0, VECTORS_PER_COLUMN * columns / max(per_sample * n_samples, 1))
+    step = max(1, CHUNK_ELEMENTS // max(per_sample * columns * groups, 1))  # samples per unfold
+    gen = torch.Generator().manual_seed(seed)
+    total, used = None, 0
+    for start in range(0, n_real, step):
+        cols = _columns(module, x[start : start + step], groups)
+        if fraction < 1.0:
+            keep = max(1, round(fraction * cols.shape[-1]))
+            cols = cols[:, :, torch.randperm(cols.shape[-1], generator=gen)[:keep]]
+        part = cols @ cols.transpose(1, 2)
+        total = part if total is None else total + part
+        used += cols.shape[-1]
+    return total, used, fraction
+
+
+def _vectors_per_sample(module: Any, x: Any) -> int:
+    import torch
+
+    if isinstance(module, torch.nn.Linear):
+        return max(1, x[:1].numel() // x.shape[-1])
+    out = [
+        (size + 2 * pad - dil * (k - 1) - 1) // stride + 1
+        for size, k, stride, pad, dil in zip(x.shape[-2:], module.kernel_size, module.stride, _padding(module),
+                                             module.dilation)
+    ]
+    return max(1, out[0] * out[1])
+
+
+def _padding(module: Any) -> tuple[int, ...]:
+    padding = module.padding
+    if isinstance(padding, str):  # "valid" / "same" (stride 1): the explicit per-side amount
+        padding = (0, 0) if padding == "valid" else tuple(d * (k - 1) // 2 for k, d in zip(module.kernel_size, module.dilation))
+    return tuple(padding)
 
 
 def _columns(module: Any, x: Any, groups: int) -> Any:
@@ -150,27 +241,47 @@ def _columns(module: Any, x: Any, groups: int) -> Any:
 
     if isinstance(module, torch.nn.Linear):
         return x.reshape(-1, x.shape[-1]).t().unsqueeze(0)
-    padding = module.padding
-    if isinstance(padding, str):  # "valid" / "same" (stride 1): the explicit per-side amount
-        padding = 0 if padding == "valid" else tuple(d * (k - 1) // 2 for k, d in zip(module.kernel_size, module.dilation))
-    cols = F.unfold(x, module.kernel_size, dilation=module.dilation, padding=padding, stride=module.stride)
+    cols = F.unfold(x, module.kernel_size, dilation=module.dilation, padding=_padding(module), stride=module.stride)
     n, ck, positions = cols.shape
     return cols.view(n, groups, ck // groups, positions).permute(1, 2, 0, 3).reshape(groups, ck // groups, n * positions)
 
 
 def _input_statistics(model: Any, layers: dict[str, Any], feeds: dict[str, np.ndarray]) -> dict[str, _Hessian]:
+    """Each layer's _Hessian over the calibration samples (forward pre-hooks, BATCH samples a call).
+
+    A tensor fed to several layers of the same geometry is multiplied out once (``memo``, an
+    entry living as long as the tensor), its input vectors subsampled the same way for all.
+    """
     import torch
 
+    n_samples = cal.sample_count(feeds)
     stats: dict[str, _Hessian] = {}
+    memo: dict[tuple[Any, ...], tuple[Any, ...]] = {}
+    state = {"real": 0, "tokens": 0}
     handles = []
     for name, module in layers.items():
         def hook(mod: Any, inputs: tuple[Any, ...], name: str = name) -> None:
-            stats.setdefault(name, _Hessian(mod)).add(inputs[0])
+            stat = stats.setdefault(name, _Hessian(mod, n_samples))
+            if stat.skipped:
+                return
+            x = inputs[0]
+            key = (id(x), _geometry(mod))
+            hit = memo.get(key)
+            if hit is None or hit[0]() is not x:
+                state["tokens"] += 1
+                product, used, fraction = _products(mod, x, state["real"], stat.fraction, n_samples, state["tokens"])
+                # kept while x lives (a freed tensor's id can come back for another one)
+                hit = memo[key] = (weakref.ref(x), product, used, fraction, state["tokens"])
+                weakref.finalize(x, memo.pop, key, None)
+            _, product, used, stat.fraction, token = hit
+            stat.add(product, used, token)
 
         handles.append(module.register_forward_pre_hook(hook))
     try:
         with torch.no_grad():
             for chunk, real in cal.batches(feeds, BATCH):
+                state["real"] = real
+                memo.clear()
                 model(*(torch.from_numpy(np.asarray(v[:real])) for v in chunk.values()))
     except Exception as exc:
         raise ExportError(
@@ -178,6 +289,7 @@ def _input_statistics(model: Any, layers: dict[str, Any], feeds: dict[str, np.nd
             "check the calibration samples, or pass options={'weight_rounding': 'nearest'}",
         ) from exc
     finally:
+        memo.clear()
         for handle in handles:
             handle.remove()
     return stats
@@ -196,27 +308,53 @@ def _nearest(w: Any, per_channel: bool) -> Any:
     return (w / scale).round().clamp(-QMAX, QMAX) * scale
 
 
-def _gptq(w: Any, hessian: Any, groups: int, per_channel: bool) -> Any:
-    """GPTQ on ``w`` (rows = output channels, columns = flattened inputs of their group)."""
+def _inverse_factor(hessian: Any) -> Any:
+    """The upper Cholesky factor U of H⁻¹ (H damped), per group, as float32: row i holds how
+    column i's rounding error spreads to the later columns.
+
+    With J the reversal, J H J = C Cᵀ gives H⁻¹ = (J C⁻¹ J)ᵀ (J C⁻¹ J) and J C⁻¹ J is upper
+    triangular: one Cholesky and one triangular solve, in float64, instead of GPTQ's
+    Cholesky → inverse → Cholesky (LAPACK's inverse from a Cholesky factor was a third of the
+    rounding time on this machine).
+    """
+    import torch
+
+    H = hessian.clone()
+    diag = torch.diagonal(H, dim1=1, dim2=2)
+    diag += DAMPING * diag.mean(dim=1, keepdim=True) + 1e-12
+    C = torch.linalg.cholesky(torch.flip(H, (1, 2)))
+    eye = torch.eye(H.shape[-1], dtype=H.dtype).expand_as(H)
+    C_inv = torch.linalg.solve_triangular(C, eye, upper=False)
+    return torch.flip(C_inv, (1, 2)).float()
+
+
+def _gptq(w: Any, U: Any, groups: int, per_channel: bool) -> Any:
+    """GPTQ on ``w`` (rows = output channels, columns = flattened inputs of their group), given
+    ``U`` from ``_inverse_factor``: columns are rounded in blocks of BLOCK, each rounding error
+    spread at once over the block's later columns, and the block's errors over all later columns
+    in one matmul (float32, as in the GPTQ reference code)."""
     import torch
 
     rows, cols = w.shape
     per_group = rows // groups
     scales = _scales(w, per_channel)
-    scale = scales.reshape(groups, per_group)
-    W = w.reshape(groups, per_group, cols).clone()
-    H = hessian.clone()
-    diag = torch.diagonal(H, dim1=1, dim2=2)
-    diag += DAMPING * diag.mean(dim=1, keepdim=True) + 1e-12
-    # Upper Cholesky factor of H⁻¹: row i holds how column i's error spreads to later columns.
-    U = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(H)), upper=True)
+    scale = scales.reshape(groups, per_group, 1).float()
+    W = w.reshape(groups, per_group, cols).float().clone()
     Q = torch.empty_like(W)
-    for i in range(cols):
-        q = (W[:, :, i] / scale).round().clamp(-QMAX, QMAX)
-        Q[:, :, i] = q
-        err = (W[:, :, i] - q * scale) / U[:, i, i].unsqueeze(1)
-        W[:, :, i + 1 :] -= err.unsqueeze(2) * U[:, i, i + 1 :].unsqueeze(1)
-    Q = Q.reshape(rows, cols)
+    for start in range(0, cols, BLOCK):
+        end = min(start + BLOCK, cols)
+        block = W[:, :, start:end].clone()
+        Ub = U[:, start:end, start:end]
+        errors = torch.empty_like(block)
+        for j in range(end - start):
+            q = (block[:, :, j : j + 1] / scale).round_().clamp_(-QMAX, QMAX)
+            Q[:, :, start + j : start + j + 1] = q
+            err = (block[:, :, j : j + 1] - q * scale) / Ub[:, j : j + 1, j : j + 1]
+            block[:, :, j + 1 :] -= err * Ub[:, j : j + 1, j + 1 :]
+            errors[:, :, j : j + 1] = err
+        if end < cols:
+            W[:, :, end:] -= errors @ U[:, start:end, end:]
+    Q = Q.reshape(rows, cols).double()
     _keep_scale(Q, w, per_channel)
     return Q * scales.unsqueeze(1)
 
@@ -237,9 +375,9 @@ def _keep_scale(Q: Any, w: Any, per_channel: bool) -> None:
 
 def _output_error(w: Any, q: Any, hessian: Any, groups: int) -> float:
     """E‖(W − Q)x‖² over the calibration inputs (``w``, ``q``: rows × columns): trace(ΔW H ΔWᵀ)
-    summed over groups."""
-    delta = (w - q).reshape(groups, -1, hessian.shape[-1])
-    return float((delta @ hessian * delta).sum())
+    summed over groups (float32 products, float64 sum)."""
+    delta = (w - q).reshape(groups, -1, hessian.shape[-1]).float()
+    return float((delta @ hessian.float() * delta).double().sum())
 
 
 __all__ = ["RoundingSummary", "gptq_round"]

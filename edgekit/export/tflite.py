@@ -42,9 +42,17 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from edgekit.errors import ExportError, MissingDependencyError, UnsupportedOpError, UnsupportedPrecisionError, UsageError
+from edgekit.errors import (
+    ConverterError,
+    ExportError,
+    MissingDependencyError,
+    UnsupportedOpError,
+    UnsupportedPrecisionError,
+    UsageError,
+)
 from edgekit.export import calibration as cal
 from edgekit.export.base import Artifact, TensorSpec
+from edgekit.notes import detail
 
 EXTRA = "tflite"
 METADATA_NAME = "edgekit"
@@ -215,7 +223,7 @@ class TfliteFormat:
         artifact.calibration = calib_summary
         artifact.export_seconds = time.perf_counter() - started
         if passes:
-            notes.append("flatbuffer passes: " + ", ".join(f"{k} {v}" for k, v in passes.items() if v))
+            notes.append(detail("flatbuffer passes: " + ", ".join(f"{k} {v}" for k, v in passes.items() if v)))
         from edgekit.export.parity import layout_note
 
         for i in nhwc:
@@ -382,7 +390,8 @@ def _export_error(exc: Exception, model: Any, examples: tuple[Any, ...]) -> Expo
             "avoid ops whose output size depends on values (nonzero, masked_select, unique), or export to onnx",
         )
     first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
-    return ExportError(f"TFLite conversion failed: {first[:300]}", "run with --debug for the converter's error")
+    # ConverterError: edgekit.export.export names the module and the formats that do convert it
+    return ConverterError(f"TFLite conversion failed: {first[:300]}", "run with --debug for the converter's error")
 
 
 # -- PT2E graph fixes --------------------------------------------------------------------------

@@ -77,7 +77,8 @@ def load_report(path: str | Path) -> Report:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise DataError(f"report file not found: {path}") from None
+        raise DataError(f"report file not found: {path}",
+                        "check the path, or name a recorded run by its id (see `edgekit runs`)") from None
     except (IsADirectoryError, PermissionError, UnicodeDecodeError) as exc:
         raise DataError(f"cannot read the report {path}: {exc}") from None
     try:

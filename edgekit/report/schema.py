@@ -147,6 +147,7 @@ class DeployReport(_Report):
     state_after: dict[str, Any] = {}
     warnings: list[str] = []
     notes: list[str] = []
+    details: list[str] = []  # notes for --verbose only: converter internals, generic caveats
     op_profile: list[OpProfileEntry] = []  # optional: the top operators by time, largest first
 
 

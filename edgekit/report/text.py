@@ -1,4 +1,8 @@
-"""The terminal rendering of a deploy report (rich; plain text when not a TTY)."""
+"""The terminal rendering of a deploy report (rich; plain text when not a TTY).
+
+``verbose`` adds the report's ``details`` (notes marked for ``--verbose``: converter internals,
+generic caveats; see :mod:`edgekit.notes`) after the notes.
+"""
 
 from __future__ import annotations
 
@@ -118,7 +122,8 @@ def _ops_line(report: DeployReport) -> str | None:
     return " · ".join(f"{row.op} {row.name} {row.percent:.0f} %".replace("  ", " ") for row in ops[:4])
 
 
-def report_lines(report: DeployReport) -> list[tuple[str, str]]:
+def report_lines(report: DeployReport, verbose: bool = False) -> list[tuple[str, str]]:
+    """(label, text) rows of the report; ``verbose`` adds its detail notes."""
     rows: list[tuple[str, str | None]] = [
         ("artifact", _artifact_line(report)),
         ("runtime", f"{report.runtime.name} {report.runtime.version or ''}, {report.runtime.threads or 'default'} threads"
@@ -132,26 +137,30 @@ def report_lines(report: DeployReport) -> list[tuple[str, str]]:
     ]
     rows += [("warning", w) for w in report.warnings]
     rows += [("note", n) for n in report.notes]
+    if verbose:
+        rows += [("detail", n) for n in report.details]
     return [(k, v) for k, v in rows if v is not None]
 
 
-def render_text(report: DeployReport) -> str:
+def render_text(report: DeployReport, verbose: bool = False) -> str:
     """The report as plain text (what ``print_report`` shows, without colour)."""
     head = f"edgekit deploy  {report.model} → {report.device} {_target_line(report)}"
-    body = "\n".join(f"{key:<10} {value}" for key, value in report_lines(report))
+    body = "\n".join(f"{key:<10} {value}" for key, value in report_lines(report, verbose))
     return f"{head}\n{body}"
 
 
-def print_report(report: DeployReport, console: Console | None = None) -> None:
+def print_report(report: DeployReport, console: Console | None = None, verbose: bool = False) -> None:
+    """The report on the terminal (plain lines in logs and pipes); ``verbose`` adds its details."""
     console = console or Console()
     if not console.is_terminal:
         # logs and pipes get plain lines, never wrapped at rich's default 80 columns
-        console.file.write(render_text(report) + "\n")
+        console.file.write(render_text(report, verbose) + "\n")
         return
     console.print(Text(f"edgekit deploy  {report.model} → {report.device} {_target_line(report)}", style="bold"))
     table = Table.grid(padding=(0, 1))
     table.add_column(style="cyan", no_wrap=True)
     table.add_column()
-    for key, value in report_lines(report):
-        table.add_row(key, Text(value, style="yellow" if key == "warning" else ""))
+    for key, value in report_lines(report, verbose):
+        style = {"warning": "yellow", "detail": "dim"}.get(key, "")
+        table.add_row(key, Text(value, style=style))
     console.print(table)

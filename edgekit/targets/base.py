@@ -74,6 +74,13 @@ class Target(ABC):
         """Cumulative transfer counters (connections, bytes pushed, cache hits...); {} when none."""
         return {}
 
+    def inference_threads(self, wanted: int | None) -> int | None:
+        """Threads for a job the user set none for: ``wanted`` (the profile's), as on the device.
+
+        A target that cannot give that many cores (this host, emulating) returns fewer.
+        """
+        return wanted
+
     def __enter__(self) -> "Target":
         self.open()
         return self

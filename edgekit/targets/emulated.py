@@ -20,6 +20,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from edgekit.errors import DataError, RemoteOutOfMemoryError, RunnerFailedError
+from edgekit.notes import detail
 from edgekit.resources import RUNNER_NAME, runner_module, runner_path
 from edgekit.targets.base import RunJob, RunResult, Target, TargetInfo, parse_result
 from edgekit.targets.limits import LimitedProcess, LimitPlan, Method, plan_limits
@@ -65,7 +66,9 @@ class EmulatedTarget(Target):
         name: the profile's name (for messages and cgroup names).
         cores: the device's core count; the runner is pinned to that many CPUs.
         memory_mib: the device's memory; the runner is capped at that.
-        threads: inference threads used when a job does not set ``threads``.
+        threads: inference threads used when a job does not set ``threads`` (the profile's),
+            capped at the CPUs the runner may use here (:meth:`inference_threads`): more
+            threads than cores only time-slice, which makes the latency's tail noise.
         cpu_model: the device's CPU (the profile's ``cpu.model``, e.g. "Broadcom BCM2711,
             4x Cortex-A72"), arch: its ``uname -m`` (the profile's ``arch``, e.g. "aarch64"),
             both only for the honest description of what is not reproduced.
@@ -100,6 +103,15 @@ class EmulatedTarget(Target):
         self.timeout_s = timeout_s
         self._plan: LimitPlan | None = None
         self._where = f"emulated target {name!r}"
+        self._default_threads_used = False  # a job ran with the target's (capped) default
+        self._job_threads: set[int] = set()  # thread counts jobs set themselves
+
+    def inference_threads(self, wanted: int | None) -> int | None:
+        """``wanted`` (the profile's threads), at most the CPUs the runner can use on this host."""
+        self._default_threads_used = True
+        if not wanted:
+            return wanted
+        return min(wanted, self.plan.usable_cpus)
 
     # -- Target ---------------------------------------------------------------------------------
 
@@ -138,8 +150,7 @@ class EmulatedTarget(Target):
             )
         elif plan.memory_mib:
             reproduced.append(memory_text)
-        if self.threads:
-            reproduced.append(f"{self.threads} inference threads unless the job sets its own")
+        self._describe_threads(plan, reproduced, not_reproduced)
 
         same_arch = self.arch is None or self.arch == host_arch
         same_cpu = bool(self.cpu_model) and (
@@ -153,13 +164,15 @@ class EmulatedTarget(Target):
                 f"latency is this host's {host_arch} CPU ({host_cpu}), not the device's "
                 f"{device_cpu}{device_arch}"
             )
-        not_reproduced.append(
+        # true of every emulated run, and the report's warning already says the latency is not
+        # the device's: shown with --verbose
+        not_reproduced.append(detail(
             "the device's clock speed, caches, memory bandwidth, thermal throttling and power supply"
-        )
-        not_reproduced.append(
+        ))
+        not_reproduced.append(detail(
             f"the device's OS, Python and runtime builds (this host's Python "
             f"{platform.python_version()} and installed runtimes run the model)"
-        )
+        ))
         return TargetInfo(
             kind=self.kind,
             address="localhost",
@@ -167,6 +180,23 @@ class EmulatedTarget(Target):
             not_reproduced=not_reproduced,
             representative_latency=representative,
         )
+
+    def _describe_threads(self, plan: LimitPlan, reproduced: list[str], not_reproduced: list[str]) -> None:
+        usable = plan.usable_cpus
+        if self.threads and (self._default_threads_used or not self._job_threads):
+            if self.threads > usable:
+                not_reproduced.append(
+                    f"{usable} inference thread{'s' if usable > 1 else ''}: the {self.name} profile's "
+                    f"{self.threads}, capped at {plan.describe_usable()} (--threads sets more)"
+                )
+            else:
+                reproduced.append(f"{self.threads} inference threads unless the job sets its own")
+        crowded = [n for n in sorted(self._job_threads) if n > usable]
+        if crowded:
+            not_reproduced.append(
+                f"{crowded[-1]} inference threads (set for the run) on {plan.describe_usable()}: "
+                "threads share cores, so the latency's tail is noise"
+            )
 
     def run(self, job: RunJob, local_dir: Path) -> RunResult:
         return self._run(job, Path(local_dir), probe=False)
@@ -199,7 +229,9 @@ class EmulatedTarget(Target):
                         raise DataError(f"a file the job needs is missing: {source}") from exc
                 body = dict(job.job)
                 if body.get("threads") is None and self.threads:
-                    body["threads"] = self.threads
+                    body["threads"] = self.inference_threads(self.threads)
+                elif body.get("threads") is not None:
+                    self._job_threads.add(int(body["threads"]))
                 (run_dir / "job.json").write_text(json.dumps(body, indent=1, default=str))
             argv.append(str(run_dir))
 

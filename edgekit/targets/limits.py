@@ -30,6 +30,7 @@ this (multi-threaded) process.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import signal
@@ -82,6 +83,25 @@ class LimitPlan:
     host_memory_mib: int | None
     cgroup_parents: dict[str, Path]  # controller -> directory the per-run cgroup goes under
     method: str = "auto"  # what was asked for: "auto" | "cgroup" | "process"
+    cpu_quota: float | None = None  # CPUs' worth of time this process's cgroups allow (None: no quota)
+
+    @property
+    def usable_cpus(self) -> int:
+        """CPUs the child can keep busy at once: its own CPUs, capped by a cgroup CPU quota."""
+        count = len(self.cpus) if self.cpus else self.host_cpus
+        if self.cpu_quota:
+            # floor: a thread more than the quota allows is throttled every period (a noisy tail)
+            count = min(count, max(1, math.floor(self.cpu_quota)))
+        return max(1, count)
+
+    def describe_usable(self) -> str:
+        """``"the 2 cores this host gives"``: where ``usable_cpus`` comes from, for reports."""
+        usable = self.usable_cpus
+        if self.cpu_quota and usable < (len(self.cpus) if self.cpus else self.host_cpus):
+            return f"the {_cores(usable)} a cgroup CPU quota of {self.cpu_quota:g} CPUs allows"
+        if self.cpus:
+            return f"the {_cores(usable)} the runner is pinned to"
+        return f"the {_cores(usable)} this host gives"
 
     def describe_cores(self) -> str:
         if not self.cores:
@@ -190,6 +210,74 @@ def _own_cgroup(controller: str) -> str | None:
     return None
 
 
+def _v2_mount() -> tuple[Path, str] | None:
+    """(mount point, mount root) of the cgroup v2 hierarchy, when one is mounted."""
+    try:
+        lines = Path("/proc/self/mountinfo").read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        left, sep, right = line.partition(" - ")
+        fields, tail = left.split(), right.split()
+        if sep and len(fields) >= 5 and tail and tail[0] == "cgroup2":
+            return Path(fields[4]), fields[3]
+    return None
+
+
+def _own_cgroup_v2() -> str | None:
+    try:
+        lines = Path("/proc/self/cgroup").read_text().splitlines()
+    except OSError:
+        return None
+    return next((line[3:] for line in lines if line.startswith("0::")), None)
+
+
+def _cgroup_chain(mount: tuple[Path, str], own: str) -> list[Path]:
+    """This process's cgroup directory in ``mount`` and every ancestor up to the mount point."""
+    mount_point, mount_root = mount
+    if mount_root != "/" and own.startswith(mount_root):
+        own = own[len(mount_root) :]
+    parts = [p for p in own.split("/") if p]
+    return [mount_point.joinpath(*parts[:depth]) for depth in range(len(parts), -1, -1)]
+
+
+def _read_words(path: Path) -> list[str]:
+    try:
+        return path.read_text().split()
+    except OSError:
+        return []
+
+
+def quota_in(directories: Sequence[Path]) -> float | None:
+    """The tightest CPU quota (in CPUs) set in these cgroup directories (v1 or v2 files)."""
+    quotas: list[float] = []
+    for directory in directories:
+        v2 = _read_words(directory / "cpu.max")  # "max 100000" or "150000 100000"
+        if len(v2) == 2 and v2[0] != "max" and v2[0].isdigit() and v2[1].isdigit() and int(v2[1]):
+            quotas.append(int(v2[0]) / int(v2[1]))
+        quota, period = _read_words(directory / "cpu.cfs_quota_us"), _read_words(directory / "cpu.cfs_period_us")
+        if quota and period and quota[0].lstrip("-").isdigit() and period[0].isdigit():
+            if int(quota[0]) > 0 and int(period[0]) > 0:  # -1: no quota
+                quotas.append(int(quota[0]) / int(period[0]))
+    return min(quotas) if quotas else None
+
+
+def cpu_quota() -> float | None:
+    """CPUs' worth of time this process may use under its cgroups' CFS quotas (None: unlimited).
+
+    Affinity says which CPUs a process may run on; a quota (``docker --cpus``, a Kubernetes
+    CPU limit) says how much of them it may use, and more threads than that are throttled.
+    """
+    directories: list[Path] = []
+    v1, own_v1 = _v1_mount("cpu"), _own_cgroup("cpu")
+    if v1 is not None and own_v1 is not None:
+        directories += _cgroup_chain(v1, own_v1)
+    v2, own_v2 = _v2_mount(), _own_cgroup_v2()
+    if v2 is not None and own_v2 is not None:
+        directories += _cgroup_chain(v2, own_v2)
+    return quota_in(directories)
+
+
 def cgroup_parent(controller: str) -> Path | None:
     """This process's own cgroup v1 directory for ``controller`` if we may create groups in it."""
     if not hasattr(os, "geteuid") or os.geteuid() != 0:
@@ -269,6 +357,7 @@ def plan_limits(cores: int | None, memory_mib: int | None, method: Method = "aut
         host_memory_mib=host_memory_mib(),
         cgroup_parents=parents,
         method=method,
+        cpu_quota=cpu_quota(),
     )
 
 

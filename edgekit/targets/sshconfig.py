@@ -3,11 +3,19 @@
 Precedence follows OpenSSH: explicit arguments (``--user``, ``--port``, ``--key``) first, then
 what the address itself says (``user@host:port``), then the matching ``Host`` block of the SSH
 config, then defaults (the local user name, port 22, the default identity files).
+
+The default config is ``~/.ssh/config`` preceded by the ``Host edgekit-<name>`` blocks that
+``edgekit emulator start`` writes for its running devices (``edgekit.emulator.include_file()``),
+so ``--host edgekit-pi4`` works without touching ``~/.ssh/config`` (paramiko ignores
+``Include``): user, port, key and the known_hosts file edgekit wrote with the device's host key
+come from there. Only blocks naming an ``edgekit-`` alias are taken from that file, so it can
+never change how any other host is reached.
 """
 
 from __future__ import annotations
 
 import getpass
+import logging
 import os
 import re
 from dataclasses import dataclass, field
@@ -17,7 +25,11 @@ import paramiko
 
 from edgekit.errors import UsageError
 
+log = logging.getLogger(__name__)
+
 DEFAULT_PORT = 22
+# what ``edgekit emulator`` names its devices' aliases (emulator._NAME_RE after the prefix)
+EDGEKIT_ALIAS = re.compile(r"^edgekit-[a-z0-9][a-z0-9._-]{0,62}$")
 DEFAULT_IDENTITY_FILES = ("~/.ssh/id_ed25519", "~/.ssh/id_ecdsa", "~/.ssh/id_rsa")
 MAX_JUMP_DEPTH = 8
 
@@ -113,15 +125,65 @@ def parse_address(text: str) -> Address:
     return Address(host=text, user=user, port=port)
 
 
-def load_ssh_config(path: str | os.PathLike[str] | None) -> paramiko.SSHConfig:
-    """The SSH config at ``path`` (default ``~/.ssh/config``); empty when the file is missing."""
-    config_path = Path(os.path.expanduser(str(path))) if path else Path.home() / ".ssh" / "config"
-    if not config_path.is_file():
-        return paramiko.SSHConfig()
+def edgekit_ssh_config() -> Path:
+    """The ssh_config ``edgekit emulator`` keeps for its running devices."""
+    from edgekit.emulator import include_file
+
+    return include_file()
+
+
+def edgekit_host_blocks(text: str) -> str:
+    """The ``Host edgekit-<name>`` blocks of ``text``; anything else (``Host *``, ``Match``,
+    options before the first block) is dropped."""
+    kept: list[str] = []
+    keep = False
+    for line in text.splitlines():
+        words = line.split()
+        keyword = words[0].lower() if words else ""
+        if keyword in ("host", "match"):
+            patterns = words[1:]
+            keep = keyword == "host" and bool(patterns) and all(EDGEKIT_ALIAS.match(p) for p in patterns)
+        elif keyword.startswith("host=") or keyword.startswith("match="):
+            keep = False  # "Host=x" spellings: not what edgekit writes
+        if keep:
+            kept.append(line)
+    return "\n".join(kept) + ("\n" if kept else "")
+
+
+def _read_config(path: Path) -> str:
+    """The text of an SSH config file, checked to parse (errors name the file)."""
     try:
-        return paramiko.SSHConfig.from_path(str(config_path))
-    except (OSError, paramiko.SSHException, ValueError) as exc:
-        raise UsageError(f"cannot read the SSH config {config_path}: {exc}") from exc
+        text = path.read_text()
+        paramiko.SSHConfig.from_text(text)
+    except (OSError, UnicodeDecodeError, paramiko.SSHException, ValueError) as exc:
+        raise UsageError(f"cannot read the SSH config {path}: {exc}") from exc
+    return text
+
+
+def _edgekit_hosts_text() -> str:
+    path = edgekit_ssh_config()
+    if not path.is_file():
+        return ""
+    try:
+        return edgekit_host_blocks(_read_config(path))
+    except UsageError as exc:  # edgekit's own cache file must never stop an SSH connection
+        log.warning("ignoring %s", exc.message)
+        return ""
+
+
+def load_ssh_config(path: str | os.PathLike[str] | None, *,
+                    edgekit_hosts: bool | None = None) -> paramiko.SSHConfig:
+    """The SSH config at ``path`` (default ``~/.ssh/config``); empty when the file is missing.
+
+    ``edgekit_hosts`` (default: only when ``path`` is None) puts the emulated devices' ``Host
+    edgekit-<name>`` blocks first (see the module doc): first so that a ``Host *`` in the
+    user's file cannot give them another user or port.
+    """
+    config_path = Path(os.path.expanduser(str(path))) if path else Path.home() / ".ssh" / "config"
+    text = _read_config(config_path) if config_path.is_file() else ""
+    if edgekit_hosts if edgekit_hosts is not None else path is None:
+        text = _edgekit_hosts_text() + text
+    return paramiko.SSHConfig.from_text(text)
 
 
 def _yes(value: object) -> bool:
@@ -160,6 +222,8 @@ def resolve_endpoint(
         )
     address = parse_address(target)
     entry = config.lookup(address.host)
+    if set(entry) <= {"hostname"} and entry.get("hostname", address.host) == address.host:
+        _refuse_stopped_emulator(address.host)  # no config names it
     host = str(entry.get("hostname") or address.host)
     final_user = user or address.user or entry.get("user") or default_user or _local_user()
     final_port = (
@@ -211,6 +275,25 @@ def resolve_endpoint(
             "use ProxyJump (edgekit connects through the jump host itself) or connect directly",
         )
     return endpoint
+
+
+def _refuse_stopped_emulator(host: str) -> None:
+    """An ``edgekit-<name>`` alias no config names, of an emulated device that is not running:
+    say so, rather than let the name go to DNS."""
+    if not EDGEKIT_ALIAS.match(host):
+        return
+    from edgekit import emulator
+
+    name = host[len("edgekit-") :]
+    try:
+        state = emulator.load_state(name)
+    except UsageError:  # not a valid instance name
+        return
+    if state is not None and not emulator.is_running(state):
+        raise UsageError(
+            f"the emulated device {name!r} ({host}) is not running",
+            f"start it: sudo edgekit emulator start {state.device} --name {name}",
+        )
 
 
 def _local_user() -> str:

@@ -76,7 +76,8 @@ def test_state_round_trip_and_cli_flags(cache):
         alias="edgekit-x", log="/i/sshd.log", started_at=0.0, machine="aarch64",
     )
     assert state.address == "pi@127.0.0.1:2222"
-    assert state.cli_args() == "--host pi@127.0.0.1:2222 --known-hosts /i/known_hosts -i /i/id_ed25519"
+    assert state.cli_args() == "--host edgekit-x"  # resolved from the ssh_config edgekit writes
+    assert state.cli_args_explicit() == "--host pi@127.0.0.1:2222 --known-hosts /i/known_hosts -i /i/id_ed25519"
     assert emulator.EmulatorState.from_dict(state.to_dict() | {"unknown_field": 1}) == state
     assert not emulator.is_running(state)
 
@@ -217,3 +218,42 @@ def test_qemu_cpu_follows_the_profiles_core(monkeypatch, tmp_path):
     assert "SetEnv QEMU_CPU=cortex-a72" in emulator._sshd_config(22, "pi", "pi4", "cortex-a72", (9, 2))
     assert "PermitUserEnvironment QEMU_CPU" in emulator._sshd_config(22, "pi", "pi4", "cortex-a72", (8, 4))
     assert "QEMU_CPU" not in emulator._sshd_config(22, "pi", "pi4", None)
+
+
+# ------------------------------------------------------------------------------------ Termux (android-arm64)
+
+
+def test_facts_script_tells_android_from_linux(tmp_path):
+    """The same script on a Python that says it is Android (3.13+: sys.platform "android",
+    Android builds: sys.getandroidapilevel) reports it; on this Linux it does not."""
+    plain = subprocess.run([sys.executable, "-c", provision.FACTS_SCRIPT, str(tmp_path)],
+                           capture_output=True, text=True, check=True)
+    facts = provision._parse_marked_json(plain.stdout, "@@edgekit-facts")
+    assert facts["platform"] == sys.platform and facts["android_api"] is None
+    assert not provision.DeviceFacts(**facts).is_android
+    android = ("import sys; sys.platform = 'android'; sys.getandroidapilevel = lambda: 34\n"
+               + provision.FACTS_SCRIPT)
+    done = subprocess.run([sys.executable, "-c", android, str(tmp_path)], capture_output=True, text=True, check=True)
+    facts = provision.DeviceFacts(**provision._parse_marked_json(done.stdout, "@@edgekit-facts"))
+    assert facts.is_android and facts.android_api == 34
+    assert facts.platform_label.startswith("Android API 34 ")
+
+
+def test_doctor_names_termux_packages_for_the_android_profile():
+    from edgekit.devices import get
+
+    profile = get("android-arm64")
+    probe = {"device": {"numpy": None},
+             "runtimes": {"onnxruntime": {"available": False, "error": "ModuleNotFoundError"},
+                          "tflite_runtime": {"available": True, "version": "2.20.0"}}}
+    facts = _facts(python="3.14.0", glibc=None, platform="android", android_api=34, dists={})
+    checks = {c.name: c for c in provision._doctor_checks(profile, facts, probe, "edgekit provision ...")}
+    assert checks["libc"].status == "ok" and "pkg packages" in checks["libc"].detail
+    assert checks["numpy"].fix == "on the device: pkg install python-numpy"
+    assert checks["runtime onnx"].fix == "on the device: pkg install python-onnxruntime"
+    assert checks["runtime tflite"].status == "ok" and "tflite_runtime 2.20.0" in checks["runtime tflite"].detail
+    assert "pkg packages" in checks["provisioned"].detail
+    assert provision.missing_on_device(profile, probe) == ["numpy", "onnxruntime"]
+    # a wheel profile used on a phone says what works there instead of pushing manylinux wheels
+    pi4 = {c.name: c for c in provision._doctor_checks(get("pi4"), facts, probe, "x")}
+    assert pi4["libc"].status == "fail" and "pkg install python-numpy" in pi4["libc"].fix

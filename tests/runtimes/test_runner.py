@@ -63,7 +63,7 @@ def test_runner_imports_only_stdlib_numpy_and_runtimes():
             top.add((node.module or "").split(".")[0])
     assert "edgekit" not in top
     third_party = top - set(sys.stdlib_module_names)
-    assert third_party == {"numpy"}, third_party  # runtimes are imported by name, lazily
+    assert third_party == {"numpy"}, third_party  # runtimes (and onnx, optional) are imported by name, lazily
     assert not any(isinstance(n, ast.NamedExpr) for n in ast.walk(tree))
 
 

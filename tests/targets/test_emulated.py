@@ -211,3 +211,40 @@ def test_create_target_builds_it_from_a_profile():
         profile.cpu.cores, profile.memory_mib, profile.threads)
     latency = [t for t in target.describe().not_reproduced if t.startswith("latency")]
     assert "Cortex-A72" in latency[0]
+
+
+def test_deploy_caps_the_profiles_threads_at_the_cores_this_host_gives(onnx_model):
+    """pi4 asks for 4 threads; the runner gets at most the CPUs this process may use (a 2-core
+    host: 2), and the report says why. The count checked is the one the runner reports using."""
+    from edgekit import devices
+    from edgekit.deploy import DeployOptions, deploy
+    from edgekit.targets.limits import plan_limits
+
+    profile = devices.get("pi4")
+    usable = plan_limits(profile.cpu.cores, None).usable_cpus
+    report = deploy(str(onnx_model), "pi4", DeployOptions(emulate=True, runs=3, warmup=1))
+    assert report.runtime.threads <= HOST_CPUS
+    assert report.runtime.threads == report.settings["threads"] == min(profile.threads, usable)
+    capped = [n for n in report.notes if "inference thread" in n]
+    if profile.threads > usable:
+        assert capped == [f"{usable} inference thread{'s' if usable > 1 else ''}: the pi4 profile's "
+                          f"{profile.threads}, capped at the {usable} core{'s' if usable > 1 else ''} "
+                          "this host gives (--threads sets more)"]
+    else:
+        assert capped == []
+    # what no emulated run reproduces is a detail: the report's warning already says so
+    from edgekit.report.text import render_text
+
+    generic = "the device's clock speed, caches, memory bandwidth, thermal throttling and power supply"
+    assert generic in report.details and generic not in report.notes
+    assert generic not in render_text(report) and generic in render_text(report, verbose=True)
+
+
+def test_threads_set_by_the_user_are_not_capped_but_flagged(onnx_model):
+    from edgekit.deploy import DeployOptions, deploy
+
+    wanted = HOST_CPUS + 1
+    report = deploy(str(onnx_model), "pi4", DeployOptions(emulate=True, runs=3, warmup=1, threads=wanted))
+    assert report.runtime.threads == report.settings["threads"] == wanted
+    crowded = [n for n in report.notes if "inference thread" in n]
+    assert len(crowded) == 1 and crowded[0].startswith(f"{wanted} inference threads (set for the run) on ")

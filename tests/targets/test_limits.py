@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import sys
@@ -122,3 +123,32 @@ def test_timeout_kills_the_child(tmp_path):
     plan = plan_limits(None, None, "process")
     child, *_ = run_child(plan, tmp_path, "import time; time.sleep(30)", timeout=0.3)
     assert child.timed_out and child.returncode == -signal.SIGKILL
+
+
+def test_cpu_quota_is_read_from_v1_and_v2_files(tmp_path):
+    """The tightest quota along the cgroup chain counts; -1 (v1) and "max" (v2) mean none."""
+    v1, v2, parent = tmp_path / "v1", tmp_path / "v2", tmp_path / "parent"
+    for directory in (v1, v2, parent):
+        directory.mkdir()
+    (v1 / "cpu.cfs_quota_us").write_text("-1\n")
+    (v1 / "cpu.cfs_period_us").write_text("100000\n")
+    (v2 / "cpu.max").write_text("max 100000\n")
+    assert limits.quota_in([v1, v2]) is None
+    (v2 / "cpu.max").write_text("150000 100000\n")
+    (parent / "cpu.cfs_quota_us").write_text("300000\n")
+    (parent / "cpu.cfs_period_us").write_text("100000\n")
+    assert limits.quota_in([v1, v2, parent]) == pytest.approx(1.5)
+
+
+def test_usable_cpus_are_the_childs_cpus_capped_by_the_quota():
+    plan = plan_limits(None, None, "process")
+    assert plan.host_cpus == len(HOST_CPUS)
+    if plan.cpu_quota is None:  # this host's own cgroups set no quota
+        assert plan.usable_cpus == len(HOST_CPUS)
+    quota = dataclasses.replace(plan, host_cpus=8, cpus=None, cpu_quota=1.5)
+    assert quota.usable_cpus == 1
+    assert quota.describe_usable() == "the 1 core a cgroup CPU quota of 1.5 CPUs allows"
+    pinned = dataclasses.replace(plan, host_cpus=8, cpus=(0, 1, 2), cpu_quota=None)
+    assert pinned.usable_cpus == 3
+    assert dataclasses.replace(plan, host_cpus=2, cpus=None, cpu_quota=None).describe_usable() == (
+        "the 2 cores this host gives")
