@@ -113,11 +113,11 @@ def _ensure_parity_module() -> bool:
 
 
 def _random_evalset() -> Any:
-    from edgekit.datasets import EvalSet
+    from edgekit.data import Dataset
 
     rng = np.random.default_rng(1)
-    return EvalSet("random 10-class", rng.standard_normal((256, 784)).astype(np.float32),
-                   rng.integers(0, 10, 256).astype(np.int64))
+    return Dataset(name="random 10-class", source="random", inputs={"x": rng.standard_normal((256, 784)).astype(np.float32)},
+                   labels=rng.integers(0, 10, 256).astype(np.int64), summary="256 samples")
 
 
 def prepare(work: Path, mib: float) -> tuple[PreparedDeploy, str, float]:
@@ -131,9 +131,9 @@ def prepare(work: Path, mib: float) -> tuple[PreparedDeploy, str, float]:
         from edgekit.deploy import prepare_deploy
 
         prepared = prepare_deploy(str(model), "pi4", options, NULL_PROGRESS, work)
-        if prepared.evalset is None:  # a file deployed as is has no data set: add one for the eval job
-            prepared.evalset = _random_evalset()
-            prepared.eval_npz = _save_npz(work / "eval.npz", {"x": prepared.evalset.x, "y": prepared.evalset.y})
+        if prepared.evaluation is None:  # a file deployed as is has no data set: add one for the eval job
+            prepared.evaluation = _random_evalset()
+            prepared.eval_npz = _save_npz(work / "eval.npz", prepared.evaluation.inputs)
         return prepared, "edgekit.deploy.prepare_deploy" + parity_note, time.monotonic() - started
     except ImportError:
         pass  # the exporters have not landed: build the same PreparedDeploy by hand
@@ -147,14 +147,14 @@ def prepare(work: Path, mib: float) -> tuple[PreparedDeploy, str, float]:
                         inputs=[TensorSpec("x", [1, 784], "float32")], outputs=[TensorSpec("y", [1, 10], "float32")])
     rng = np.random.default_rng(0)
     parity_x = {"x": rng.standard_normal((16, 784)).astype(np.float32)}
-    evalset = _random_evalset()
+    evaluation = _random_evalset()
     session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
     expected = np.concatenate([session.run(None, {"x": row[None]})[0] for row in parity_x["x"]])
     prepared = PreparedDeploy(
         model=str(model), profile=get_profile("pi4"), resolved=ResolvedModel(name="mlp", file=model, file_format="onnx"),
-        artifact=artifact, reference_size=None, because="deployed as given", evalset=evalset,
+        artifact=artifact, reference_size=None, because="deployed as given", evaluation=evaluation,
         parity_inputs=parity_x, parity_npz=_save_npz(work / "parity_inputs.npz", parity_x), user_inputs_npz=None,
-        eval_npz=_save_npz(work / "eval.npz", {"x": evalset.x, "y": evalset.y}), work=work)
+        eval_npz=_save_npz(work / "eval.npz", evaluation.inputs), work=work)
     prepared._memo["reference"] = ("host runtime", [expected])
     return prepared, "a hand-made PreparedDeploy (edgekit.export.onnx not installed yet)" + parity_note, \
         time.monotonic() - started

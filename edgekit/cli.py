@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 from edgekit import __version__
-from edgekit.errors import EdgekitError, ExitCode
+from edgekit.errors import EdgekitError, ExitCode, UsageError
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -143,6 +143,48 @@ def _check_deploy_outputs(args: argparse.Namespace) -> None:
 
 # --- deploy -------------------------------------------------------------------------------------
 
+# --- your data: DATA for calibration and evaluation, preprocessing, inputs ---------------------
+
+_DATA_HELP = ("example:fashion-mnist, a folder of images (class subfolders give labels), an .npz (one array per "
+              "input name, optional y), an .npy, or pkg.module:fn")
+
+
+def _add_data_flags(p: argparse.ArgumentParser) -> None:
+    """--calibration/--eval DATA, --metric, --input and the preprocessing of image folders."""
+    data = p.add_argument_group("your data (docs: README, \"Your own model and data\")")
+    data.add_argument("--calibration", metavar="DATA", help=f"int8 calibration samples: {_DATA_HELP}")
+    data.add_argument("--eval", metavar="DATA", help="evaluate the artifact on these samples (the same DATA as "
+                                                      "--calibration is split, seeded: no sample serves both)")
+    data.add_argument("--eval-limit", type=_int_at_least(1), help="evaluate on N samples only")
+    data.add_argument("--metric", choices=["classification", "agreement", "embedding", "regression"],
+                      help="task metric (default: inferred from the labels and the output shape)")
+    data.add_argument("--input", action="append", metavar="NAME:SHAPE[:DTYPE[:LOW..HIGH]]",
+                      help="a pkg.module:fn model's input, repeatable, e.g. input_ids:1,128:int64:0..30521")
+    data.add_argument("--preprocess", metavar="PRESET|FILE.yaml",
+                      help="how images become inputs: imagenet, minus1-1, 0-1, raw, inception, or a YAML spec "
+                           "(default: the model's own, else RGB [0,1] NCHW)")
+    data.add_argument("--resize", metavar="N|H,W", help="images: resize the short side to N, or to H,W")
+    data.add_argument("--center-crop", metavar="N|H,W", help="images: center crop")
+    data.add_argument("--grayscale", action="store_true", default=None, help="images: one channel")
+    data.add_argument("--channel-order", choices=["rgb", "bgr"], help="images: channel order")
+    data.add_argument("--layout", choices=["nchw", "nhwc"], help="images: array layout")
+    data.add_argument("--mean", metavar="M[,M,M]", help="images: mean on [0,1] pixels")
+    data.add_argument("--std", metavar="S[,S,S]", help="images: std on [0,1] pixels")
+    data.add_argument("--scale", metavar="S", help="images: raw pixel × S + OFFSET, e.g. 1/128")
+    data.add_argument("--offset", metavar="O", help="images: see --scale, e.g. -127/128")
+
+
+def _preprocess(args: argparse.Namespace) -> Any:
+    """The Preprocess the flags describe (None when none is given); refused before any work."""
+    from edgekit.data import Preprocess
+
+    return Preprocess.from_options(
+        args.preprocess, resize=args.resize, center_crop=args.center_crop, grayscale=args.grayscale,
+        channel_order=args.channel_order, layout=args.layout, mean=args.mean, std=args.std, scale=args.scale,
+        offset=args.offset)
+
+
+
 def _add_deploy(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("deploy", help="export a model, run it on a device (or emulated), report")
     p.add_argument("model", help="example:NAME, pkg.module:fn, or a .onnx/.tflite file")
@@ -163,7 +205,6 @@ def _add_deploy(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=_int_at_least(1), help="runtime threads (default: the profile's)")
     p.add_argument("--inputs", help=".npz of your own inputs, one array per input name")
     p.add_argument("--save-outputs", help="write the device's outputs for --inputs to this .npz")
-    p.add_argument("--eval-limit", type=_int_at_least(1), help="evaluate accuracy on the first N test images only")
     p.add_argument("--profile", action="append", default=[], help="extra device profile YAML (repeatable)")
     p.add_argument("-o", "--out-dir", help="keep the exported artifacts and manifests here")
     p.add_argument("--report", help="write the report as JSON to this file")
@@ -176,6 +217,7 @@ def _add_deploy(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--recipe", help="compression recipe (YAML) to run before export")
     p.add_argument("--data", help="data for --recipe: example:fashion-mnist, a folder of images, an .npz/.npy, "
                                   "or pkg.module:fn (as for edgekit compress)")
+    _add_data_flags(p)
     _add_ssh_flags(p)
     p.set_defaults(handler=_cmd_deploy)
 
@@ -186,6 +228,7 @@ def _cmd_deploy(args: argparse.Namespace) -> int:
 
     _check_deploy_outputs(args)
     _check_addresses(args.host or [])
+    preprocess = _preprocess(args)
     fleet = args.hosts or (args.host and len(args.host) > 1)
     options = DeployOptions(
         emulate=args.emulate, host=args.host[0] if args.host and not fleet else None, format=args.format, precision=args.precision,
@@ -193,7 +236,8 @@ def _cmd_deploy(args: argparse.Namespace) -> int:
         min_seconds=args.min_seconds, threads=args.threads, inputs=args.inputs,
         save_outputs=args.save_outputs, out_dir=args.out_dir, profile_files=args.profile,
         eval_limit=args.eval_limit, strict=args.strict, profile_ops=args.profile_ops, recipe=args.recipe, recipe_data=args.data,
-        ssh=_ssh_options(args),
+        calibration=args.calibration, eval_data=args.eval, metric=args.metric, preprocess=preprocess,
+        input_specs=args.input, ssh=_ssh_options(args),
     )
     if fleet:
         return _deploy_fleet(args, options)
@@ -737,7 +781,6 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "int8"])
     p.add_argument("--weights", help="state_dict file for a pkg.module:fn model")
     p.add_argument("--input-shape", help="input shape for a pkg.module:fn model, e.g. 1,3,224,224")
-    p.add_argument("--calibration", help="int8 calibration data: example:fashion-mnist or an .npz of inputs")
     p.add_argument("--calibration-method", choices=["minmax", "percentile", "entropy", "histogram"],
                    help="how int8 ranges are chosen (ONNX: minmax/percentile/entropy; TFLite: minmax/histogram)")
     p.add_argument("--int8-mode", choices=["static", "dynamic", "full"],
@@ -745,17 +788,19 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--weight-rounding", choices=["gptq", "nearest"],
                    help="static/full int8: gptq (default: rounding that preserves each layer's outputs on the "
                         "calibration data) or nearest (the converter's round-to-nearest)")
+    p.add_argument("--weight-type", choices=["int8", "uint8"],
+                   help="ONNX static int8: uint8 stores the same weights +128, exact on x86 CPUs without VNNI "
+                        "(docs/export.md, \"int8 on x86\")")
     p.add_argument("--float-io", action="store_true", help="TFLite full-integer int8 with float32 input/output")
     p.add_argument("--channels-last", action="store_true", help="TFLite: NHWC inputs")
     p.add_argument("--dynamic-batch", action="store_true", help="a dynamic batch dimension (ONNX only)")
-    p.add_argument("--eval", help="evaluate the artifact in its runtime: example:fashion-mnist")
-    p.add_argument("--eval-limit", type=_int_at_least(1), help="evaluate on the first N images only")
     p.add_argument("-o", "--out-dir", default=".", help="where to write the artifact and its manifest")
     p.add_argument("--name", help="artifact file name without suffix (default MODEL.PRECISION)")
     p.add_argument("--strict", action="store_true", help="fail (exit 1) when parity is over tolerance")
     p.add_argument("--json", action="store_true", help="print the manifest as JSON")
     p.add_argument("-v", "--verbose", action="store_true",
                    help="also show detail notes (converter internals, generic caveats)")
+    _add_data_flags(p)
     p.set_defaults(handler=_cmd_export)
 
 
@@ -767,6 +812,8 @@ def _export_options(args: argparse.Namespace) -> dict[str, Any]:
         options["int8_mode"] = args.int8_mode
     if args.weight_rounding:
         options["weight_rounding"] = args.weight_rounding
+    if args.weight_type:
+        options["weight_type"] = args.weight_type
     if args.float_io:
         options["io_dtype"] = "float32"
     if args.channels_last:
@@ -790,6 +837,8 @@ def _check_export_flags(args: argparse.Namespace) -> None:
     for flag, given in (("--float-io", args.float_io), ("--channels-last", args.channels_last)):
         if given and args.format != "tflite":
             raise UsageError(f"{flag} applies to --format tflite only", "drop it for onnx")
+    if args.weight_type and (args.format != "onnx" or args.precision != "int8"):
+        raise UsageError("--weight-type applies to --format onnx --precision int8 only", "drop it")
     if args.float_io and not (args.precision == "int8" and args.int8_mode in (None, "full")):
         raise UsageError("--float-io applies to full-integer int8 only",
                          "drop it, or export --precision int8 (--int8-mode full)")
@@ -800,66 +849,88 @@ def _needs_calibration(args: argparse.Namespace) -> bool:
     return args.precision == "int8" and (args.int8_mode or _INT8_MODES[args.format][0]) != "dynamic"
 
 
-def _calibration_data(args: argparse.Namespace, resolved: Any) -> tuple[Any, str | None]:
-    """The calibration samples and where they came from: --calibration, else the example model's
-    own training data when int8 needs calibration (none for a factory model: the export says so)."""
-    from edgekit.data import load_npz_inputs
-    from edgekit.datasets import CALIBRATION_SAMPLES, calibration_inputs
-
-    ref = args.calibration
-    if ref is None and _needs_calibration(args) and resolved.dataset:
-        samples = calibration_inputs(resolved.example_inputs, resolved.dataset)
-        return samples, (f"{resolved.dataset}: {CALIBRATION_SAMPLES} training images, the example model's own data "
-                         "(--calibration DATA chooses others)")
-    if ref is None:
-        return None, None
-    if ref.endswith(".npz"):
-        arrays = load_npz_inputs(ref)
-        return (next(iter(arrays.values())) if len(arrays) == 1 else arrays), ref
-    return calibration_inputs(resolved.example_inputs, ref), f"{ref}: {CALIBRATION_SAMPLES} training images"
-
-
 def _cmd_export(args: argparse.Namespace) -> int:
-    from edgekit.datasets import eval_set
+    from edgekit.data.plan import plan_data
+    from edgekit.deploy import torch_input_specs
     from edgekit.export.api import export
+    from edgekit.export.parity import evaluate_metric
+    from edgekit.inputspec import parse_inputs
     from edgekit.models import resolve_model
 
     _check_export_flags(args)
-    resolved = resolve_model(args.model, weights=args.weights, input_shape=args.input_shape)
+    preprocess = _preprocess(args)
+    specs = parse_inputs(args.input) if args.input else None
+    if specs and args.input_shape:
+        raise UsageError("--input and --input-shape both describe the inputs", "give one of them")
+    resolved = resolve_model(args.model, weights=args.weights, input_shape=args.input_shape, inputs=specs)
     if resolved.is_file:
-        from edgekit.errors import UsageError
-
         raise UsageError(f"{args.model} is already a model file", "export takes example:NAME or pkg.module:fn")
     say = _progress(args)
-    evalset = eval_set(args.eval, args.eval_limit) if args.eval else None
-    calibration, calibration_source = _calibration_data(args, resolved)
+    inputs = torch_input_specs(resolved)
+    plan = plan_data(calibration=args.calibration, evaluation=args.eval, own_data=resolved.dataset,
+                     input_names=[s.name for s in inputs], input_shapes={s.name: s.shape for s in inputs},
+                     preprocess=preprocess or resolved.preprocess, eval_limit=args.eval_limit,
+                     need_calibration=_needs_calibration(args))
+    if args.eval is None:
+        plan.evaluation = None  # export evaluates only on request (deploy does on the example's data)
+    if _needs_calibration(args) and plan.calibration is None:
+        raise UsageError("static int8 needs calibration data, and edgekit never calibrates on random inputs",
+                         "pass --calibration DATA (100-500 representative samples), or --int8-mode dynamic")
     say(f"exporting {resolved.name} to {args.format}/{args.precision}")
+    calibration = plan.calibration if _needs_calibration(args) else None
+    parity = plan.parity_set()
     artifact = export(
         resolved.module, resolved.example_inputs, format=args.format, precision=args.precision,
-        calibration=calibration, calibration_source=calibration_source, out_dir=args.out_dir,
-        name=args.name or f"{resolved.name}.{args.precision}", options=_export_options(args),
-        strict=args.strict, eval_data=(evalset.x, evalset.y) if evalset else None,
+        calibration=calibration.inputs if calibration is not None else None,
+        calibration_source=calibration.description() if calibration is not None else None, out_dir=args.out_dir,
+        name=args.name or f"{resolved.name}.{args.precision}", options=_export_options(args), strict=args.strict,
+        parity_inputs=dict(parity.inputs) if parity is not None else None,
     )
+    result = None
+    if plan.evaluation is not None:
+        say(f"evaluating on {plan.evaluation.description()}")
+        result = evaluate_metric(artifact, resolved.module, _by_names(artifact, plan.evaluation.inputs),
+                                 plan.evaluation.labels, args.metric)
+        artifact.parity = {**(artifact.parity or {}), "metric": {**result.to_dict(), "data": plan.evaluation.description()}}
+        if result.metric == "classification" and result.reference is not None:  # the API's eval_data record, too
+            top1, ref = result.values["top1"], result.reference.values["top1"]
+            artifact.parity["accuracy"] = {"n": result.samples, "accuracy": top1, "reference_accuracy": ref,
+                                           "drop_pt": 100.0 * (ref - top1)}
+    if plan.preprocess is not None:
+        artifact.preprocess = plan.preprocess.to_manifest()
+    artifact.write_manifest()
     if args.json:
         print(json.dumps(artifact.to_dict(), indent=2, default=str))
         return int(ExitCode.OK)
+    _print_export(artifact, plan, result, args.verbose)
+    return int(ExitCode.OK)
+
+
+def _by_names(artifact: Any, arrays: dict[str, Any]) -> dict[str, Any]:
+    names = [spec.name for spec in artifact.inputs]
+    return dict(zip(names, arrays.values())) if set(arrays) != set(names) else arrays
+
+
+def _print_export(artifact: Any, plan: Any, result: Any, verbose: bool) -> None:
     parity = artifact.parity or {}
     print(f"{artifact.path}  {artifact.size_bytes:,} bytes  sha256 {artifact.sha256[:12]}…")
-    if parity:
+    if "max_abs_diff" in parity:
         agreement = parity.get("top1_agreement")
-        line = f"parity  max|Δ| {parity.get('max_abs_diff', float('nan')):.3g} vs torch"
+        line = f"parity  max|Δ| {parity['max_abs_diff']:.3g} vs torch"
         line += f" · top-1 agreement {agreement * 100:.1f} %" if agreement is not None else ""
         line += "" if parity.get("passed", True) else "  [over tolerance]"
+        parity_set = plan.parity_set()
+        line += f" on {len(parity_set):,} samples of {parity_set.name}" if parity_set is not None else " on random inputs"
         print(line)
-        accuracy = parity.get("accuracy")
-        if accuracy:
-            print(f"accuracy {accuracy['accuracy'] * 100:.2f} % on {evalset.name} ({accuracy['n']} images; "
-                  f"torch fp32 {accuracy['reference_accuracy'] * 100:.2f} %)")
-    if calibration_source and (artifact.calibration or {}).get("n_samples"):
-        print(f"calibration {calibration_source}")
-    _print_notes(artifact.notes, args.verbose)
+    if result is not None:
+        print(f"{result.metric}  {result.text()} on {plan.evaluation.description()} (this host's runtime)")
+    calibration = (artifact.calibration or {}).get("data")
+    if calibration and (artifact.calibration or {}).get("n_samples"):
+        print(f"calibration {calibration}")
+    for note in plan.notes:
+        print(f"note  {note}")
+    _print_notes(artifact.notes, verbose)
     print(f"manifest {artifact.manifest_path}")
-    return int(ExitCode.OK)
 
 
 # --- main ---------------------------------------------------------------------------------------

@@ -49,17 +49,15 @@ def eval_set(name: str, limit: int | None = None) -> EvalSet:
 
 
 def calibration_inputs(example_inputs: Sequence[Any], dataset: str | None) -> np.ndarray:
-    """Representative inputs for int8 calibration: training images (never the test set) when the
-    data set is known, else seeded random normal inputs of the example's shape."""
-    if dataset is not None:
-        if dataset not in DATASETS:
-            raise DataError(f"unknown data set {dataset!r}", f"known: {', '.join(DATASETS)}, or an .npz of inputs")
-        train = load_fashion_mnist("train", limit=20000)
-        pick = np.random.default_rng(0).choice(len(train), CALIBRATION_SAMPLES, replace=False)
-        return train.x[np.sort(pick)]
-    shape = tuple(example_inputs[0].shape)
-    return np.random.default_rng(0).standard_normal((CALIBRATION_SAMPLES, *shape[1:])).astype(np.float32)
-
+    """The bundled data set's calibration inputs: training images, never the test set (the same
+    samples as ``edgekit.data.plan``). There is no fallback: edgekit never calibrates on noise."""
+    if dataset is None:
+        raise DataError("int8 calibration needs data", "pass --calibration DATA (100-500 representative samples)")
+    if dataset not in DATASETS:
+        raise DataError(f"unknown data set {dataset!r}", f"known: {', '.join(DATASETS)}, or an .npz of inputs")
+    train = load_fashion_mnist("train", limit=20000)
+    pick = np.random.default_rng(0).choice(len(train), CALIBRATION_SAMPLES, replace=False)
+    return train.x[np.sort(pick)]
 
 # --- training data (DATA for `edgekit compress` and recipes) ------------------------------------
 

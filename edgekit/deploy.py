@@ -15,12 +15,14 @@ import numpy as np
 from edgekit import __version__
 from edgekit._callable import make_module_callable
 from edgekit.data import load_npz_inputs
-from edgekit.datasets import CALIBRATION_SAMPLES, EvalSet, calibration_inputs, eval_set
+from edgekit.data.plan import DataPlan, plan_data
+from edgekit.data.sources import Dataset
 from edgekit.devices import DeviceProfile
 from edgekit.devices import get as get_profile
 from edgekit.errors import DataError, UsageError
 from edgekit.export import get_format
 from edgekit.export.base import Artifact, TensorSpec
+from edgekit.inputspec import InputSpec, parse_inputs, random_feeds, runner_ranges
 from edgekit.models import ResolvedModel, resolve_model
 from edgekit.outputs import check_output_dir, check_output_file, publish_files
 from edgekit.notes import split_notes
@@ -68,6 +70,12 @@ class DeployOptions:
     profile_ops: bool = False  # per-operator times after the timed runs (ONNX Runtime)
     recipe: str | None = None
     recipe_data: str | None = None
+    # your data (DATA: example:NAME, a folder of images, .npz, .npy, pkg.module:fn; edgekit.data)
+    calibration: str | None = None  # int8 calibration samples
+    eval_data: str | None = None  # evaluation samples (--eval); the same DATA as calibration is split
+    metric: str | None = None  # classification | agreement | embedding | regression (default: inferred)
+    preprocess: Any = None  # edgekit.data.Preprocess for image folders (default: the model's own)
+    input_specs: Sequence[str | InputSpec] | None = None  # --input NAME:SHAPE[:DTYPE[:LOW..HIGH]]
     ssh: dict[str, Any] = field(default_factory=dict)  # accept_new_host_key, known_hosts, key_filename...
 
 
@@ -178,12 +186,13 @@ class PreparedDeploy:
     artifact: Artifact
     reference_size: int | None
     because: str
-    evalset: EvalSet | None
+    evaluation: Dataset | None
     parity_inputs: dict[str, np.ndarray]
     parity_npz: Path
     user_inputs_npz: Path | None
     eval_npz: Path | None
     work: Path
+    data: dict[str, Any] = field(default_factory=dict)  # DataPlan.describe(), plus what parity used
     _memo: dict[str, Any] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -193,12 +202,14 @@ class PreparedDeploy:
                 self._memo["reference"] = _reference_outputs(self.artifact, self.resolved, self.parity_inputs)
             return self._memo["reference"]
 
-    def reference_accuracy(self) -> float | None:
+    def reference_eval_outputs(self) -> list[np.ndarray] | None:
+        """The float model's outputs on the evaluation samples (None for a file deployed as is)."""
         with self._lock:
-            if "accuracy" not in self._memo:
-                self._memo["accuracy"] = (self.evalset.reference_accuracy(self.resolved.module)
-                                          if self.evalset is not None else None)
-            return self._memo["accuracy"]
+            if "eval_reference" not in self._memo:
+                self._memo["eval_reference"] = (_torch_outputs(self.resolved, self.evaluation, self.artifact)
+                                                if self.evaluation is not None and self.resolved.module is not None
+                                                else None)
+            return self._memo["eval_reference"]
 
 
 def prepare_deploy(model: str, device: str, options: DeployOptions, say: Progress, work: Path,
@@ -210,7 +221,8 @@ def prepare_deploy(model: str, device: str, options: DeployOptions, say: Progres
     """
     check_options(options)
     profile = get_profile(device, options.profile_files)
-    resolved = resolve_model(model, weights=options.weights, input_shape=options.input_shape)
+    specs = _input_specs(options)
+    resolved = resolve_model(model, weights=options.weights, input_shape=options.input_shape, inputs=specs)
     user_inputs = load_npz_inputs(options.inputs) if options.inputs else None
     if user_inputs is not None and resolved.module is not None:
         check_user_inputs(torch_input_specs(resolved), user_inputs)  # before the export, not after
@@ -219,19 +231,24 @@ def prepare_deploy(model: str, device: str, options: DeployOptions, say: Progres
     if options.recipe and resolved.module is not None:
         say("compressing with the recipe")
         resolved.module = _run_recipe(resolved, options)
-    evalset = eval_set(resolved.dataset, options.eval_limit) if resolved.dataset else None
-    artifact, reference_size, because = _artifact_for(resolved, profile, options, out_dir, evalset, say)
+    choice = None if resolved.is_file else choose_format(profile, options.format, options.precision)
+    plan = _plan_data(resolved, choice, options)
+    if choice is not None and choice.precision == "int8" and plan.calibration is None:
+        choice = _without_calibration(profile, choice, options)
+    artifact, reference_size, because = _artifact_for(resolved, choice, options, out_dir, plan, say)
     if user_inputs is not None:
         user_inputs = match_inputs(artifact, user_inputs)
-    parity_x = _parity_inputs(artifact, evalset, user_inputs)
+    parity_x, parity_what = _parity_inputs(artifact, plan, user_inputs, resolved.input_specs)
+    evaluation = _evaluation_for(artifact, plan.evaluation)
+    data = {**plan.describe(), "parity": parity_what}
     prepared = PreparedDeploy(
         model=model, profile=profile, resolved=resolved, artifact=artifact, reference_size=reference_size,
-        because=because, evalset=evalset, parity_inputs=parity_x,
+        because=because, evaluation=evaluation, parity_inputs=parity_x,
         parity_npz=_save_npz(work / "parity_inputs.npz", parity_x),
         user_inputs_npz=(_save_npz(work / "user_inputs.npz", _one_batch(artifact, user_inputs))
                          if user_inputs is not None else None),
-        eval_npz=_save_npz(work / "eval.npz", {"x": evalset.x, "y": evalset.y}) if evalset is not None else None,
-        work=work,
+        eval_npz=_save_npz(work / "eval.npz", evaluation.inputs) if evaluation is not None else None,
+        work=work, data=data,
     )
     if publish and options.out_dir:
         publish_artifacts(prepared, Path(options.out_dir))
@@ -250,9 +267,12 @@ def measure_on_target(prepared: PreparedDeploy, target: Target, options: DeployO
         say(f"running on {target.describe().address}")
         bench = _run_benchmark(target, prepared, options, local)
         parity = _run_parity(target, prepared, options, local)
-        accuracy = _run_accuracy(target, prepared, options, local) if prepared.evalset is not None else None
+        accuracy = _run_accuracy(target, prepared, options, local) if prepared.evaluation is not None else None
+    if parity is not None:
+        parity.inputs = prepared.data.get("parity")
     report = _build_report(prepared.model, prepared.profile, target, prepared.artifact, prepared.reference_size,
                            prepared.because, bench, parity, accuracy, options)
+    report.data = prepared.data
     if options.strict and parity and not parity.passed:
         from edgekit.errors import ParityError
 
@@ -276,27 +296,82 @@ def _run_recipe(resolved: ResolvedModel, options: DeployOptions) -> Any:
     return model
 
 
+def _input_specs(options: DeployOptions) -> list[InputSpec] | None:
+    if not options.input_specs:
+        return None
+    if options.input_shape:
+        raise UsageError("--input and --input-shape both describe the inputs", "give one of them")
+    specs = [s for s in options.input_specs if isinstance(s, InputSpec)]
+    texts = [s for s in options.input_specs if not isinstance(s, InputSpec)]
+    return specs + parse_inputs(texts)
+
+
+def _plan_data(resolved: ResolvedModel, choice: "Choice | None", options: DeployOptions) -> DataPlan:
+    """The run's calibration, evaluation and parity samples (edgekit.data.plan has the rules)."""
+    if resolved.is_file:
+        names = None
+        shapes = None
+    else:
+        specs = torch_input_specs(resolved)
+        names = [s.name for s in specs]
+        shapes = {s.name: s.shape for s in specs}
+    return plan_data(
+        calibration=options.calibration, evaluation=options.eval_data, own_data=resolved.dataset,
+        input_names=names, input_shapes=shapes, preprocess=options.preprocess or resolved.preprocess,
+        eval_limit=options.eval_limit, need_calibration=choice is not None and choice.precision == "int8",
+    )
+
+
+def _without_calibration(profile: DeviceProfile, choice: Choice, options: DeployOptions) -> Choice:
+    """int8 chosen and no calibration data: never calibrate on made-up inputs.
+
+    ``--precision int8`` is refused; the profile's own int8 preference falls back to its best
+    non-int8 one, and the report says why (docs: "Your own model and data").
+    """
+    if options.precision == "int8":
+        raise UsageError("int8 needs calibration data for this model (none is known, and edgekit never "
+                         "calibrates on random inputs)",
+                         "pass --calibration DATA (100-500 representative samples), or choose --precision fp16/fp32")
+    fmt = options.format
+    for pref in profile.preferred:
+        if pref.precision != "int8" and (fmt is None or pref.format == fmt):
+            exporter = get_format(pref.format)
+            if pref.precision in exporter.precisions and exporter.available():
+                return Choice(pref.format, pref.precision,
+                              f"{profile.name}'s int8 preference needs calibration data and none was given "
+                              f"(--calibration DATA): chose {pref.format}/{pref.precision}, its next preference",
+                              dict(pref.options))
+    fallback = fmt or choice.format
+    return Choice(fallback, "fp32", "int8 needs calibration data and none was given (--calibration DATA): "
+                  f"chose {fallback}/fp32")
+
+
 def _artifact_for(
     resolved: ResolvedModel,
-    profile: DeviceProfile,
+    choice: Choice | None,
     options: DeployOptions,
     out_dir: Path,
-    evalset: EvalSet | None,
+    plan: DataPlan,
     say: Progress,
 ) -> tuple[Artifact, int | None, str]:
-    if resolved.is_file:
+    if resolved.is_file or choice is None:
         return inspect_model_file(resolved), None, "deployed as given"
     from edgekit.export.api import export
 
-    choice = choose_format(profile, options.format, options.precision)
-    calibration = (calibration_inputs(resolved.example_inputs, resolved.dataset)
-                   if choice.precision == "int8" else None)
+    calibration = plan.calibration if choice.precision == "int8" else None
     say(f"exporting {choice.format}/{choice.precision}")
+    export_options = dict(choice.options)
     artifact = export(
         resolved.module, resolved.example_inputs, format=choice.format, precision=choice.precision,
-        calibration=calibration, out_dir=out_dir, name=f"{resolved.name}.{choice.precision}", check_parity=True,
-        strict=options.strict, options=choice.options or None, calibration_source=_calibration_source(resolved),
+        calibration=calibration.inputs if calibration is not None else None, out_dir=out_dir,
+        name=f"{resolved.name}.{choice.precision}", check_parity=True, strict=options.strict,
+        options=export_options or None,
+        calibration_source=calibration.description() if calibration is not None else None,
+        parity_inputs=_parity_samples(plan),
     )
+    if plan.preprocess is not None:
+        artifact.preprocess = plan.preprocess.to_manifest()
+        artifact.write_manifest()
     reference_size = None
     if choice.precision != "fp32":
         reference = export(resolved.module, resolved.example_inputs, format=choice.format, precision="fp32",
@@ -305,18 +380,52 @@ def _artifact_for(
     return artifact, reference_size, choice.because
 
 
-def _parity_inputs(artifact: Artifact, evalset: EvalSet | None, user_inputs: dict[str, np.ndarray] | None) -> dict[str, np.ndarray]:
-    """Inputs compared between the device and the reference: real images when known."""
+def _parity_samples(plan: DataPlan) -> dict[str, np.ndarray] | None:
+    parity = plan.parity_set(PARITY_SAMPLES)
+    return dict(parity.inputs) if parity is not None else None
+
+
+def _parity_inputs(artifact: Artifact, plan: DataPlan, user_inputs: dict[str, np.ndarray] | None,
+                   specs: Sequence[InputSpec] | None) -> tuple[dict[str, np.ndarray], str]:
+    """Inputs compared between the device and the reference, and what they are: the user's."""
     if user_inputs is not None:
-        return user_inputs
-    if evalset is not None and len(artifact.inputs) == 1:
-        return {artifact.inputs[0].name: evalset.x[:PARITY_SAMPLES]}
+        n = len(next(iter(user_inputs.values())))
+        return user_inputs, f"{n:,} samples of --inputs"
+    parity = plan.parity_set(PARITY_SAMPLES)
+    if parity is not None:
+        return _by_artifact_names(artifact, parity.inputs), plan.parity_description(PARITY_SAMPLES)
+    if specs:
+        feeds = random_feeds(specs, PARITY_SAMPLES)
+        return _by_artifact_names(artifact, feeds), f"{PARITY_SAMPLES} seeded random inputs in the --input ranges (no data given)"
     rng = np.random.default_rng(0)
     feeds = {}
     for spec in artifact.inputs:
         shape = [d if isinstance(d, int) else 1 for d in spec.shape]
-        feeds[spec.name] = rng.standard_normal((PARITY_SAMPLES, *shape[1:])).astype(np.float32)
-    return feeds
+        dtype = np.dtype(spec.dtype) if spec.dtype else np.dtype(np.float32)
+        if dtype.kind in "iu":
+            feeds[spec.name] = rng.integers(0, 10, size=(PARITY_SAMPLES, *shape[1:])).astype(dtype)
+        else:
+            feeds[spec.name] = rng.standard_normal((PARITY_SAMPLES, *shape[1:])).astype(np.float32)
+    return feeds, f"{PARITY_SAMPLES} seeded random inputs (no data given: pass --eval DATA to check real samples)"
+
+
+def _by_artifact_names(artifact: Artifact, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The arrays keyed by the artifact's input names, in order (data and artifact may name them apart)."""
+    names = [spec.name for spec in artifact.inputs]
+    if set(arrays) == set(names):
+        return {name: arrays[name] for name in names}
+    if len(arrays) != len(names):
+        raise DataError(f"the data has {len(arrays)} inputs ({', '.join(arrays)}) but the model takes {len(names)} "
+                        f"({', '.join(names)})", "give one array per model input")
+    return dict(zip(names, arrays.values()))
+
+
+def _evaluation_for(artifact: Artifact, evaluation: Dataset | None) -> Dataset | None:
+    if evaluation is None:
+        return None
+    from dataclasses import replace
+
+    return replace(evaluation, inputs=_by_artifact_names(artifact, evaluation.inputs))
 
 
 def match_inputs(artifact: Artifact, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -384,12 +493,6 @@ def inspect_model_file(resolved: ResolvedModel) -> Artifact:
     return artifact
 
 
-def _calibration_source(resolved: ResolvedModel) -> str:
-    if resolved.dataset:
-        return f"{resolved.dataset}: {CALIBRATION_SAMPLES} training images"
-    return f"{CALIBRATION_SAMPLES} seeded random normal inputs (no data set is known for this model)"
-
-
 def _one_batch(artifact: Artifact, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """The first batch of the user's inputs: what the benchmark times, one inference at a time."""
     first = {}
@@ -430,6 +533,8 @@ def _run_benchmark(target: Target, prepared: PreparedDeploy, options: DeployOpti
                runs=DEFAULT_RUNS if options.runs is None else options.runs,
                min_seconds=options.min_seconds, inputs=None, save_outputs=None,
                profile_ops=options.profile_ops)
+    if prepared.resolved.input_specs:
+        job["input_ranges"] = runner_ranges(prepared.resolved.input_specs)
     files = {artifact.path.name: artifact.path}
     if prepared.user_inputs_npz is not None:
         files["inputs.npz"] = prepared.user_inputs_npz
@@ -491,17 +596,32 @@ def _run_parity(target: Target, prepared: PreparedDeploy, options: DeployOptions
 
 
 def _run_accuracy(target: Target, prepared: PreparedDeploy, options: DeployOptions, work: Path) -> AccuracySummary:
-    artifact, evalset = prepared.artifact, prepared.evalset
-    assert evalset is not None and prepared.eval_npz is not None
-    job = _base_job(artifact, prepared.profile, options, "evaluate", target)
-    job["eval"] = {"data": "eval.npz", "x": "x", "y": "y", "batch": 256}
-    files = {artifact.path.name: artifact.path, "eval.npz": prepared.eval_npz}
-    local = work / "eval"
-    local.mkdir(parents=True, exist_ok=True)
-    result = target.run(RunJob(job=job, files=files), local).result["eval"]
-    return AccuracySummary(dataset=evalset.name, n=result["n"], accuracy=result["accuracy"],
-                           reference_accuracy=prepared.reference_accuracy())
+    """The artifact's outputs on the evaluation samples, on the target; the task metric here."""
+    from edgekit import metrics
 
+    artifact, evaluation = prepared.artifact, prepared.evaluation
+    assert evaluation is not None and prepared.eval_npz is not None
+    outputs = _device_outputs(target, artifact, prepared.profile, options, prepared.eval_npz, work, "eval")
+    first = next(iter(outputs.values()))
+    reference = prepared.reference_eval_outputs()
+    name = options.metric or metrics.infer_metric(evaluation.labels, first.shape)
+    result = metrics.evaluate(name, first, labels=evaluation.labels,
+                              reference_outputs=reference[0] if reference else None)
+    top1 = result.values.get("top1") if result.metric == "classification" else None
+    ref_top1 = result.reference.values.get("top1") if (top1 is not None and result.reference) else None
+    return AccuracySummary(
+        dataset=evaluation.description(), n=result.samples, accuracy=top1, reference_accuracy=ref_top1,
+        metric=result.metric, headline=result.headline, values=dict(result.values),
+        reference_values=dict(result.reference.values) if result.reference else None,
+        against=result.against, text=result.text(),
+    )
+
+
+def _torch_outputs(resolved: ResolvedModel, evaluation: Dataset, artifact: Artifact) -> list[np.ndarray]:
+    """The float torch model's outputs for every evaluation sample (model order)."""
+    from edgekit.export.parity import torch_outputs
+
+    return torch_outputs(resolved.module, [evaluation.inputs[spec.name] for spec in artifact.inputs])
 
 def _mib(kib: int | None) -> float | None:
     return None if kib is None else kib / 1024.0

@@ -33,6 +33,7 @@ class ResolvedModel:
     file_format: str | None = None
     dataset: str | None = None  # an eval set the model is known to work on
     preprocess: Any = None  # edgekit.data.Preprocess the model was trained with (the example's), if known
+    input_specs: Any = None  # the --input specs (edgekit.inputspec.InputSpec) it was described with
 
     @property
     def is_file(self) -> bool:
@@ -58,8 +59,17 @@ def resolve_model(
     *,
     weights: str | Path | None = None,
     input_shape: str | Sequence[int] | None = None,
+    inputs: Sequence[Any] | None = None,
 ) -> ResolvedModel:
-    """Turn a MODEL reference into a torch module (checked by one forward pass) or a model file."""
+    """Turn a MODEL reference into a torch module (checked by one forward pass) or a model file.
+
+    ``inputs``: :class:`edgekit.inputspec.InputSpec` per forward() argument, in order, for a
+    factory whose inputs are not one float tensor (``--input``)."""
+    if inputs:
+        if not _FACTORY.match(ref):
+            raise UsageError("--input describes a pkg.module:fn model's inputs",
+                             "drop --input (examples and model files know their inputs)")
+        return _resolve_factory(ref, weights, None, inputs)
     if ref.startswith("example:"):
         return _resolve_example(ref.split(":", 1)[1], input_shape)
     if format_for_file(ref):
@@ -90,23 +100,46 @@ def _resolve_file(path: Path) -> ResolvedModel:
     return ResolvedModel(name=path.stem, file=path, file_format=format_for_file(str(path)))
 
 
-def _resolve_factory(ref: str, weights: str | Path | None, input_shape: Any) -> ResolvedModel:
+def _resolve_factory(ref: str, weights: str | Path | None, input_shape: Any, specs: Sequence[Any] | None = None) -> ResolvedModel:
     module_name, fn_name = ref.split(":")
-    if input_shape is None:
-        raise UsageError(f"{ref} needs --input-shape", "e.g. --input-shape 1,3,224,224")
+    if input_shape is None and not specs:
+        raise UsageError(f"{ref} needs --input-shape or --input",
+                         "e.g. --input-shape 1,3,224,224, or --input input_ids:1,128:int64:0..30521")
     try:
         factory = getattr(importlib.import_module(module_name), fn_name)
     except ImportError as exc:
         raise ModelError(f"cannot import {module_name}: {exc}", "check PYTHONPATH and the module name") from None
     except AttributeError:
         raise ModelError(f"{module_name} has no attribute {fn_name!r}", "name a function that returns a torch.nn.Module") from None
-    shape = parse_input_shape(input_shape)  # a bad shape is refused before the factory runs
+    shape = parse_input_shape(input_shape) if not specs else None  # a bad shape is refused before the factory runs
+    if specs:
+        for spec in specs:
+            example_zeros(spec.shape)  # the same size check as --input-shape
     module = _call_factory(factory, ref)
     if weights is not None:
         _load_weights(module, Path(weights))
-    inputs = (example_zeros(shape),)
+    if specs:
+        from edgekit.inputspec import example_tensors
+
+        _check_input_names(module, specs, ref)
+        inputs = example_tensors(specs)
+    else:
+        inputs = (example_zeros(shape),)
     _check_forward(module.eval(), inputs, ref)
-    return ResolvedModel(name=fn_name, module=module, example_inputs=inputs)
+    return ResolvedModel(name=fn_name, module=module, example_inputs=inputs, input_specs=list(specs) if specs else None)
+
+
+def _check_input_names(module: torch.nn.Module, specs: Sequence[Any], ref: str) -> None:
+    """Several --input: forward()'s arguments, in order (the artifact's inputs take forward()'s names)."""
+    if len(specs) < 2:
+        return
+    from edgekit.export.calibration import input_names
+
+    names = input_names(module, len(specs))
+    given = [s.name for s in specs]
+    if names != given and not all(n.startswith("input") for n in names):
+        raise UsageError(f"--input names {', '.join(given)} are not {ref}'s forward() arguments {', '.join(names)}",
+                         f"give one --input per forward() argument, in order: {', '.join(names)}")
 
 
 def _call_factory(factory: Any, ref: str) -> torch.nn.Module:

@@ -43,5 +43,5 @@ def test_export_rejects_bad_choices(tmp_path: Path, capsys: pytest.CaptureFixtur
     code = main(["export", "example:fashion-cnn", "--format", "onnx", "--precision", "int8",
                  "--calibration", "example:imagenet", "-o", str(tmp_path)])
     err = capsys.readouterr().err
-    assert code == ExitCode.USAGE and "unknown data set 'example:imagenet'" in err
+    assert code == ExitCode.USAGE and "unknown example data 'example:imagenet'" in err
     assert list(tmp_path.iterdir()) == []

@@ -45,6 +45,13 @@ class DataPlan:
             return self.calibration.head(n)
         return None
 
+    def parity_description(self, n: int = PARITY_SAMPLES) -> str:
+        parity = self.parity_set(n)
+        if parity is None:
+            return f"{n} seeded random inputs (no data given)"
+        part = "evaluation" if self.evaluation is not None else "calibration"
+        return f"the first {len(parity):,} {part} samples"
+
     def describe(self) -> dict[str, Any]:
         """What a report and a manifest record about the data (JSON-ready)."""
         parity = self.parity_set()
@@ -53,8 +60,7 @@ class DataPlan:
             "calibration_samples": len(self.calibration) if self.calibration is not None else 0,
             "evaluation": self.evaluation.description() if self.evaluation is not None else None,
             "evaluation_samples": len(self.evaluation) if self.evaluation is not None else 0,
-            "parity": (f"{len(parity):,} samples of {parity.name}" if parity is not None
-                       else f"{PARITY_SAMPLES} seeded random inputs (no data given)"),
+            "parity": self.parity_description(),
             "preprocess": self.preprocess.to_manifest() if self.preprocess is not None else None,
             "notes": list(self.notes),
         }

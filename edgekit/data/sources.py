@@ -394,6 +394,12 @@ def _decode(path: Path, spec: Preprocess) -> np.ndarray:
 # --- arrays ----------------------------------------------------------------------------------
 
 
+def _load_problem(exc: BaseException) -> str:
+    """numpy's reason in a few words (its advice to allow pickle is not ours to give)."""
+    text = " ".join(str(exc).split())
+    return "it holds object arrays" if "Object arrays" in text or "allow_pickle" in text else text
+
+
 def _load_npz(path: Path, names: list[str] | None, ref: str) -> Dataset:
     try:
         with np.load(path, allow_pickle=False) as data:
@@ -401,7 +407,7 @@ def _load_npz(path: Path, names: list[str] | None, ref: str) -> Dataset:
     except DataError:
         raise
     except (ValueError, OSError, EOFError) as exc:  # object arrays raise ValueError without pickle
-        raise DataError(f"cannot read {path} as .npz: {' '.join(str(exc).split())}",
+        raise DataError(f"cannot read {path} as .npz: {_load_problem(exc)}",
                         "save numeric arrays with numpy.savez (object arrays are refused)") from None
     labels = None
     if LABELS_KEY in arrays and (names is None or LABELS_KEY not in names):
@@ -416,7 +422,7 @@ def _load_npy(path: Path, limit: int | None, ref: str) -> Dataset:
     try:
         array = np.load(path, allow_pickle=False, mmap_mode="r")  # mapped: a limit reads only its part
     except (ValueError, OSError, EOFError) as exc:
-        raise DataError(f"cannot read {path} as .npy: {' '.join(str(exc).split())}",
+        raise DataError(f"cannot read {path} as .npy: {_load_problem(exc)}",
                         "save one numeric array with numpy.save (object arrays are refused)") from None
     if limit is not None and array.ndim:
         array = array[:limit]

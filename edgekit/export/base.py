@@ -47,6 +47,9 @@ class Artifact:
     parity: dict[str, Any] | None = None
     export_seconds: float | None = None
     notes: list[str] = field(default_factory=list)
+    # how raw data becomes the model's inputs (edgekit.data.Preprocess.to_manifest()): the same
+    # numbers for the device and the user's own app; None when unknown
+    preprocess: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         self.path = Path(self.path)

@@ -253,6 +253,25 @@ def evaluate_artifact(artifact: Artifact, x: np.ndarray, y: np.ndarray, batch: i
     return {"n": int(n), "correct": int(correct), "accuracy": correct / n if n else 0.0}
 
 
+def evaluate_metric(artifact: Artifact, model: Any, inputs: dict[str, np.ndarray], labels: np.ndarray | None = None,
+                    metric: str | None = None, session: Any = None) -> Any:
+    """The task metric (``edgekit.metrics``) of the artifact in its host runtime on ``inputs`` (by
+    the artifact's input names, samples on axis 0), the float torch model's beside it.
+
+    ``metric`` None infers it from the labels and the output shape. Returns a MetricResult.
+    """
+    from edgekit import metrics
+
+    names = [spec.name for spec in artifact.inputs]
+    arrays = [np.asarray(inputs[n]) for n in names]
+    arrays = [a.astype(np.float32) if a.dtype == np.float64 else a for a in arrays]
+    reference = torch_outputs(model, arrays)[0] if model is not None else None
+    feeds = _to_artifact_layout(artifact, dict(zip(names, arrays)))
+    actual = run_artifact(artifact, feeds, session=session)[0]
+    name = metric or metrics.infer_metric(labels, actual.shape)
+    return metrics.evaluate(name, actual, labels=labels, reference_outputs=reference)
+
+
 def evaluate_torch(model: Any, x: np.ndarray, y: np.ndarray, examples: Sequence[Any] | None = None, batch: int = 256) -> dict[str, Any]:
     """Accuracy of the torch model over ``(x, y)`` (the reference for an artifact's accuracy)."""
     y = np.asarray(y).reshape(-1)
@@ -267,6 +286,7 @@ __all__ = [
     "check_parity",
     "compare_outputs",
     "evaluate_artifact",
+    "evaluate_metric",
     "evaluate_torch",
     "layout_note",
     "open_session",

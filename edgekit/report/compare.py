@@ -259,8 +259,8 @@ def _compare_context(a: DeployReport, b: DeployReport, result: Comparison) -> No
 
 
 def _compare_accuracy(a: DeployReport, b: DeployReport, result: Comparison) -> None:
-    if a.accuracy is None or b.accuracy is None:
-        return
+    if a.accuracy is None or b.accuracy is None or a.accuracy.accuracy is None or b.accuracy.accuracy is None:
+        return  # only top-1 accuracy is gated
     result.accuracy_a, result.accuracy_b = a.accuracy.accuracy, b.accuracy.accuracy
     result.accuracy_delta = b.accuracy.accuracy - a.accuracy.accuracy
     if (a.accuracy.dataset, a.accuracy.n) != (b.accuracy.dataset, b.accuracy.n):

@@ -519,9 +519,11 @@ def _deploy_cards(r: DeployReport) -> str:
               f"model {r.memory.model_rss_mib:.1f} MiB" if r.memory.model_rss_mib is not None else ""),
         _card("artifact", human_bytes(r.artifact.size_bytes), f"{r.artifact.format} {r.artifact.precision}"),
     ]
-    if acc is not None:
+    if acc is not None and acc.accuracy is not None:
         ref = f"torch fp32 {_pct(acc.reference_accuracy)}" if acc.reference_accuracy is not None else acc.dataset
         cards.append(_card("accuracy", _pct(acc.accuracy), ref))
+    elif acc is not None:
+        cards.append(_card(acc.metric, acc.text or "–", acc.dataset))
     if parity is not None:
         cards.append(_card("parity max|Δ|", f"{parity.max_abs_diff:.2g}",
                            f"vs {parity.reference}" + ("" if parity.passed else " · over tolerance"),
@@ -623,7 +625,11 @@ def _quality_section(r: DeployReport | ExportReport) -> str:
             ("passed", p.passed),
         ]) + "</div>")
     a = r.accuracy
-    if a is not None:
+    if a is not None and a.accuracy is None:
+        parts.append(f"<div><h3>{_e(a.metric.capitalize())}</h3>" + _kv_table([
+            ("data", a.dataset), ("samples", a.n), ("figures", a.text), ("measured", a.where),
+        ]) + "</div>")
+    elif a is not None:
         parts.append("<div><h3>Accuracy</h3>" + _kv_table([
             ("dataset", a.dataset), ("images", a.n), ("accuracy", _pct(a.accuracy)),
             ("torch fp32", _pct(a.reference_accuracy) if a.reference_accuracy is not None else None),

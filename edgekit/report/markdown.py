@@ -81,7 +81,9 @@ def _deploy_rows(r: DeployReport) -> list[tuple[str, str]]:
         ratio = a.reference_size_bytes / max(a.size_bytes, 1)
         size += f" (fp32 {human_bytes(a.reference_size_bytes)}, {ratio:.1f}× smaller)"
     rows.append(("artifact", size))
-    if r.accuracy is not None:
+    if r.accuracy is not None and r.accuracy.accuracy is None:
+        rows.append((r.accuracy.metric, f"{r.accuracy.text} on {r.accuracy.dataset}"))
+    elif r.accuracy is not None:
         acc = r.accuracy
         line = f"**{_pct(acc.accuracy)}** on {acc.dataset} ({acc.n} images)"
         if acc.reference_accuracy is not None:
@@ -123,7 +125,8 @@ def _export(r: ExportReport) -> list[str]:
         rows.append(("parity", f"max|Δ| {r.parity.max_abs_diff:.2g} vs {r.parity.reference} "
                                + ("✅" if r.parity.passed else "❌")))
     if r.accuracy is not None:
-        rows.append(("accuracy", f"{_pct(r.accuracy.accuracy)} on {r.accuracy.dataset}"))
+        figure = _pct(r.accuracy.accuracy) if r.accuracy.accuracy is not None else r.accuracy.text
+        rows.append((r.accuracy.metric if r.accuracy.accuracy is None else "accuracy", f"{figure} on {r.accuracy.dataset}"))
     if r.export_seconds is not None:
         rows.append(("export time", f"{r.export_seconds:.1f} s"))
     return [f"### edgekit export: {r.model}", ""] + _table(rows) + _warnings_and_notes(r)

@@ -84,6 +84,7 @@ class MemorySummary(_Model):
 class ParitySummary(_Model):
     reference: str  # "torch" or "host runtime"
     n: int
+    inputs: str | None = None  # what was compared: "64 samples of images/ (...)", or seeded random inputs
     max_abs_diff: float
     mean_abs_diff: float
     top1_agreement: float | None = None
@@ -92,11 +93,19 @@ class ParitySummary(_Model):
 
 
 class AccuracySummary(_Model):
+    """The artifact's task metric on evaluation data, in the target's runtime (edgekit.metrics)."""
+
     dataset: str
     n: int
-    accuracy: float
-    reference_accuracy: float | None = None  # the float torch model on the same images
+    accuracy: float | None = None  # classification top-1 (None for the other metrics)
+    reference_accuracy: float | None = None  # the float torch model on the same samples
     where: str = "target"
+    metric: str = "classification"  # classification | agreement | embedding | regression
+    headline: str | None = None  # the name in ``values`` that sums the metric up ("top1", "cosine", "mse")
+    values: dict[str, float] = {}  # every figure of the metric
+    reference_values: dict[str, float] | None = None  # the float model's, where meaningful
+    against: str | None = None  # "labels", "float model" or "targets"
+    text: str | None = None  # one line: the figures, the float model's beside them
 
 
 class TargetSummary(_Model):
@@ -142,6 +151,7 @@ class DeployReport(_Report):
     memory: MemorySummary
     parity: ParitySummary | None = None
     accuracy: AccuracySummary | None = None
+    data: dict[str, Any] = {}  # calibration, evaluation and parity samples: where from, how many, the split
     device_facts: dict[str, Any] = {}
     state_before: dict[str, Any] = {}
     state_after: dict[str, Any] = {}

@@ -91,10 +91,33 @@ def _accuracy_line(report: DeployReport) -> str | None:
     acc = report.accuracy
     if acc is None:
         return None
-    line = f"{acc.accuracy * 100:.2f} % on {acc.dataset} ({acc.n} images)"
+    if acc.accuracy is None or acc.metric != "classification":
+        return f"{acc.metric}: {acc.text or ''} on {acc.dataset}".replace(":  on", ": on")
+    line = f"{acc.accuracy * 100:.2f} % on {acc.dataset}"
+    if f"{acc.n:,}" not in acc.dataset and str(acc.n) not in acc.dataset:
+        line += f" ({acc.n} images)"
     if acc.reference_accuracy is not None:
         line += f" (torch fp32 {acc.reference_accuracy * 100:.2f} %)"
+    top5 = (acc.values or {}).get("top5")
+    if top5 is not None:
+        line += f" · top-5 {top5 * 100:.2f} %"
     return line
+
+
+def _data_line(report: DeployReport) -> str | None:
+    data = getattr(report, "data", None) or {}
+    if not data:
+        return None
+    parts = []
+    if data.get("calibration"):
+        parts.append(f"calibration {data['calibration']}")
+    elif report.artifact.precision == "int8" and report.artifact.chosen_because != "deployed as given":
+        parts.append("calibration: none")
+    if data.get("evaluation"):
+        parts.append(f"evaluation {data['evaluation']}")
+    if data.get("parity"):
+        parts.append(f"parity on {data['parity']}")
+    return " · ".join(parts) or None
 
 
 def _device_line(report: DeployReport) -> str:
@@ -132,6 +155,7 @@ def report_lines(report: DeployReport, verbose: bool = False) -> list[tuple[str,
         ("memory", _memory_line(report)),
         ("parity", _parity_line(report)),
         ("accuracy", _accuracy_line(report)),
+        ("data", _data_line(report)),
         ("top ops", _ops_line(report)),
         ("device", _device_line(report)),
     ]

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgekit.datasets import EvalSet
+from edgekit.data import Dataset
 from edgekit.deploy import DeployOptions, PreparedDeploy, _save_npz, _warnings, measure_on_target
 from edgekit.devices import get as get_profile
 from edgekit.export.base import Artifact, TensorSpec
@@ -39,15 +39,15 @@ def make_prepared(work: Path, device: str = "pi4", size_bytes: int | None = None
                         inputs=[TensorSpec("x", [1, 4], "float32")], outputs=[TensorSpec("y", [1, 3], "float32")])
     rng = np.random.default_rng(0)
     parity_x = {"x": rng.standard_normal((16, 4)).astype(np.float32)}
-    evalset = EvalSet("random 3-class", rng.standard_normal((64, 4)).astype(np.float32),
-                      rng.integers(0, 3, 64).astype(np.int64))
+    evaluation = Dataset(name="random 3-class", source="random", inputs={"x": rng.standard_normal((64, 4)).astype(np.float32)},
+                         labels=rng.integers(0, 3, 64).astype(np.int64), summary="64 samples")
     session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
     expected = np.concatenate([session.run(None, {"x": row[None]})[0] for row in parity_x["x"]])
     prepared = PreparedDeploy(
         model=str(model), profile=get_profile(device), resolved=ResolvedModel(name="tiny", file=model, file_format="onnx"),
-        artifact=artifact, reference_size=None, because="deployed as given", evalset=evalset,
+        artifact=artifact, reference_size=None, because="deployed as given", evaluation=evaluation,
         parity_inputs=parity_x, parity_npz=_save_npz(work / "parity_inputs.npz", parity_x), user_inputs_npz=None,
-        eval_npz=_save_npz(work / "eval.npz", {"x": evalset.x, "y": evalset.y}), work=work,
+        eval_npz=_save_npz(work / "eval.npz", evaluation.inputs), work=work,
     )
     prepared._memo["reference"] = ("host runtime", [expected])
     return prepared
