@@ -149,15 +149,30 @@ class Bench:
         return entry
 
 
-def target(name: str, value: float | None, limit: float, *, at_least: bool = False, unit: str = "") -> dict[str, Any]:
+def target(name: str, value: float | None, limit: float, *, at_least: bool = False, unit: str = "",
+           ci: tuple[float | None, float | None] | None = None) -> dict[str, Any]:
+    """A target's row entry; with ``ci`` (a paired 95 % interval, benchmarks/stats.py) it is met only
+    when the whole interval clears ``limit``, whatever the mean ``value``."""
     met = None if value is None else (value >= limit if at_least else value <= limit)
-    return {"name": name, "value": value, "limit": limit, "rule": ">=" if at_least else "<=", "unit": unit, "met": met}
+    entry = {"name": name, "value": value, "limit": limit, "rule": ">=" if at_least else "<=", "unit": unit}
+    if ci is not None:
+        from stats import target_met
+
+        met = target_met(ci[0], ci[1], limit, at_least)
+        entry["ci_95"] = [None if v is None else round(v, 3) for v in ci]
+        entry["met_by"] = "whole 95 % CI"
+    return entry | {"met": met}
 
 
 def _target_text(t: dict[str, Any]) -> str:
     value = "n/a" if t["value"] is None else f"{t['value']:.3g}{t['unit']}"
+    rule = t["rule"]
+    if t.get("ci_95"):
+        low, high = t["ci_95"]
+        value += f", 95 % CI [{low:.3g}, {high:.3g}]" if low is not None else ", no interval"
+        rule = f"whole CI {rule}"
     state = {True: "met", False: "MISSED", None: "not measured"}[t["met"]]
-    return f"{t['name']} {value} ({t['rule']} {t['limit']}{t['unit']}: {state})"
+    return f"{t['name']} {value} ({rule} {t['limit']}{t['unit']}: {state})"
 
 
 def drop_pt(base: float, value: float | None) -> float | None:
@@ -343,8 +358,9 @@ def section_lowrank(b: Bench) -> None:
 
 KD_CONFIG = DistillConfig(temperature=4.0, alpha=0.9)
 # The KD teacher: the example architecture trained 30 epochs (seed 1) instead of the bundled
-# model's 12. With the bundled teacher (92.66 %) KD did not beat the plain student (−0.05 pt);
-# the better-trained one does. Trained once (~11 min on one core), then cached here.
+# model's 12. Over 3 seeds it gave +0.31 pt once and −0.10 pt on a rerun (issue 16): within the
+# seed spread either way, so the target now needs 5 paired seeds and a 95 % interval that clears
+# it (docs/compress.md, "Where distillation helps"). Trained once (~11 min on one core), cached here.
 KD_TEACHER_EPOCHS = 30
 KD_TEACHER_SEED = 1
 KD_TEACHER = ROOT / "benchmarks" / "results" / f"kd-teacher-{KD_TEACHER_EPOCHS}ep-seed{KD_TEACHER_SEED}.pt"
@@ -389,7 +405,7 @@ def _kd_job(job: tuple[int, int, bool, bool]) -> float:
 
 def kd_jobs(quick: bool) -> tuple[list[tuple[int, int, bool, bool]], list[int], int]:
     epochs = 2 if quick else 10
-    seeds = [0] if quick else [0, 1, 2]
+    seeds = [0] if quick else [0, 1, 2, 3, 4]  # ≥ 5 paired seeds: a claim needs an interval (benchmarks/stats.py)
     return [(s, epochs, kd, quick) for kd in (False, True) for s in seeds], seeds, epochs
 
 
@@ -405,16 +421,18 @@ def section_kd(b: Bench, pending: Any = None) -> None:
     student = FashionCNN(**STUDENT)
     student.load_state_dict(torch.load(Path(tempfile.gettempdir()) / "edgekit-bench-kd-student.pt", weights_only=True))
     student.eval()
-    gain = 100 * (statistics.mean(kd) - statistics.mean(plain))
-    per_seed = [round(100 * (k - p), 2) for k, p in zip(kd, plain)]
+    from stats import paired
+
+    gain = paired(kd, plain, scale=100)
+    per_seed = [round(d, 2) for d in gain.differences]
     arts = b.artifacts(student, "kd_student", ("onnx",))
     cfg = KD_CONFIG
     hints = ", hints " + ", ".join(f"{p.student} ({p.loss})" for p in cfg.features) if cfg.features else ""
     b.row(f"KD student ¼ params (T {cfg.temperature:g}, α {cfg.alpha:g}{hints}, {epochs} epochs, "
           f"seeds {seeds})", student, arts,
           [target("student params / teacher", ratio(count_params(student), b.baseline["params"]), 0.25, unit="×"),
-           target("KD gain over the same student without KD (mean of seeds)", round(gain, 3), 0.3, at_least=True,
-                  unit=" pt")],
+           target(f"KD gain over the same student without KD (mean of {gain.n} paired seeds)", round(gain.mean, 3),
+                  0.3, at_least=True, unit=" pt", ci=(gain.ci_low, gain.ci_high))],
           [f"without KD: {[round(100 * a, 2) for a in plain]} %; with KD: {[round(100 * a, 2) for a in kd]} %; "
            f"KD − plain per seed: {per_seed} pt",
            f"teacher: {teacher_about}, {100 * teacher_acc:.2f} % on the test set",
@@ -709,6 +727,9 @@ def main(argv: list[str] | None = None) -> int:
         "rows": rows,
         "effnet": effnet,
     }
+    from hostkind import stamp
+
+    stamp(results, "rows")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp_out = out.with_name(f".{out.name}.partial")
     tmp_out.write_text(json.dumps(results, indent=2, default=lambda v: v.item() if hasattr(v, "item") else str(v)) + "\n")

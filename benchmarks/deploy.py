@@ -416,6 +416,9 @@ def main(argv: list[str] | None = None) -> int:
     results["met"] = {"warm_redeploy_overhead": results["loopback"]["met"],
                       "shaped_warm_zero_bytes": results["shaped"].get("met"),
                       "fleet_ratio": results["fleet"]["met"]}
+    from hostkind import stamp
+
+    stamp(results)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
     print(f"model {results['artifact']['file']} ({_mib(results['artifact']['bytes'])}); "

@@ -466,7 +466,9 @@ def main(argv: list[str] | None = None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     from edgekit.export.base import write_json_atomic
 
-    write_json_atomic(out, result)
+    from hostkind import stamp
+
+    write_json_atomic(out, stamp(result, "rows", "targets"))
     print(f"\nwrote {out} ({time.perf_counter() - started:.0f} s)")
     return 0
 

@@ -243,6 +243,9 @@ def main(argv: list[str] | None = None) -> int:
                  "loadavg_after": list(os.getloadavg())},
         "rows": rows,
     }
+    from hostkind import stamp
+
+    stamp(report)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(report, indent=1))
     small = [r for r in rows if r["median_ms"]["bare"] < 1.0]

@@ -879,13 +879,16 @@ def _cmd_export(args: argparse.Namespace) -> int:
     say(f"exporting {resolved.name} to {args.format}/{args.precision}")
     calibration = plan.calibration if _needs_calibration(args) else None
     parity = plan.parity_set()
-    artifact = export(
-        resolved.module, resolved.example_inputs, format=args.format, precision=args.precision,
-        calibration=calibration.inputs if calibration is not None else None,
-        calibration_source=calibration.description() if calibration is not None else None, out_dir=args.out_dir,
-        name=args.name or f"{resolved.name}.{args.precision}", options=_export_options(args), strict=args.strict,
-        parity_inputs=dict(parity.inputs) if parity is not None else None,
-    )
+    if calibration is not None and not args.int8_mode:
+        artifact = _export_int8_by_measurement(args, resolved, plan)
+    else:
+        artifact = export(
+            resolved.module, resolved.example_inputs, format=args.format, precision=args.precision,
+            calibration=calibration.inputs if calibration is not None else None,
+            calibration_source=calibration.description() if calibration is not None else None, out_dir=args.out_dir,
+            name=args.name or f"{resolved.name}.{args.precision}", options=_export_options(args), strict=args.strict,
+            parity_inputs=dict(parity.inputs) if parity is not None else None,
+        )
     result = None
     if plan.evaluation is not None:
         say(f"evaluating on {plan.evaluation.description()}")
@@ -904,6 +907,24 @@ def _cmd_export(args: argparse.Namespace) -> int:
         return int(ExitCode.OK)
     _print_export(artifact, plan, result, args.verbose)
     return int(ExitCode.OK)
+
+
+def _export_int8_by_measurement(args: argparse.Namespace, resolved: Any, plan: Any) -> Any:
+    """--precision int8 without --int8-mode: each mode tried, the most accurate within 0.30× fp32 kept."""
+    from edgekit.export.int8_modes import choose_int8_mode
+
+    picked = choose_int8_mode(resolved.module, resolved.example_inputs, args.format, plan.calibration, args.out_dir,
+                              args.name or f"{resolved.name}.int8", metric=args.metric,
+                              options=_export_options(args) or None)
+    artifact = picked.artifact
+    artifact.calibration = {**(artifact.calibration or {}), "int8_modes": picked.to_dict(),
+                            "data": f"{plan.calibration.description()}: {picked.calibration_samples} calibrated, "
+                                    f"{picked.held_out_samples} held out to choose the int8 mode"}
+    for row in [] if args.json else picked.rows:
+        figure = row.metric_text or row.error or row.status
+        print(f"int8 mode  {'✓' if row.chosen else ' '} {row.mode:<13} {row.size_ratio or 0:.2f}× fp32  {figure}"
+              + (f"  {row.p50_ms:.3g} ms" if row.p50_ms is not None else ""))
+    return artifact
 
 
 def _by_names(artifact: Any, arrays: dict[str, Any]) -> dict[str, Any]:

@@ -359,8 +359,10 @@ def _artifact_for(
     from edgekit.export.api import export
 
     calibration = plan.calibration if choice.precision == "int8" else None
-    say(f"exporting {choice.format}/{choice.precision}")
     export_options = dict(choice.options)
+    if calibration is not None and "int8_mode" not in export_options:
+        return _int8_by_measurement(resolved, choice, options, out_dir, plan, say)
+    say(f"exporting {choice.format}/{choice.precision}")
     artifact = export(
         resolved.module, resolved.example_inputs, format=choice.format, precision=choice.precision,
         calibration=calibration.inputs if calibration is not None else None, out_dir=out_dir,
@@ -378,6 +380,25 @@ def _artifact_for(
                            out_dir=out_dir, name=f"{resolved.name}.fp32", check_parity=False)
         reference_size = reference.size_bytes
     return artifact, reference_size, choice.because
+
+
+def _int8_by_measurement(resolved: ResolvedModel, choice: Choice, options: DeployOptions, out_dir: Path,
+                         plan: DataPlan, say: Progress) -> tuple[Artifact, int | None, str]:
+    """int8 without a forced mode: every mode that applies, judged on held-out calibration samples
+    (edgekit.export.int8_modes); the rows go into the manifest and the report."""
+    from edgekit.export.int8_modes import choose_int8_mode
+
+    say(f"exporting {choice.format}/int8: trying each int8 mode on held-out calibration samples")
+    picked = choose_int8_mode(resolved.module, resolved.example_inputs, choice.format, plan.calibration, out_dir,
+                              f"{resolved.name}.int8", metric=options.metric, options=dict(choice.options) or None)
+    artifact = picked.artifact
+    artifact.calibration = {**(artifact.calibration or {}), "int8_modes": picked.to_dict(),
+                            "data": f"{plan.calibration.description()}: {picked.calibration_samples} calibrated, "
+                                    f"{picked.held_out_samples} held out to choose the int8 mode"}
+    if plan.preprocess is not None:
+        artifact.preprocess = plan.preprocess.to_manifest()
+    artifact.write_manifest()
+    return artifact, picked.reference.size_bytes, f"{choice.because}; int8 mode {picked.chosen.mode} by measurement"
 
 
 def _parity_samples(plan: DataPlan) -> dict[str, np.ndarray] | None:

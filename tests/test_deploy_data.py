@@ -105,7 +105,11 @@ def test_one_data_for_calibration_and_eval_is_split_without_overlap(fashion_fold
     assert report.accuracy.n == N_IMAGES - calibration_n
     assert "seeded split 0" in report.data["calibration"] and "seeded split 0" in report.data["evaluation"]
     assert any("same data" in note for note in report.data["notes"])
-    assert report.artifact.manifest["calibration"]["n_samples"] == calibration_n
+    calibration = report.artifact.manifest["calibration"]
+    modes = calibration["int8_modes"]  # the int8 mode was chosen on a held-out quarter of the calibration part
+    assert modes["calibration_samples"] + modes["held_out_samples"] == calibration_n
+    assert calibration["n_samples"] == modes["calibration_samples"]
+    assert [row["mode"] for row in modes["rows"]] == ["full", "dynamic"] and sum(r["chosen"] for r in modes["rows"]) == 1
 
 
 def test_user_model_at_int8_without_data_is_never_calibrated_on_noise(user_models: str) -> None:

@@ -368,7 +368,6 @@ class _Search:
             return Int8Row(label, {}, status="skipped", error=f"not tried: {self._no_float_reason(mode, base)}")
         return self.candidate(label, {**self._options_for(mode), "float_modules": already + kept})
 
-
     def _no_float_reason(self, mode: str, base: Int8Row) -> str:
         if not self.sensitivity:
             return "no Conv/Linear layer to keep float"
@@ -388,7 +387,7 @@ def _shown(opts: dict[str, Any]) -> dict[str, Any]:
 def _pick(rows: list[Int8Row], max_ratio: float, n_judge: int, forced: bool) -> tuple[Int8Row, str]:
     exported = [r for r in rows if r.exported]
     if not exported:
-        raise _first_failure(rows)
+        raise _all_failed(rows)
     if forced:
         return exported[0], f"{exported[0].mode}: forced (no search); {_figures(exported[0], max_ratio)}"
     fits = [r for r in exported if r.size_ratio is not None and r.size_ratio <= max_ratio]
@@ -428,7 +427,7 @@ def _fmt(value: float, percent: bool) -> str:
     return f"{100 * value:.2f} %" if percent else f"{value:.6g}"
 
 
-def _first_failure(rows: list[Int8Row]) -> EdgekitError:
+def _all_failed(rows: list[Int8Row]) -> EdgekitError:
     failed = [r for r in rows if r.status == "failed"]
     text = "; ".join(f"{r.mode}: {r.error}" for r in failed)
     return ExportError(f"no int8 mode exported ({text})",

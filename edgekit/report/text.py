@@ -104,6 +104,24 @@ def _accuracy_line(report: DeployReport) -> str | None:
     return line
 
 
+def _int8_modes_line(report: DeployReport) -> str | None:
+    """Each int8 mode tried: size vs fp32, the metric on held-out calibration samples, host p50."""
+    modes = ((report.artifact.manifest or {}).get("calibration") or {}).get("int8_modes")
+    if not modes:
+        return None
+    parts = []
+    for row in modes.get("rows", []):
+        if row.get("status") != "ok":
+            parts.append(f"{row['mode']} {row.get('status')}: {(row.get('error') or '')[:60]}")
+            continue
+        value = row.get("value")
+        figure = "" if value is None else (f"{value * 100:.1f} %" if row.get("percent") else f"{value:.4g}")
+        p50 = f" {row['p50_ms']:.3g} ms" if row.get("p50_ms") is not None else ""
+        parts.append(f"{'✓ ' if row.get('chosen') else ''}{row['mode']} {row.get('size_ratio', 0):.2f}× "
+                     f"{row.get('headline_text') or row.get('headline') or ''} {figure}{p50}".replace("  ", " "))
+    return " · ".join(parts) + f" (on {modes.get('held_out_samples')} held-out samples, host 1 thread)"
+
+
 def _data_line(report: DeployReport) -> str | None:
     data = getattr(report, "data", None) or {}
     if not data:
@@ -156,6 +174,7 @@ def report_lines(report: DeployReport, verbose: bool = False) -> list[tuple[str,
         ("parity", _parity_line(report)),
         ("accuracy", _accuracy_line(report)),
         ("data", _data_line(report)),
+        ("int8 modes", _int8_modes_line(report)),
         ("top ops", _ops_line(report)),
         ("device", _device_line(report)),
     ]
