@@ -180,20 +180,24 @@ def host_memory_mib() -> int | None:
     return int(match.group(1)) // 1024 if match else None
 
 
-def _v1_mount(controller: str) -> tuple[Path, str] | None:
-    """(mount point, mount root) of the cgroup v1 hierarchy holding ``controller``."""
+def _mounts() -> list[tuple[list[str], list[str]]]:
+    """/proc/self/mountinfo as (fields before " - ", fields after it); empty when unreadable."""
     try:
         lines = Path("/proc/self/mountinfo").read_text().splitlines()
     except OSError:
-        return None
+        return []
+    out = []
     for line in lines:
         left, sep, right = line.partition(" - ")
-        if not sep:
-            continue
-        fields, tail = left.split(), right.split()
-        if len(fields) < 5 or len(tail) < 3 or tail[0] != "cgroup":
-            continue
-        if controller in tail[2].split(","):
+        if sep:
+            out.append((left.split(), right.split()))
+    return out
+
+
+def _v1_mount(controller: str) -> tuple[Path, str] | None:
+    """(mount point, mount root) of the cgroup v1 hierarchy holding ``controller``."""
+    for fields, tail in _mounts():
+        if len(fields) >= 5 and len(tail) >= 3 and tail[0] == "cgroup" and controller in tail[2].split(","):
             return Path(fields[4]), fields[3]
     return None
 
@@ -212,14 +216,8 @@ def _own_cgroup(controller: str) -> str | None:
 
 def _v2_mount() -> tuple[Path, str] | None:
     """(mount point, mount root) of the cgroup v2 hierarchy, when one is mounted."""
-    try:
-        lines = Path("/proc/self/mountinfo").read_text().splitlines()
-    except OSError:
-        return None
-    for line in lines:
-        left, sep, right = line.partition(" - ")
-        fields, tail = left.split(), right.split()
-        if sep and len(fields) >= 5 and tail and tail[0] == "cgroup2":
+    for fields, tail in _mounts():
+        if len(fields) >= 5 and tail and tail[0] == "cgroup2":
             return Path(fields[4]), fields[3]
     return None
 

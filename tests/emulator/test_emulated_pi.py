@@ -294,3 +294,37 @@ def _device_outputs(pi, python: str, artifact: Path, fmt: str, profile, feeds, t
                                    fetch=["outputs.npz"]), local)
     with np.load(result.files["outputs.npz"], allow_pickle=False) as data:
         return data[sorted(data.files)[0]].reshape(len(next(iter(feeds.values()))), -1)
+
+
+@pytest.mark.timeout(1500)
+def test_an_image_folder_on_the_emulated_pi_scores_what_the_bundled_data_scores(provisioned_pi, tmp_path):
+    """Your data on the device: --eval DIR of PNGs gives, on the aarch64 device in its runtime,
+    the top-1 that --eval example:fashion-mnist gives on the same images."""
+    import gzip
+
+    from PIL import Image
+
+    from edgekit.data.fashion_mnist import FASHION_MNIST_DIR
+    from edgekit.deploy import DeployOptions, deploy
+
+    n = 200
+    with gzip.open(FASHION_MNIST_DIR / "t10k-images-idx3-ubyte.gz") as fh:
+        images = np.frombuffer(fh.read(), np.uint8, offset=16).reshape(-1, 28, 28)[:n]
+    with gzip.open(FASHION_MNIST_DIR / "t10k-labels-idx1-ubyte.gz") as fh:
+        labels = np.frombuffer(fh.read(), np.uint8, offset=8)[:n]
+    folder = tmp_path / "photos"
+    for i, (image, label) in enumerate(zip(images, labels)):
+        (folder / str(label)).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image).save(folder / str(label) / f"{i:04d}.png")
+    pi = provisioned_pi.pi
+
+    def run(**kwargs):  # noqa: ANN003
+        options = DeployOptions(host=pi.host, runs=3, warmup=1, threads=1, ssh=pi.ssh(python=provisioned_pi.python_command),
+                                **kwargs)
+        return deploy("example:fashion-cnn", DEVICE, options)
+
+    by_folder, by_name = run(eval_data=str(folder)), run(eval_limit=n)
+    assert by_folder.device_facts["machine"] == "aarch64"
+    assert by_folder.accuracy.n == by_name.accuracy.n == n
+    assert by_folder.accuracy.accuracy == by_name.accuracy.accuracy
+    assert by_folder.data["evaluation"].startswith("photos/")
