@@ -184,7 +184,7 @@ def _geometry(module: Any) -> tuple[Any, ...]:
 
     if isinstance(module, torch.nn.Linear):
         return ("linear", module.in_features)
-    return ("conv", module.in_channels, module.kernel_size, module.stride, module.padding, module.dilation,
+    return ("conv", module.in_channels, *(repr(getattr(module, a)) for a in ("kernel_size", "stride", "padding", "dilation")),
             module.groups)
 
 
@@ -302,7 +302,7 @@ def _sampled_columns(module: Any, x: Any, groups: int, keep: int, gen: Any) -> A
 
     if isinstance(module, torch.nn.Linear):
         rows = x.reshape(-1, x.shape[-1])
-        return rows[torch.randperm(len(rows), generator=gen)[:keep]].t().unsqueeze(0)
+        return rows[torch.randperm(len(rows), generator=gen)[:keep]].t().contiguous().unsqueeze(0)
     oh, ow = _output_size(module, x)
     pick = torch.randperm(len(x) * oh * ow, generator=gen)[:keep]
     sample, oy, ox = pick // (oh * ow), (pick % (oh * ow)) // ow, pick % ow
@@ -311,7 +311,7 @@ def _sampled_columns(module: Any, x: Any, groups: int, keep: int, gen: Any) -> A
     xs = (ox * sw)[:, None, None] + (torch.arange(kw) * dw)[None, None, :]  # (keep, 1, kw)
     patches = F.pad(x, (pw, pw, ph, ph))[sample[:, None, None], :, ys, xs]  # (keep, kh, kw, C): indexed dims first
     cols = patches.permute(0, 3, 1, 2).reshape(keep, groups, -1)  # unfold's order: channel, kernel row, column
-    return cols.permute(1, 2, 0)
+    return cols.permute(1, 2, 0).contiguous()  # positions innermost, as _columns has them: BLAS-friendly
 
 
 def _input_statistics(model: Any, layers: dict[str, Any], feeds: dict[str, np.ndarray]) -> dict[str, _Hessian]:
