@@ -911,8 +911,11 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 def _export_int8_by_measurement(args: argparse.Namespace, resolved: Any, plan: Any) -> Any:
     """--precision int8 without --int8-mode: each mode tried, the most accurate within 0.30× fp32 kept."""
+    from edgekit.export.api import check_calibration
     from edgekit.export.int8_modes import choose_int8_mode
 
+    # what a forced mode would refuse (shapes, dtypes) is refused before any candidate is tried
+    check_calibration(plan.calibration.inputs, resolved.module, resolved.example_inputs)
     picked = choose_int8_mode(resolved.module, resolved.example_inputs, args.format, plan.calibration, args.out_dir,
                               args.name or f"{resolved.name}.int8", metric=args.metric,
                               options=_export_options(args) or None)

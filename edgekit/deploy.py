@@ -386,8 +386,10 @@ def _int8_by_measurement(resolved: ResolvedModel, choice: Choice, options: Deplo
                          plan: DataPlan, say: Progress) -> tuple[Artifact, int | None, str]:
     """int8 without a forced mode: every mode that applies, judged on held-out calibration samples
     (edgekit.export.int8_modes); the rows go into the manifest and the report."""
+    from edgekit.export.api import check_calibration
     from edgekit.export.int8_modes import choose_int8_mode
 
+    check_calibration(plan.calibration.inputs, resolved.module, resolved.example_inputs)
     say(f"exporting {choice.format}/int8: trying each int8 mode on held-out calibration samples")
     picked = choose_int8_mode(resolved.module, resolved.example_inputs, choice.format, plan.calibration, out_dir,
                               f"{resolved.name}.int8", metric=options.metric, options=dict(choice.options) or None)
