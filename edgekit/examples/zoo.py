@@ -107,10 +107,10 @@ class TwoInputNet(nn.Module):
         super().__init__()
         self.image = nn.Sequential(
             nn.Conv2d(1, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(16, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten(),
+            nn.Conv2d(16, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(), nn.AdaptiveAvgPool2d(4), nn.Flatten(),
         )
         self.vector = nn.Sequential(nn.Linear(features, 32), nn.ReLU())
-        self.head = nn.Linear(32 * 4 + 32, classes)
+        self.head = nn.Linear(32 * 16 + 32, classes)
 
     def forward(self, image: torch.Tensor, vector: torch.Tensor) -> torch.Tensor:
         return self.head(torch.cat([self.image(image), self.vector(vector)], dim=1))

@@ -49,7 +49,9 @@ MAX_BLOCK = 1152
 # tokens for 4096-12288 columns) is 20-60; a 224×224 image alone gives a ResNet stem 12,544
 # vectors for 147 columns.
 VECTORS_PER_COLUMN = 64
-MIN_VECTORS = 16384  # ... but never fewer than this: small H are cheap, and GPTQ on a 9×9 H from 576 vectors lost to nearest
+# ... or as many as H_MACS multiply-adds buy: small H are cheap, and the few-column layers (a
+# stem, depthwise convs) were the ones whose rounding varied with the random draw on EfficientNet.
+H_MACS = 1 << 30
 BLOCK = 128  # lazy batch updates: columns rounded before their errors reach the later columns in one matmul
 CHUNK_ELEMENTS = 1 << 24  # unfolded conv inputs per matmul (64 MB of float32)
 
@@ -224,7 +226,8 @@ def _products(module: Any, blocks: list[tuple[int, int]], x: Any, n_real: int, f
               n_samples: int, seed: int) -> tuple[list[Any], int, float]:
     """(Σ x xᵀ per block over a random ``fraction`` of the input vectors of ``x``, vectors used,
     fraction): the fraction is chosen on the first batch, so that at most VECTORS_PER_COLUMN ×
-    (largest block) or MIN_VECTORS vectors are used over the whole calibration set."""
+    (widest block) vectors, or H_MACS / (multiply-adds per vector), are used over the whole
+    calibration set."""
     import torch
 
     x = x.detach()[:n_real].float()
@@ -233,7 +236,8 @@ def _products(module: Any, blocks: list[tuple[int, int]], x: Any, n_real: int, f
     per_sample = _vectors_per_sample(module, x)
     if fraction is None:
         widest = max(end - start for start, end in blocks)
-        fraction = min(1.0, max(VECTORS_PER_COLUMN * widest, MIN_VECTORS) / max(per_sample * n_samples, 1))
+        wanted = max(VECTORS_PER_COLUMN * widest, H_MACS // (groups * columns * widest))
+        fraction = min(1.0, wanted / max(per_sample * n_samples, 1))
     if fraction < 1.0:
         keep = max(1, round(fraction * per_sample * n_real))
         cols = _sampled_columns(module, x, groups, keep, torch.Generator().manual_seed(seed))
@@ -295,23 +299,24 @@ def _columns(module: Any, x: Any, groups: int) -> Any:
 
 
 def _sampled_columns(module: Any, x: Any, groups: int, keep: int, gen: Any) -> Any:
-    """``_columns`` at ``keep`` random positions, gathered without unfolding the whole input
-    (a stem's unfolded 224×224 inputs are 100× more than its H needs)."""
+    """``_columns`` at ``keep`` random positions, gathered straight into that layout without
+    unfolding or padding the whole input (a stem's unfolded 224×224 inputs are 100× more than
+    its H needs)."""
     import torch
-    import torch.nn.functional as F
 
     if isinstance(module, torch.nn.Linear):
         rows = x.reshape(-1, x.shape[-1])
         return rows[torch.randperm(len(rows), generator=gen)[:keep]].t().contiguous().unsqueeze(0)
+    height, width = x.shape[-2:]
     oh, ow = _output_size(module, x)
     pick = torch.randperm(len(x) * oh * ow, generator=gen)[:keep]
     sample, oy, ox = pick // (oh * ow), (pick % (oh * ow)) // ow, pick % ow
     (kh, kw), (sh, sw), (dh, dw), (ph, pw) = module.kernel_size, module.stride, module.dilation, _padding(module)
-    ys = (oy * sh)[:, None, None] + (torch.arange(kh) * dh)[None, :, None]  # (keep, kh, 1)
-    xs = (ox * sw)[:, None, None] + (torch.arange(kw) * dw)[None, None, :]  # (keep, 1, kw)
-    patches = F.pad(x, (pw, pw, ph, ph))[sample[:, None, None], :, ys, xs]  # (keep, kh, kw, C): indexed dims first
-    cols = patches.permute(0, 3, 1, 2).reshape(keep, groups, -1)  # unfold's order: channel, kernel row, column
-    return cols.permute(1, 2, 0).contiguous()  # positions innermost, as _columns has them: BLAS-friendly
+    ys = (oy * sh - ph)[None, None, :] + (torch.arange(kh) * dh)[:, None, None]  # (kh, 1, keep)
+    xs = (ox * sw - pw)[None, None, :] + (torch.arange(kw) * dw)[None, :, None]  # (1, kw, keep)
+    inside = (ys >= 0) & (ys < height) & (xs >= 0) & (xs < width)  # elsewhere: the zero padding
+    patches = x.transpose(0, 1)[:, sample, ys.clamp(0, height - 1), xs.clamp(0, width - 1)]  # (C, kh, kw, keep)
+    return (patches * inside).reshape(groups, -1, keep)  # unfold's row order: channel, kernel row, column
 
 
 def _input_statistics(model: Any, layers: dict[str, Any], feeds: dict[str, np.ndarray]) -> dict[str, _Hessian]:
