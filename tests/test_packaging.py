@@ -1,4 +1,5 @@
-"""The built wheel carries the runner and the device profiles, and a non-editable install finds them."""
+"""The built wheel carries the runner, the other device-side programs and the device profiles, and a
+non-editable install finds them."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import zipfile
 from pathlib import Path
 
 import pytest
+
+from edgekit.resources import PROGRAM_NAMES
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -27,7 +30,8 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.mark.slow
 def test_wheel_contains_runner_profiles_and_weights(wheel: Path) -> None:
     names = set(zipfile.ZipFile(wheel).namelist())
-    assert "edgekit/_runtimes/edgekit_runner.py" in names
+    for program in PROGRAM_NAMES:  # the runner and every other device-side program
+        assert f"edgekit/_runtimes/{program}" in names
     for profile in ("pi4", "pi5", "pi-zero-2w", "jetson-nano", "jetson-orin-nano", "android-arm64"):
         assert f"edgekit/_device_profiles/{profile}.yaml" in names
     assert "edgekit/examples/fashion_cnn.pt" in names
@@ -42,8 +46,10 @@ def test_non_editable_install_finds_runner_and_profiles(wheel: Path, tmp_path: P
     subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target), str(wheel)],
                    check=True, capture_output=True)
     code = (
-        "import edgekit.resources as r, edgekit.devices as d;"
-        "print(r.runner_path()); print(r.runner_path().is_file()); print(d.get('pi4').source)"
+        "import edgekit.resources as r, edgekit.devices as d, edgekit.targets.cache as c;"
+        "print(r.runner_path()); print(r.runner_path().is_file()); print(d.get('pi4').source);"
+        "print(r.program_path(r.SUPERVISOR_NAME)); print(c.supervisor_argv()[1] == r.program_path(r.SUPERVISOR_NAME).read_text());"
+        "print(all(r.program_path(n).is_file() for n in r.PROGRAM_NAMES))"
     )
     # run outside the checkout so the repo's own folders cannot be picked up
     env = {**os.environ, "PYTHONPATH": str(target)}
@@ -52,3 +58,5 @@ def test_non_editable_install_finds_runner_and_profiles(wheel: Path, tmp_path: P
     assert out[0].startswith(str(target)) and out[0].endswith("_runtimes/edgekit_runner.py")
     assert out[1] == "True"
     assert out[2].startswith(str(target)) and out[2].endswith("_device_profiles/pi4.yaml")
+    assert out[3].startswith(str(target)) and out[3].endswith("_runtimes/edgekit_supervisor.py")
+    assert out[4:] == ["True", "True"]

@@ -13,7 +13,7 @@ Two ways, picked per run by :func:`plan_limits`:
     CPUs with ``os.sched_setaffinity`` (what ``taskset`` does). Memory is watched, not
     enforced by the kernel: the child's resident set (``VmRSS``) is polled every 20 ms and the
     child is killed when it passes the cap, and the runner's own peak (``VmHWM``) is checked
-    afterwards (see EmulatedTarget), so a short spike between two polls is still caught.
+    afterwards (see LocalTarget), so a short spike between two polls is still caught.
     ``RLIMIT_AS`` is set only as a backstop against runaway allocations, well above the cap:
     it limits *virtual* memory, and onnxruntime/TFLite reserve far more address space than they
     touch (a 2-thread ORT session: ~330 MiB virtual for ~70 MiB resident; glibc reserves a
@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import IO, Literal, Sequence
 
 from edgekit.errors import TargetError
+from edgekit.resources import LIMITS_BOOTSTRAP_NAME, program_text
 
 Method = Literal["auto", "cgroup", "process"]
 
@@ -50,23 +51,9 @@ POLL_S = 0.02
 BACKSTOP_BASE_MIB = 1024
 BACKSTOP_PER_CORE_MIB = 128
 
-_BOOTSTRAP = r"""
-import json, os, sys
-cfg = json.loads(sys.argv[1])
-try:
-    for procs in cfg["cgroup_procs"]:
-        with open(procs, "w") as handle:
-            handle.write(str(os.getpid()))
-    if cfg["cpus"]:
-        os.sched_setaffinity(0, cfg["cpus"])
-    if cfg["rlimit_as"]:
-        import resource
-        resource.setrlimit(resource.RLIMIT_AS, (cfg["rlimit_as"], cfg["rlimit_as"]))
-except Exception as exc:
-    sys.stderr.write("edgekit: cannot apply the profile's limits: %s: %s\n" % (type(exc).__name__, exc))
-    sys.exit(125)
-os.execv(sys.argv[2], sys.argv[2:])
-"""
+# The child's first moments (runtimes/limits_bootstrap.py): enter the cgroups, pin the CPUs,
+# set the address-space backstop, then exec the runner. argv[1]: that config as JSON.
+_BOOTSTRAP = program_text(LIMITS_BOOTSTRAP_NAME)
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,6 @@ from edgekit.resources import runner_path
 from .conftest import INPUT_SHAPE
 
 PY = sys.executable
-VERMIN = Path(sys.executable).with_name("vermin")
 
 
 def rand(shape=INPUT_SHAPE, seed=0):
@@ -40,16 +39,8 @@ def run_main(runner, run_dir: Path) -> tuple[int, dict]:
 # -- the file's own rules --------------------------------------------------------------------
 
 
-@pytest.mark.skipif(not VERMIN.exists(), reason="vermin is not installed")
-def test_runner_runs_on_python_36(tmp_path):
-    cmd = [str(VERMIN), "-t=3.6-", "--no-tips", "--violations"]
-    proc = subprocess.run([*cmd, str(runner_path())], capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    # ... and the same check does fail on 3.8-only syntax, so it can catch a regression
-    bad = tmp_path / "bad.py"
-    bad.write_text("if (n := 3) > 2:\n    print(f'{n=}')\n")
-    proc = subprocess.run([*cmd, str(bad)], capture_output=True, text=True)
-    assert proc.returncode != 0
+# `vermin -t=3.6-` over the runner and every other device-side program (and a check that it
+# catches a regression): tests/runtimes/test_device_programs.py
 
 
 def test_runner_imports_only_stdlib_numpy_and_runtimes():
