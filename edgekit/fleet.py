@@ -45,7 +45,7 @@ from edgekit.report.schema import DeployReport
 MAX_CONCURRENCY = 8
 _HOST_KEYS = {"host", "name", "user", "port", "python", "workdir", "identity", "known_hosts",
               "connect_timeout", "command_timeout"}
-_SSH_OPTION_NAMES = {"identity": "key_filename"}  # fleet.yaml key -> SSHTarget keyword
+_SSH_OPTION_NAMES = {"identity": "key_filename"}  # fleet.yaml key -> SSHOptions field
 
 
 @dataclass
@@ -258,8 +258,8 @@ def deploy_fleet(model: str, device: str, hosts: Sequence[str | FleetHost | dict
             started = time.monotonic()
             label_say = _prefixed(say, host.label)
             try:
-                ssh = {**options.ssh, **host.ssh}
-                target = create_target(prepared.profile, host=host.host, progress=label_say, **ssh)
+                ssh = options.ssh.merged(host.ssh)  # the host's own options over the fleet's
+                target = create_target(prepared.profile, host=host.host, progress=label_say, ssh=ssh)
                 report = measure_on_target(prepared, target, options, label_say, local=work / f"device-{index}")
             except EdgekitError as exc:
                 with lock:

@@ -142,7 +142,7 @@ def test_cli_fleet_reports_every_row_and_fails(monkeypatch: pytest.MonkeyPatch, 
                  "--connect-timeout", "4", "--report", str(out_file)])
     out = capsys.readouterr().out
     assert code == 5  # ExitCode.TARGET: a device failed (after every row was shown)
-    assert seen["hosts"] == ["a", "b"] and seen["concurrency"] == 2 and seen["ssh"]["connect_timeout"] == 4
+    assert seen["hosts"] == ["a", "b"] and seen["concurrency"] == 2 and seen["ssh"].connect_timeout == 4
     assert "1 of 2 devices ok" in out and "b: connection to b:22 refused" in out
     assert json.loads(out_file.read_text())["rows"][1]["error"] == "connection to b:22 refused"
 

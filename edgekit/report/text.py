@@ -11,6 +11,7 @@ from rich.table import Table
 from rich.text import Text
 
 from edgekit.report.schema import DeployReport
+from edgekit.targets.registry import where_text
 
 
 def human_bytes(size: int | None) -> str:
@@ -36,9 +37,7 @@ def format_ms(value: float | None, missing: str = "?") -> str:
 
 def _target_line(report: DeployReport) -> str:
     target = report.target
-    if target.kind == "emulated":
-        return f"(emulated on this host: {', '.join(target.reproduced) or 'no limits'})"
-    return f"({target.kind} {target.address})"
+    return f"({where_text(target.kind, target.address, target.reproduced)})"
 
 
 def _artifact_line(report: DeployReport) -> str:

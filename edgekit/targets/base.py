@@ -12,7 +12,7 @@ import json
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from edgekit.errors import RunnerFailedError, RemoteRuntimeMissingError
 
@@ -41,7 +41,7 @@ class RunResult:
 class TargetInfo:
     """What a target is and what it reproduces of the device (shown in every report)."""
 
-    kind: str  # "emulated" | "ssh"
+    kind: str  # the registry's name of the target: "emulated" | "ssh" (edgekit.targets.registry)
     address: str  # "localhost" or "user@host:port"
     reproduced: list[str] = field(default_factory=list)  # e.g. "2 of 4 cores"
     not_reproduced: list[str] = field(default_factory=list)  # e.g. "latency is this host's"
@@ -87,6 +87,37 @@ class Target(ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+@runtime_checkable
+class DeviceShell(Protocol):
+    """A shell on the device, whatever carries it: what ``provision`` and ``doctor`` need.
+
+    Run a command, put and read files, and run the runner's probe with the device's python
+    (``python``, a command that may hold arguments) or another one. A target that reaches a
+    device (``SSHTarget``) provides it; open and close it as a target.
+    """
+
+    python: str
+
+    @property
+    def address(self) -> str:
+        """Where the device is, for messages."""
+
+    def exec(self, argv: list[str], timeout: float | None = None) -> tuple[int, str, str]:
+        """Run ``argv`` (every word quoted); ``(status, stdout, stderr)``."""
+
+    def put_file(self, local: Path, remote: str) -> None:
+        """Copy the local file ``local`` to the device's ``remote`` path."""
+
+    def write_file(self, remote: str, data: bytes) -> None:
+        """Write ``data`` to the device's ``remote`` path (replacing it)."""
+
+    def read_file(self, remote: str) -> bytes | None:
+        """The device file's bytes, None when it does not exist."""
+
+    def probe(self, python: str | None = None) -> dict[str, Any]:
+        """The runner's ``--probe`` facts, run with ``python`` (default: the device's)."""
 
 
 RUNNER_ERROR_HINTS = {

@@ -18,7 +18,7 @@ from edgekit.errors import (
     RunnerFailedError,
 )
 from edgekit.targets.base import RunJob, Target
-from edgekit.targets.emulated import EmulatedTarget
+from edgekit.targets.local import LocalTarget
 from edgekit.targets.limits import cgroup_parent
 
 # Models come from the runner tests' fixture module.
@@ -66,7 +66,7 @@ def test_runs_a_job_end_to_end_and_cleans_up(method, onnx_model, tiny_model, run
         fetch=["outputs.npz"],
     )
     local = tmp_path / "local"
-    with EmulatedTarget("pi4", cores=1, memory_mib=1024, threads=1, limits=method) as target:
+    with LocalTarget("pi4", cores=1, memory_mib=1024, threads=1, limits=method) as target:
         assert isinstance(target, Target)
         outcome = target.run(job, local)
     result = outcome.result
@@ -82,7 +82,7 @@ def test_runs_a_job_end_to_end_and_cleans_up(method, onnx_model, tiny_model, run
 @pytest.mark.skipif(HOST_CPUS < 2, reason="needs at least 2 CPUs")
 @pytest.mark.parametrize("method", METHODS)
 def test_runner_sees_only_the_profiles_cores(method, onnx_model, tmp_path):
-    target = EmulatedTarget("one-core", cores=1, memory_mib=2048, limits=method)
+    target = LocalTarget("one-core", cores=1, memory_mib=2048, limits=method)
     result = target.run(bench_job(onnx_model), tmp_path).result
     assert result["device"]["cores"] == 1
     assert result["runtime"]["threads"] == 1  # ORT default: the cores it may run on
@@ -91,7 +91,7 @@ def test_runner_sees_only_the_profiles_cores(method, onnx_model, tmp_path):
 
 
 def test_more_cores_than_the_host_is_reported_not_reproduced(onnx_model, tmp_path):
-    target = EmulatedTarget("big", cores=HOST_CPUS + 2, memory_mib=512,
+    target = LocalTarget("big", cores=HOST_CPUS + 2, memory_mib=512,
                             cpu_model="Broadcom BCM2711, 4x Cortex-A72", arch="aarch64")
     result = target.run(bench_job(onnx_model), tmp_path).result
     assert result["device"]["cores"] == HOST_CPUS
@@ -108,7 +108,7 @@ def test_more_cores_than_the_host_is_reported_not_reproduced(onnx_model, tmp_pat
 
 @pytest.mark.parametrize("method", METHODS)
 def test_model_over_the_memory_cap_is_out_of_memory(method, alloc_onnx, tmp_path):
-    target = EmulatedTarget("tiny-ram", memory_mib=160, limits=method)
+    target = LocalTarget("tiny-ram", memory_mib=160, limits=method)
     small = target.run(bench_job(alloc_onnx(8), runs=2), tmp_path).result  # control: fits
     assert small["ok"]
     with pytest.raises(RemoteOutOfMemoryError) as caught:
@@ -119,7 +119,7 @@ def test_model_over_the_memory_cap_is_out_of_memory(method, alloc_onnx, tmp_path
 
 def test_allocation_refused_by_the_rlimit_backstop_is_out_of_memory(alloc_onnx, tmp_path):
     """Process limits: a huge allocation fails inside the runtime; the runner says so."""
-    target = EmulatedTarget("tiny-ram", memory_mib=160, limits="process")
+    target = LocalTarget("tiny-ram", memory_mib=160, limits="process")
     over_backstop = target.plan.rlimit_as_bytes // 2**20 + 512  # fails at once, untouched
     with pytest.raises(RemoteOutOfMemoryError) as caught:
         target.run(bench_job(alloc_onnx(over_backstop), runs=1), tmp_path)
@@ -135,7 +135,7 @@ def test_runner_that_dies_without_result_is_runner_failed(onnx_model, tmp_path):
         "echo 'Fatal Python error: Segmentation fault (simulated)' >&2\nexit 139\n"
     )
     fake.chmod(0o755)
-    target = EmulatedTarget("crashy", python=str(fake), limits="process")
+    target = LocalTarget("crashy", python=str(fake), limits="process")
     with pytest.raises(RunnerFailedError) as caught:
         target.run(bench_job(onnx_model), tmp_path)
     message = str(caught.value)
@@ -144,13 +144,13 @@ def test_runner_that_dies_without_result_is_runner_failed(onnx_model, tmp_path):
 
 
 def test_timeout_is_runner_failed(onnx_model, tmp_path):
-    target = EmulatedTarget("slow", timeout_s=1.0, limits="process")
+    target = LocalTarget("slow", timeout_s=1.0, limits="process")
     with pytest.raises(RunnerFailedError, match="did not finish within 1 s"):
         target.run(bench_job(onnx_model, runs=10**6, min_seconds=60), tmp_path)
 
 
 def test_runner_errors_become_typed_errors(onnx_model, tmp_path):
-    target = EmulatedTarget("pi", limits="process")
+    target = LocalTarget("pi", limits="process")
     np.savez(tmp_path / "bad.npz", y=np.zeros(3, np.float32))
     job = bench_job(onnx_model, inputs="bad.npz")
     job.files["bad.npz"] = tmp_path / "bad.npz"
@@ -171,7 +171,7 @@ def test_runner_errors_become_typed_errors(onnx_model, tmp_path):
 
 
 def test_missing_job_file_and_escaping_names_are_refused(onnx_model, tmp_path, run_root):
-    target = EmulatedTarget("pi", limits="process")
+    target = LocalTarget("pi", limits="process")
     with pytest.raises(DataError):
         target.run(RunJob(job={}, files={"model.onnx": tmp_path / "nope.onnx"}), tmp_path)
     with pytest.raises(ValueError):
@@ -189,13 +189,13 @@ def test_evaluate_fetches_predictions(onnx_model, tiny_model, tmp_path):
         files={"model.onnx": onnx_model, "eval.npz": tmp_path / "eval.npz"},
         fetch=["pred.npy"],
     )
-    outcome = EmulatedTarget("pi", cores=1).run(job, tmp_path / "out")
+    outcome = LocalTarget("pi", cores=1).run(job, tmp_path / "out")
     assert outcome.result["eval"]["accuracy"] == 1.0
     np.testing.assert_array_equal(np.load(outcome.files["pred.npy"]), predicted)
 
 
 def test_probe_runs_under_the_limits():
-    result = EmulatedTarget("pi", cores=1, memory_mib=1024).probe()
+    result = LocalTarget("pi", cores=1, memory_mib=1024).probe()
     assert result["ok"] and result["runtimes"]["onnxruntime"]["available"]
     assert result["device"]["cores"] == (1 if HOST_CPUS > 1 else HOST_CPUS)
 
@@ -206,7 +206,7 @@ def test_create_target_builds_it_from_a_profile():
 
     profile = devices.get("pi4")
     target = create_target(profile, emulate=True)
-    assert isinstance(target, EmulatedTarget)
+    assert isinstance(target, LocalTarget)
     assert (target.cores, target.memory_mib, target.threads) == (
         profile.cpu.cores, profile.memory_mib, profile.threads)
     latency = [t for t in target.describe().not_reproduced if t.startswith("latency")]

@@ -473,7 +473,7 @@ def test_reconnects_after_the_connection_drops(ssh_device, tmp_path: Path) -> No
     runner = stub_runner(tmp_path, STUB_OK)
     with ssh_device.target(runner=runner) as target:
         target.run(stub_job(tmp_path), tmp_path / "a")
-        target._transport.close()  # the network went away between two runs
+        target.connection.transport.close()  # the network went away between two runs
         assert target.run(stub_job(tmp_path), tmp_path / "b").result["ok"]
     assert ssh_device.run_dirs() == []
 

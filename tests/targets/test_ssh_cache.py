@@ -24,9 +24,9 @@ from typing import Iterator
 import pytest
 
 from edgekit.errors import AuthFailedError, ConnectionFailedError, RemoteRuntimeMissingError
-from edgekit.resources import runner_path
+from edgekit.resources import SUPERVISOR_NAME, program_path, runner_path
 from edgekit.targets import cache as cache_module
-from edgekit.targets import ssh as ssh_module
+from edgekit.targets import ssh_transfer as transfer_module
 from edgekit.targets.base import RunJob
 from edgekit.targets.cache import SUPERVISOR, file_digest, split_blocks
 from tests.targets.test_ssh import benchmark_job, stub_runner, tiny_onnx
@@ -146,7 +146,7 @@ def test_corrupted_transfer_is_caught_by_the_device(ssh_device, workdir: str, pa
                 block = bytes([block[0] ^ 1]) + block[1:]
             yield block
 
-    monkeypatch.setattr(ssh_module, "read_local", flaky)
+    monkeypatch.setattr(transfer_module, "read_local", flaky)
     runner = stub_runner(tmp_path, STUB_HASHES)
     with ssh_device.target(runner=runner, workdir=workdir) as target:
         result = target.run(_job(payload), tmp_path / "a")
@@ -221,20 +221,17 @@ def test_supervisor_runs_on_old_pythons() -> None:
     vermin = Path(sys.executable).with_name("vermin")
     if not vermin.exists():
         pytest.skip("vermin is not installed")
-    source = Path(os.environ.get("TMPDIR", "/tmp")) / f"edgekit-supervisor-{uuid.uuid4().hex[:6]}.py"
-    source.write_text(SUPERVISOR)
-    try:
-        done = subprocess.run([str(vermin), "-t=3.6-", "--no-tips", "--violations", str(source)],
-                              capture_output=True, text=True)
-        assert done.returncode == 0, done.stdout + done.stderr
-        # Python 2 must at least *compile* it to reach the version check: only library names
-        # (not syntax) may be missing there
-        done = subprocess.run([str(vermin), "-t=2.7-", "-t=3.0-", "--no-tips", "--violations", str(source)],
-                              capture_output=True, text=True)
-        problems = [line.strip() for line in done.stdout.splitlines() if "requires" in line and "!2" in line]
-        assert all("member requires" in line or "module requires" in line for line in problems), problems
-    finally:
-        source.unlink()
+    source = program_path(SUPERVISOR_NAME)  # what supervisor_argv() sends, byte for byte
+    assert SUPERVISOR == source.read_text(encoding="utf-8")
+    done = subprocess.run([str(vermin), "-t=3.6-", "--no-tips", "--violations", str(source)],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    # Python 2 must at least *compile* it to reach the version check: only library names
+    # (not syntax) may be missing there
+    done = subprocess.run([str(vermin), "-t=2.7-", "-t=3.0-", "--no-tips", "--violations", str(source)],
+                          capture_output=True, text=True)
+    problems = [line.strip() for line in done.stdout.splitlines() if "requires" in line and "!2" in line]
+    assert all("member requires" in line or "module requires" in line for line in problems), problems
 
 
 def test_inline_block_framing() -> None:
@@ -268,7 +265,7 @@ def test_connection_dropped_mid_run_keeps_the_result(ssh_device, workdir: str, t
             json.dump({"schema_version": 1, "ok": True, "error": None, "notes": [], "slept": 1.5}, f)
     """)
     with ssh_device.target(runner=runner, workdir=workdir) as target:
-        killer = threading.Timer(0.5, lambda: target._transport.close())  # the link goes away
+        killer = threading.Timer(0.5, lambda: target.connection.transport.close())  # the link goes away
         killer.start()
         try:
             result = target.run(RunJob(job={"schema_version": 1}, files={}), tmp_path / "a")
@@ -292,7 +289,7 @@ def test_connection_dropped_and_gone_is_a_clear_error(ssh_device, sshd_factory, 
     with target:
         def kill() -> None:
             server.stop()  # the device went away for good
-            target._transport.close()
+            target.connection.transport.close()
 
         threading.Timer(0.5, kill).start()
         with pytest.raises(ConnectionFailedError) as caught:
@@ -333,7 +330,7 @@ def test_passphrase_protected_key(ssh_device, tmp_path: Path, caplog: pytest.Log
 
         with ssh_device.target(key_filename=key, passphrase=prompt) as target:
             assert target.exec(["true"])[0] == 0
-            target._transport.close()
+            target.connection.transport.close()
             assert target.exec(["true"])[0] == 0  # reconnected without asking again
         assert asked == [key]
         with pytest.raises(AuthFailedError) as caught:

@@ -98,7 +98,7 @@ def test_deploy_runs_three_jobs_over_one_connection(ssh_device, parity_module, t
     accepted = ssh_device.sshd.log_text().count("Accepted publickey")
 
     def measure() -> object:
-        target = create_target(prepared.profile, host=ssh_device.address, workdir=workdir, **options.ssh)
+        target = create_target(prepared.profile, host=ssh_device.address, ssh=options.ssh.merged({"workdir": workdir}))
         return measure_on_target(prepared, target, options, NULL_PROGRESS, local=tmp_path / "out")
 
     try:
@@ -143,7 +143,7 @@ def test_cli_asks_for_a_password_only_when_told(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setattr(getpass, "getpass", lambda prompt="": asked.append(prompt) or "s3cret")
     parser = build_parser()
     plain = _ssh_options(parser.parse_args(["deploy", "m.onnx", "--device", "pi4", "--host", "h"]))
-    assert "password" not in plain and asked == []
+    assert plain.password is None and asked == []
     told = _ssh_options(parser.parse_args(["deploy", "m.onnx", "--device", "pi4", "--host", "h", "--password",
                                            "--connect-timeout", "2.5"]))
-    assert told["password"] == "s3cret" and len(asked) == 1 and told["connect_timeout"] == 2.5
+    assert told.password == "s3cret" and len(asked) == 1 and told.connect_timeout == 2.5

@@ -9,6 +9,7 @@ import pytest
 
 from edgekit import emulator
 from edgekit.errors import HostKeyUnknownError, UsageError
+from edgekit.outputs import write_json_atomic
 from edgekit.targets.sshconfig import edgekit_host_blocks, load_ssh_config, resolve_endpoint
 
 
@@ -86,7 +87,7 @@ def test_a_broken_edgekit_file_does_not_stop_other_hosts(homes, tmp_path):
 
 def test_a_stopped_emulator_is_named_not_looked_up_in_dns(homes, tmp_path):
     state = fake_state("pi4", 40022, "pi", tmp_path / "k", tmp_path / "kh")
-    emulator._write_json(emulator._state_path("pi4"), state.to_dict())  # known, pid 0: not running
+    write_json_atomic(emulator._state_path("pi4"), state.to_dict())  # known, pid 0: not running
     with pytest.raises(UsageError) as info:
         resolve_endpoint("edgekit-pi4", load_ssh_config(None))
     assert "'pi4' (edgekit-pi4) is not running" in info.value.message

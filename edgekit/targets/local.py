@@ -1,9 +1,14 @@
-"""The emulated target: the runner on this host, in a fresh process, under a profile's limits.
+"""The local target (``edgekit deploy --emulate``): the runner on this host, in a fresh process,
+under a profile's limits.
+
+Not to be confused with ``edgekit emulator`` (:mod:`edgekit.emulator`): a qemu aarch64 device
+reached over SSH, that is, an SSH target. Reports call this one "emulated" (its
+``TargetInfo.kind``), as they always have.
 
 It runs exactly what a device runs (``runtimes/edgekit_runner.py`` on the same ``job.json``),
 with the profile's core count and memory applied by :mod:`edgekit.targets.limits`. What that
 reproduces of the device, and what it cannot (the device's CPU speed above all), is spelled
-out by :meth:`EmulatedTarget.describe` and shown in every report.
+out by :meth:`LocalTarget.describe` and shown in every report.
 """
 
 from __future__ import annotations
@@ -17,13 +22,16 @@ import sys
 import tempfile
 import time
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgekit.errors import DataError, RemoteOutOfMemoryError, RunnerFailedError
 from edgekit.notes import detail
 from edgekit.resources import RUNNER_NAME, runner_module, runner_path
 from edgekit.targets.base import RunJob, RunResult, Target, TargetInfo, parse_result
 from edgekit.targets.limits import LimitedProcess, LimitPlan, Method, plan_limits
+
+if TYPE_CHECKING:
+    from edgekit.devices import DeviceProfile
 
 STDERR_TAIL_LINES = 25
 OOM_HINT = (
@@ -59,7 +67,7 @@ def _signal_name(returncode: int) -> str:
         return f"signal {-returncode}"
 
 
-class EmulatedTarget(Target):
+class LocalTarget(Target):
     """This host standing in for a device with ``cores`` cores and ``memory_mib`` MiB.
 
     Args:
@@ -77,7 +85,7 @@ class EmulatedTarget(Target):
         timeout_s: a run taking longer is killed and reported as failed.
     """
 
-    kind = "emulated"
+    kind = "emulated"  # the report's name for it (TargetInfo.kind), kept as it was
 
     def __init__(
         self,
@@ -310,3 +318,10 @@ class EmulatedTarget(Target):
                     "much memory could not hold"
                 )
         return result
+
+
+def from_profile(profile: "DeviceProfile", address: str | None = None, options: Any = None,
+                 progress: Any = None) -> LocalTarget:
+    """This host under ``profile``'s limits (the registry's factory; no address, no SSH options)."""
+    return LocalTarget(name=profile.name, cores=profile.cpu.cores, memory_mib=profile.memory_mib,
+                       threads=profile.threads, cpu_model=profile.cpu.model)
