@@ -16,9 +16,10 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from edgekit.errors import ProfileError
+from edgekit.export import FORMATS
 from edgekit.resources import builtin_profiles_dir
 
-KNOWN_FORMATS = ("onnx", "tflite")
+KNOWN_FORMATS = tuple(FORMATS)  # the format registry's names
 KNOWN_PRECISIONS = ("fp32", "fp16", "int8")
 
 

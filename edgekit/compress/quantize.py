@@ -3,16 +3,18 @@
 ``quantize(model, QuantizeConfig(...), data, example_inputs=...)`` returns a ``QuantizedModel``
 and a report whose "after" figures are measured on the int8 artifacts in their own runtimes.
 
-- **PTQ** goes through ``edgekit.export`` (the same int8 paths ``edgekit export``/``deploy`` use):
-  ONNX is ONNX Runtime's static QDQ quantizer, the field tool (int8 symmetric weights per channel
-  or per tensor; uint8 asymmetric activations; calibration by min/max, percentile or entropy);
-  TFLite is full-integer PT2E through litert-torch (int8 weights, int8 per-tensor activations,
-  min/max or histogram observers). Symmetric activations (int8, zero point 0), which the export
-  module does not offer, call ONNX Runtime directly.
+Every artifact is written by ``edgekit.export`` (the same formats ``edgekit export``/``deploy``
+use; this module has no exporter of its own), each with its manifest:
+
+- **PTQ**: ONNX is ONNX Runtime's static QDQ quantizer, the field tool (int8 symmetric weights
+  per channel or per tensor; uint8 asymmetric or int8 symmetric activations; calibration by
+  min/max, percentile or entropy); TFLite is full-integer PT2E through litert-torch (int8
+  weights, int8 per-tensor activations, min/max or histogram observers).
 - **QAT**: batch norms are folded into their convs, PT2E ``prepare_qat_pt2e`` inserts
-  fake-quant, the model fine-tunes under it, and the converted program exports to int8 ONNX
-  (QDQ, dynamo exporter) and TFLite (litert-torch). The float model keeps the QAT-trained
-  (folded) weights (``QuantizedModel.float_model``).
+  fake-quant, the model fine-tunes under it, and the converted program is exported as it is
+  (the formats' ``prequantized`` option) to int8 ONNX (QDQ, dynamo exporter) and TFLite
+  (litert-torch). The float model keeps the QAT-trained (folded) weights
+  (``QuantizedModel.float_model``).
 
 Nothing is flipped silently: a combination a path cannot honour (entropy calibration for TFLite,
 symmetric activations in PT2E) is a RecipeError naming the field.
@@ -26,20 +28,19 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Literal, Sequence
+from typing import Any, Callable, Iterable, Iterator, Literal, Sequence
 
 import numpy as np
 import torch
 from pydantic import Field, model_validator
 from torch import nn
 
-from edgekit._callable import make_module_callable
 from edgekit.compress.config import StepConfig
 from edgekit.compress.finetune import FinetuneConfig, ProgressArg, as_progress, train
 from edgekit.compress.layers import forward_with_hooks
 from edgekit.compress.measure import Figures, measure
 from edgekit.compress.report import StepReport
-from edgekit.errors import ExportError, MissingDependencyError, RecipeError, UsageError
+from edgekit.errors import MissingDependencyError, UsageError
 from edgekit.notes import detail
 
 Format = Literal["onnx", "tflite"]
@@ -243,201 +244,91 @@ class QuantizedModel:
     calibration: np.ndarray
     program: nn.Module | None = None
     folded: list[tuple[str, str]] = field(default_factory=list)  # (conv, bn) pairs folded before QAT
-    _onnx_program: nn.Module | None = field(default=None, repr=False)
+    _folded_program: nn.Module | None = field(default=None, repr=False)  # the same, int8 weights folded
 
     def export(self, out_dir: str | Path, name: str = "model", formats: Sequence[str] | None = None) -> dict[str, Path]:
-        """Write the int8 artifacts (``{name}.int8.onnx``, ``{name}.int8.tflite``); returns them by format."""
-        out_dir = Path(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
+        """Write the int8 artifacts (``{name}.int8.onnx``, ``{name}.int8.tflite``, each with its
+        manifest) through ``edgekit.export``; returns them by format."""
+        from edgekit.export.api import export
+
         paths = {}
         for fmt in formats or self.config.formats:
-            path = out_dir / f"{name}.int8.{fmt}"
-            if fmt not in ("onnx", "tflite"):
-                raise UsageError(f"unknown format {fmt!r}", "use onnx or tflite")
-            if self.config.mode == "qat":
-                if fmt == "onnx":
-                    _onnx_from_program(self._onnx_program, self.example_inputs, path)
-                else:
-                    _tflite_from_program(self.program, self.example_inputs, self.config, path)
-            elif fmt == "onnx" and self.config.activations == "symmetric":
-                _onnx_static_symmetric(self.float_model, self.example_inputs, self.calibration, self.config, path)
-            else:
-                _export_ptq(self.float_model, self.example_inputs, self.calibration, self.config, fmt, path)
-            paths[fmt] = path
+            qat = self.config.mode == "qat"
+            model = (self._folded_program if _QAT_FOLDED.get(fmt) else self.program) if qat else self.float_model
+            if qat and model is None:
+                raise UsageError("no QAT program to export", "run quantize with mode: qat first")
+            artifact = export(_inference_program(model) if qat else model, _examples_for(fmt, self.example_inputs),
+                              format=fmt, precision="int8", calibration=None if qat else self.calibration,
+                              out_dir=out_dir, name=f"{name}.int8", options=_int8_options(self.config, fmt),
+                              check_parity=False)
+            paths[fmt] = artifact.path
         return paths
 
 
-def _export_ptq(model: nn.Module, example_inputs: Sequence[torch.Tensor], calibration: np.ndarray,
-                config: QuantizeConfig, fmt: str, path: Path) -> Path:
-    """PTQ through ``edgekit.export`` (ONNX Runtime static QDQ, or PT2E full-integer TFLite)."""
-    from edgekit.export.api import export
+# How compress's settings reach each export format, which names its options its own way.
+# A format without a dynamic batch is exported with batch-1 examples (one sample per inference).
+_DYNAMIC_BATCH = {"onnx": {"dynamic_batch": True}}
+_PTQ_OPTIONS: dict[str, Callable[[QuantizeConfig], dict[str, Any]]] = {
+    "onnx": lambda cfg: {"activation_type": "int8" if cfg.activations == "symmetric" else "uint8",
+                         "activation_symmetric": cfg.activations == "symmetric",
+                         "calibration_percentile": cfg.percentile},
+}
+# The QAT TFLite file keeps its tensor names, as when this module converted it itself (the
+# benchmark figures stay those recorded; stripping them saves ~6 KB on the fashion CNN).
+_QAT_OPTIONS = {"onnx": {"input_names": ["input"], "output_names": ["output"]}, "tflite": {"strip_names": False}}
+# The QAT program each converter takes: ONNX stores the int8 weights convert_pt2e folded
+# (fold_quantize=True); litert-torch folds them itself from the unfolded program.
+_QAT_FOLDED = {"onnx": True, "tflite": False}
 
-    if fmt == "onnx":
-        options = {"per_channel": config.granularity == "per_channel", "activation_type": "uint8",
-                   "calibration_method": config.calibration, "calibration_percentile": config.percentile,
-                   "dynamic_batch": True}
-    else:
-        options = {"per_channel": config.granularity == "per_channel", "calibration_method": config.calibration}
-    options["weight_rounding"] = config.weight_rounding
-    export(model, tuple(example_inputs), format=fmt, precision="int8", calibration=calibration, out_dir=path.parent,
-           name=path.name[: -len(f".{fmt}")], options=options, check_parity=False)
-    return path
+
+def _int8_options(config: QuantizeConfig, fmt: str) -> dict[str, Any]:
+    """``config`` as ``fmt``'s int8 export options."""
+    options: dict[str, Any] = {"per_channel": config.granularity == "per_channel", **_DYNAMIC_BATCH.get(fmt, {})}
+    if config.mode == "qat":
+        return {**options, "prequantized": True, **_QAT_OPTIONS.get(fmt, {})}
+    options.update(calibration_method=config.calibration, weight_rounding=config.weight_rounding)
+    return {**options, **_PTQ_OPTIONS.get(fmt, lambda _cfg: {})(config)}
 
 
-# --- ONNX ---------------------------------------------------------------------------------------
+def _examples_for(fmt: str, example_inputs: Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:
+    if fmt in _DYNAMIC_BATCH:
+        return tuple(example_inputs)
+    return tuple(t[:1] for t in example_inputs)
 
-def export_onnx_fp32(model: nn.Module, example_inputs: Sequence[torch.Tensor], path: Path) -> Path:
-    """A float ONNX file with a dynamic batch dimension, through ``edgekit.export``."""
+
+def _inference_program(program: nn.Module) -> nn.Module:
+    """The converted program with nn.Module's eval()/train() back: torchao forbids them on
+    exported programs (they would not switch in-graph ops), and ``edgekit.export`` calls eval();
+    a converted program only runs inference, already in eval form."""
+    for method in ("train", "eval"):
+        program.__dict__.pop(method, None)
+    return program
+
+
+def export_fp32(model: nn.Module, example_inputs: Sequence[torch.Tensor], path: str | Path) -> Path:
+    """A float artifact at ``path`` (its format from the suffix) through ``edgekit.export``: ONNX
+    with a dynamic batch dimension, TFLite with batch 1 (the torch model's input layout)."""
+    from edgekit.export import format_for_file, get_format
     from edgekit.export.api import export
 
     path = Path(path)
-    export(copy.deepcopy(model).eval(), tuple(example_inputs), format="onnx", precision="fp32", out_dir=path.parent,
-           name=path.name[: -len(".onnx")], options={"dynamic_batch": True}, check_parity=False)
+    fmt = format_for_file(str(path))
+    if fmt is None:
+        raise UsageError(f"unknown model file type: {path}")
+    export(copy.deepcopy(model).eval(), _examples_for(fmt, example_inputs), format=fmt, precision="fp32",
+           out_dir=path.parent, name=path.name[: -len(get_format(fmt).suffix)], options=_DYNAMIC_BATCH.get(fmt),
+           check_parity=False)
     return path
 
 
-class _Null:
-    def write(self, _text: str) -> int:
-        return 0
-
-    def flush(self) -> None:
-        pass
+def export_onnx_fp32(model: nn.Module, example_inputs: Sequence[torch.Tensor], path: Path) -> Path:
+    """A float ONNX file with a dynamic batch dimension (``export_fp32``)."""
+    return export_fp32(model, example_inputs, path)
 
 
-def _onnx_static_symmetric(model: nn.Module, example_inputs: Sequence[torch.Tensor], calibration: np.ndarray,
-                 config: QuantizeConfig, path: Path) -> Path:
-    from onnxruntime.quantization import (
-        CalibrationDataReader,
-        CalibrationMethod,
-        QuantFormat,
-        QuantType,
-        quantize_static,
-    )
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    # edgekit.export's ONNX int8 path offers uint8/int8 *asymmetric* activations only; symmetric
-    # activations (zero point 0, what some accelerators require) call ONNX Runtime directly.
-    with tempfile.TemporaryDirectory(prefix="edgekit-ptq-") as tmp:
-        fp32 = export_onnx_fp32(model, example_inputs, Path(tmp) / "fp32.onnx")
-        pre = Path(tmp) / "pre.onnx"
-        quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)
-        import onnx
-
-        input_name = onnx.load(str(pre), load_external_data=False).graph.input[0].name
-
-        class Reader(CalibrationDataReader):
-            def __init__(self) -> None:
-                self.batches = iter([calibration[i : i + 32] for i in range(0, len(calibration), 32)])
-
-            def get_next(self) -> dict[str, np.ndarray] | None:
-                batch = next(self.batches, None)
-                return None if batch is None else {input_name: batch}
-
-        method = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
-                  "entropy": CalibrationMethod.Entropy}[config.calibration]
-        extra = {"ActivationSymmetric": config.activations == "symmetric", "WeightSymmetric": True}
-        if config.calibration == "percentile":
-            extra["CalibPercentile"] = config.percentile
-        tmp_out = Path(tmp) / "int8.onnx"
-        with quiet_native("ONNX Runtime static quantization"):
-            quantize_static(
-                str(pre), str(tmp_out), Reader(), quant_format=QuantFormat.QDQ,
-                per_channel=config.granularity == "per_channel",
-                activation_type=QuantType.QInt8 if config.activations == "symmetric" else QuantType.QUInt8,
-                weight_type=QuantType.QInt8, calibrate_method=method, extra_options=extra,
-            )
-        _replace(tmp_out, path)
-    return path
-
-
-def _onnx_from_program(program: nn.Module | None, example_inputs: Sequence[torch.Tensor], path: Path) -> Path:
-    """Export a converted PT2E program (int8 weights folded) to a QDQ ONNX file."""
-    import warnings
-
-    if program is None:
-        raise ExportError("no QAT program to export", "run quantize with mode: qat first")
-    with warnings.catch_warnings(), quiet_native("ONNX export of the QAT program"), tempfile.TemporaryDirectory() as tmp:
-        warnings.simplefilter("ignore")
-        exported = torch.onnx.export(program, tuple(example_inputs), dynamo=True, external_data=False,
-                                     dynamic_shapes=({0: torch.export.Dim.DYNAMIC},),
-                                     input_names=["input"], output_names=["output"], verbose=False)
-        tmp_path = Path(tmp) / "qat.onnx"
-        exported.save(str(tmp_path))
-        _strip_onnx_metadata(tmp_path)
-        _replace(tmp_path, path)
-    return path
-
-
-def _strip_onnx_metadata(path: Path) -> None:
-    """Drop the per-node debug metadata the dynamo exporter records (source paths, stack traces)."""
-    import onnx
-
-    from edgekit.export.onnx import strip_node_metadata
-
-    onnx.save(strip_node_metadata(onnx.load(str(path)), keep=()), str(path))
-
-
-@contextlib.contextmanager
-def quiet_native(what: str) -> Iterator[None]:
-    """Silence native converters' stdout/stderr chatter (C++ logs bypass Python's streams).
-
-    The output is kept in a temporary file; when the block fails, its tail is attached to an
-    ExportError so nothing useful is lost.
-    """
-    import os
-    import sys
-
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved = [os.dup(1), os.dup(2)]
-    with tempfile.TemporaryFile(mode="w+b") as log:
-        os.dup2(log.fileno(), 1)
-        os.dup2(log.fileno(), 2)
-        try:
-            with contextlib.redirect_stdout(_Null()):
-                yield
-        except (RecipeError, UsageError, MissingDependencyError):
-            raise
-        except Exception as exc:
-            log.seek(0)
-            tail = log.read().decode(errors="replace").strip().splitlines()[-5:]
-            raise ExportError(f"{what} failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
-                              " / ".join(tail) or "rerun with --debug for the traceback") from exc
-        finally:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os.dup2(saved[0], 1)
-            os.dup2(saved[1], 2)
-            os.close(saved[0])
-            os.close(saved[1])
-
-
-def _replace(src: Path, dest: Path) -> None:
-    import shutil
-
-    tmp = dest.with_name(f".{dest.name}.partial")
-    shutil.copyfile(src, tmp)
-    tmp.replace(dest)
-
-
-# --- TFLite -------------------------------------------------------------------------------------
-
-def _tflite_from_program(program: nn.Module | None, example_inputs: Sequence[torch.Tensor], config: QuantizeConfig,
-                         path: Path) -> Path:
-    try:
-        import litert_torch
-        from litert_torch.quantize.quant_config import QuantConfig
-    except ImportError:
-        raise MissingDependencyError("int8 TFLite needs litert-torch", "pip install 'edgekit[tflite]'", extra="tflite") from None
-    if program is None:
-        raise ExportError("no PT2E program to convert", "quantize with formats including tflite")
-    sample = tuple(t[:1] for t in example_inputs)
-    with quiet_native("litert-torch int8 conversion"):
-        edge = litert_torch.convert(program, sample, quant_config=QuantConfig(pt2e_quantizer=_pt2e_quantizer(config, False)))
-        tmp = path.with_name(f".{path.name}.partial")
-        edge.export(str(tmp))
-    tmp.replace(path)
-    return path
+def export_tflite_fp32(model: nn.Module, example_inputs: Sequence[torch.Tensor], path: Path) -> Path:
+    """A float .tflite, batch 1 (``export_fp32``)."""
+    return export_fp32(model, example_inputs, path)
 
 
 # --- artifact evaluation ------------------------------------------------------------------------
@@ -459,22 +350,12 @@ def evaluate_file(path: Path, batches: Iterable[tuple[torch.Tensor, torch.Tensor
 
 # --- the step -----------------------------------------------------------------------------------
 
-def export_tflite_fp32(model: nn.Module, example_inputs: Sequence[torch.Tensor], path: Path) -> Path:
-    """A float .tflite (batch 1, the torch model's input layout), through ``edgekit.export``."""
-    from edgekit.export.api import export
-
-    path = Path(path)
-    export(copy.deepcopy(model).eval(), tuple(t[:1] for t in example_inputs), format="tflite", precision="fp32",
-           out_dir=path.parent, name=path.name[: -len(".tflite")], check_parity=False)
-    return path
-
-
 def _fp32_reference_size(model: nn.Module, example_inputs: Sequence[torch.Tensor], fmt: str, tmp: Path) -> int | None:
     """The float artifact's size in ``fmt``, for the int8/fp32 size ratio."""
+    from edgekit.export import get_format
+
     try:
-        if fmt == "onnx":
-            return export_onnx_fp32(model, example_inputs, tmp / "fp32.onnx").stat().st_size
-        return export_tflite_fp32(model, example_inputs, tmp / "fp32.tflite").stat().st_size
+        return export_fp32(model, example_inputs, tmp / f"fp32{get_format(fmt).suffix}").stat().st_size
     except Exception:  # noqa: BLE001 - the ratio is informative; a failed float export must not fail int8
         return None
 
@@ -494,7 +375,7 @@ def quantize(
     ``data`` provides calibration images (validation split) and, for QAT, training batches. With
     ``out_dir`` the artifacts stay there; otherwise they are measured in a temporary folder.
     """
-    from edgekit.datasets import train_data
+    from edgekit.data.training import train_data
 
     cfg = QuantizeConfig.parse(config, "quantize")
     if data is None:
@@ -563,7 +444,7 @@ def _run_qat(result: QuantizedModel, data: Any, sample: torch.Tensor, show: Any)
     _copy_trained_weights(prepared, result.float_model)
     with _pt2e_compat():
         result.program = convert_pt2e(copy.deepcopy(prepared), fold_quantize=False)
-        result._onnx_program = convert_pt2e(copy.deepcopy(prepared), fold_quantize=True)
+        result._folded_program = convert_pt2e(copy.deepcopy(prepared), fold_quantize=True)
     return history
 
 
@@ -582,8 +463,6 @@ def _evaluate_program(program: nn.Module, batches: Iterable[tuple[torch.Tensor, 
         seen += len(y)
     return correct / max(seen, 1)
 
-
-make_module_callable(__name__, "quantize")  # edgekit.compress.quantize(...) calls quantize(); the module stays importable
 
 __all__ = ["QuantizeConfig", "QuantizedModel", "apply_bn_folding_structure", "calibration_array", "conv_bn_pairs",
            "fold_batchnorm", "evaluate_file", "export_onnx_fp32",

@@ -10,11 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import io
 import os
 import re
-import sys
-import tempfile
 import time
 import uuid
 import warnings
@@ -23,17 +20,11 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from edgekit.errors import (
-    ConverterError,
-    EdgekitError,
-    ExportError,
-    MissingDependencyError,
-    ParityError,
-    UnsupportedPrecisionError,
-    UsageError,
-)
+from edgekit.errors import ConverterError, EdgekitError, ExportError, ParityError, UsageError
 from edgekit.export import calibration as cal
-from edgekit.export.base import MANIFEST_SUFFIX, Artifact
+from edgekit.export.base import MANIFEST_SUFFIX, Artifact, edgekit_version
+from edgekit.export.base import base_versions as versions
+from edgekit.export.converter import quiet
 from edgekit.notes import detail
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
@@ -48,16 +39,7 @@ def choose(format: str, precision: str) -> Any:  # noqa: A002 - mirrors the publ
     from edgekit.export import get_format
 
     fmt = get_format(format)
-    if precision not in fmt.precisions:
-        raise UnsupportedPrecisionError(
-            f"{fmt.name} does not support precision {precision!r}",
-            f"choose one of: {', '.join(fmt.precisions)}",
-        )
-    if not fmt.available():
-        extra = fmt.extra or fmt.name
-        raise MissingDependencyError(
-            f"exporting {fmt.name} needs the [{extra}] extra", f"pip install 'edgekit[{extra}]'", extra=fmt.extra
-        )
+    fmt.require(precision)
     return fmt
 
 
@@ -104,7 +86,7 @@ def export(
         _xy(eval_data)
     if calibration is not None:
         check_calibration(calibration, model, examples, (options or {}).get("input_names"))
-    elif fmt.int8_weight_grid(precision, options) is not None:  # static / full-integer int8
+    elif fmt.needs_calibration(precision, options):  # static / full-integer int8
         from edgekit.export.failures import describe
 
         raise UsageError(f"{describe(fmt.name, precision, (options or {}).get('int8_mode'))} needs calibration data",
@@ -152,12 +134,7 @@ def _export_checked(fmt: Any, model: Any, examples: tuple[Any, ...], precision: 
                 f"int8 weights rounded by GPTQ on {rounding['samples']} calibration samples ({rounding['layers']} layers"
                 + (f"; layer output error {ratio:.2f}× that of round-to-nearest)" if ratio is not None else ")")
             ))
-    artifact.format = fmt.name
-    artifact.precision = precision
-    artifact.source_sha256 = source
-    artifact.export_seconds = time.perf_counter() - started
-    artifact.versions = {**versions(), **artifact.versions}
-    _rehash(artifact)
+    artifact.export_seconds = time.perf_counter() - started  # rounding included
     # An older manifest describes an older file: replace it now, refine it below.
     artifact.write_manifest()
     if check_parity:
@@ -280,11 +257,11 @@ def _round_weights(
 
 def inspect(path: str | Path) -> Artifact:
     """An Artifact for a model file deployed as is (its format from the suffix)."""
-    from edgekit.export import SUFFIXES, format_for_file, get_format
+    from edgekit.export import format_for_file, get_format, suffixes
 
     fmt_name = format_for_file(str(path))
     if fmt_name is None:
-        raise UsageError(f"unknown model file type: {path}", f"known suffixes: {', '.join(SUFFIXES)}")
+        raise UsageError(f"unknown model file type: {path}", f"known suffixes: {', '.join(suffixes())}")
     return get_format(fmt_name).inspect(Path(path))
 
 
@@ -308,31 +285,6 @@ def source_sha256(model: Any) -> str:
         else:
             digest.update(repr(value).encode())
     return digest.hexdigest()
-
-
-def versions() -> dict[str, str]:
-    """edgekit, torch and numpy versions (formats add their converter and runtime)."""
-    import torch
-
-    return {"edgekit": edgekit_version(), "torch": torch.__version__, "numpy": np.__version__}
-
-
-def edgekit_version() -> str:
-    try:
-        from importlib.metadata import version
-
-        return version("edgekit")
-    except Exception:
-        import edgekit
-
-        return edgekit.__version__
-
-
-def _rehash(artifact: Artifact) -> None:
-    from edgekit.export.base import sha256_file
-
-    artifact.size_bytes = artifact.path.stat().st_size
-    artifact.sha256 = sha256_file(artifact.path)
 
 
 def _default_name(model: Any, precision: str) -> str:
@@ -377,154 +329,4 @@ def _parity_inputs(parity_inputs: Any, eval_data: Any, calibration: Any, example
     return arrays, "example inputs + seeded random samples"
 
 
-# -- helpers shared by the format modules ------------------------------------------------------
-
-
-@contextlib.contextmanager
-def quiet():
-    """Silence converters that print progress to stdout/stderr or warn about their internals."""
-    sink = io.StringIO()
-    saved = os.environ.get("LITERT_TORCH_SHOW_PROGRESS")
-    os.environ["LITERT_TORCH_SHOW_PROGRESS"] = "n"
-    try:
-        # C++ converters and torch's log handlers write to the file descriptors, not sys.stderr
-        with _captured_fds(sink), warnings.catch_warnings(), contextlib.redirect_stdout(sink), \
-                contextlib.redirect_stderr(sink):
-            warnings.simplefilter("ignore")
-            yield sink
-    finally:
-        if saved is None:
-            os.environ.pop("LITERT_TORCH_SHOW_PROGRESS", None)
-        else:
-            os.environ["LITERT_TORCH_SHOW_PROGRESS"] = saved
-
-
-@contextlib.contextmanager
-def _captured_fds(sink: io.StringIO):
-    """Point file descriptors 1 and 2 at a temp file for the block; its text goes to ``sink``."""
-    with tempfile.TemporaryFile() as captured:
-        for stream in (sys.stdout, sys.stderr):
-            stream.flush()
-        saved = [os.dup(1), os.dup(2)]
-        try:
-            os.dup2(captured.fileno(), 1)
-            os.dup2(captured.fileno(), 2)
-            yield
-        finally:
-            for stream in (sys.stdout, sys.stderr):
-                with contextlib.suppress(Exception):
-                    stream.flush()
-            os.dup2(saved[0], 1)
-            os.dup2(saved[1], 2)
-            for fd in saved:
-                os.close(fd)
-            captured.seek(0)
-            sink.write(captured.read().decode("utf-8", errors="replace"))
-
-
-def exception_text(exc: BaseException | None) -> str:
-    parts = []
-    seen = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        parts.append(f"{type(exc).__name__}: {exc}")
-        exc = exc.__cause__ or exc.__context__
-    return "\n".join(parts)
-
-
-def module_of_op(model: Any, examples: Sequence[Any], op: str, node_name: str | None = None) -> str:
-    """`` in module 'features.3' (Conv2d)`` for the first node of ``op`` in the model, or ''."""
-    import torch
-
-    key = _op_key(op)
-    try:
-        with quiet():
-            ep = torch.export.export(model, tuple(examples), strict=False)
-    except Exception:
-        return ""
-    graphs = [ep.graph]
-    with contextlib.suppress(Exception), quiet():
-        graphs.append(ep.run_decompositions().graph)
-    for graph in graphs:
-        for node in graph.nodes:
-            if node.op != "call_function":
-                continue
-            if (node_name and node.name == node_name) or _op_key(str(node.target)) == key:
-                stack = node.meta.get("nn_module_stack") or {}
-                if not stack:
-                    return ""
-                path, cls = list(stack.values())[-1]
-                path = path.replace("L['self'].", "").replace("L['self']", "") or "<root>"
-                cls_name = cls.__name__ if isinstance(cls, type) else str(cls).rsplit(".", 1)[-1].strip("'>")
-                return f" in module '{path}' ({cls_name})"
-    return ""
-
-
-def _op_key(target: str) -> str:
-    parts = target.split(".")
-    if len(parts) >= 3 and parts[0] in ("aten", "prims", "quantized_decomposed"):
-        parts = parts[1:2]
-    elif len(parts) == 2 and parts[0] in ("aten", "prims"):
-        parts = parts[1:]
-    return parts[0].replace("_", "").lower() if parts else target
-
-
-def supported_elsewhere(op: str, exclude: str, model: Any = None, examples: Sequence[Any] | None = None) -> list[str]:
-    """Formats that can convert ``op``: the converter's registry, else (ONNX, models up to
-    ``PROBE_MAX_PARAMS`` parameters) a real trial export of ``model`` into a temporary file —
-    the ONNX exporter also handles ops through decompositions no registry lists."""
-    import torch
-
-    found = []
-    parts = op.split(".")
-    namespace, base = (parts[0], parts[1]) if len(parts) >= 2 else ("aten", parts[0])
-    try:
-        packet = getattr(getattr(torch.ops, namespace), base)
-        overloads = [getattr(packet, o) for o in packet.overloads()]
-    except Exception:
-        overloads = []
-    if exclude != "onnx":
-        registered = False
-        with contextlib.suppress(Exception), quiet():
-            from torch.onnx._internal.exporter import _registration
-
-            registry = _registration.ONNXRegistry.from_torchlib()
-            registered = any(registry.is_registered(o) for o in overloads)
-        if registered or (model is not None and examples is not None and _onnx_probe(model, examples)):
-            found.append("onnx")
-    if exclude != "tflite":
-        with contextlib.suppress(Exception), quiet():
-            from litert_torch.backend import lowerings
-
-            if any(lowerings.lookup(o) is not None for o in overloads):
-                found.append("tflite")
-    return found
-
-
-PROBE_MAX_PARAMS = 50_000_000
-
-
-def _onnx_probe(model: Any, examples: Sequence[Any]) -> bool:
-    import tempfile
-
-    import torch
-
-    if sum(p.numel() for p in model.parameters()) > PROBE_MAX_PARAMS:
-        return False
-    with tempfile.TemporaryDirectory(prefix="edgekit-probe-") as tmp:
-        try:
-            with quiet():
-                torch.onnx.export(model, tuple(examples), str(Path(tmp) / "probe.onnx"), dynamo=True,
-                                  external_data=False, verbose=False)
-        except Exception:
-            return False
-    return True
-
-
-def alternatives_hint(formats: list[str], fallback: str) -> str:
-    if formats:
-        return f"formats that support it: {', '.join(formats)}; or {fallback}"
-    return f"no other edgekit format supports it either; {fallback}"
-
-
-__all__ = ["choose", "export", "inspect", "source_sha256", "versions"]
+__all__ = ["choose", "edgekit_version", "export", "inspect", "quiet", "source_sha256", "versions"]

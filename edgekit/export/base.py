@@ -1,21 +1,26 @@
-"""The Format interface and the Artifact it produces.
+"""The Format interface, the Artifact it produces, and ``BaseFormat``, what every format shares.
 
-A format (ONNX, TFLite, ...) is one module in ``edgekit/export/`` defining ``FORMAT``, an object
-with the attributes and methods of ``Format`` below. ``edgekit/export/__init__.py`` holds the only
-table of formats; adding one is one module, one table line, one test file.
+A format (ONNX, TFLite, ...) is one module in ``edgekit/export/`` defining ``FORMAT``, an
+instance of a ``BaseFormat`` subclass that declares the format and supplies its conversion and
+its file reader. ``edgekit/export/__init__.py`` holds the only table of formats; the CLI's
+choices, the device profiles' known formats, provision's runtime map and "which formats convert
+this op" all come from it. Adding a format is its module, its table
+line and its backend in the device runner (``runtimes/edgekit_runner.py``).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
+
+from edgekit.errors import MissingDependencyError, UnsupportedPrecisionError
+from edgekit.outputs import write_json_atomic
 
 MANIFEST_SUFFIX = ".manifest.json"
 MANIFEST_SCHEMA_VERSION = 1
@@ -88,17 +93,92 @@ class Artifact:
         return cls(**data)
 
 
-class Format(Protocol):
-    """What every format module's ``FORMAT`` object provides."""
+@dataclass(frozen=True)
+class DeviceRuntime:
+    """A runtime the device runner can load a format with."""
+
+    name: str  # the runner's name for it, what the device imports: "ai_edge_litert"
+    project: str  # the PyPI project that provides it: "ai-edge-litert"
+    default: bool = True  # installed by ``edgekit provision`` when no runtime is named
+
+
+@dataclass
+class Written:
+    """What a format's conversion knows about the file it wrote (``BaseFormat.write``)."""
+
+    converter: str  # "torch.onnx (dynamo)", for the manifest's versions
+    calibration: dict[str, Any] | None = None  # the calibration summary (int8)
+    notes: list[str] = field(default_factory=list)
+    opset: int | None = None
+    # notes that need the written file's I/O (input names), computed from its Artifact
+    more_notes: Callable[[Artifact], list[str]] | None = None
+
+
+class BaseFormat:
+    """What every format module's ``FORMAT`` object is: the declaration below, and the shared half
+    of an export (precision and dependency checks, the file's edgekit metadata, every Artifact
+    field). A format subclasses it and supplies ``available``, ``versions``, ``write`` (the
+    conversion), ``inspect``, ``int8_weight_grid`` and ``converts_op``."""
 
     name: str  # "onnx"
     suffix: str  # ".onnx"
-    precisions: tuple[str, ...]  # ("fp32", "fp16", "int8")
-    extra: str | None  # the pip extra that provides it ("tflite"), None when always installed
-    runtimes: tuple[str, ...]  # runner backends that load it, in order of preference
+    precisions: tuple[str, ...] = ("fp32", "fp16", "int8")
+    int8_modes: tuple[str, ...] = ()  # ("static", "dynamic"): the first is the default
+    float_modules_mode: str | None = None  # the int8 mode that can keep named modules float, if any
+    extra: str | None = None  # the pip extra that provides it ("tflite"), None when always installed
+    device_runtimes: tuple[DeviceRuntime, ...] = ()  # runner backends that load it, in order of preference
 
-    def available(self) -> bool:
+    @property
+    def runtimes(self) -> tuple[str, ...]:
+        """The device runtimes' names, as the runner and the device profiles call them."""
+        return tuple(r.name for r in self.device_runtimes)
+
+    def available(self) -> bool:  # pragma: no cover - every format overrides it
         """True when this install can export this format (an import probe; never installs)."""
+        raise NotImplementedError
+
+    def versions(self) -> dict[str, str]:
+        """The converter's and runtime's package versions, for the manifest."""
+        return {}
+
+    def inspect(self, path: Path) -> Artifact:  # pragma: no cover - every format overrides it
+        """An Artifact for an existing model file deployed as is."""
+        raise NotImplementedError
+
+    def int8_weight_grid(self, precision: str, options: dict[str, Any] | None) -> str | None:  # pragma: no cover
+        """"per_channel" / "per_tensor" when this export quantizes weights to symmetric int8 from
+        calibration data (the api then rounds them with GPTQ first), else None."""
+        raise NotImplementedError
+
+    def converts_op(self, overloads: Sequence[Any], model: Any = None,
+                    examples: Sequence[Any] | None = None) -> bool:  # pragma: no cover - every format overrides it
+        """True when this format's converter handles one of the torch op ``overloads`` (a
+        registry look-up, or a trial export of ``model`` where the converter has no registry)."""
+        raise NotImplementedError
+
+    def require(self, precision: str) -> None:
+        """The one check that this format exports ``precision`` here (nothing is flipped silently)."""
+        if precision not in self.precisions:
+            raise UnsupportedPrecisionError(
+                f"{self.name} does not support precision {precision!r}", f"choose one of: {', '.join(self.precisions)}"
+            )
+        if not self.available():
+            extra = self.extra or self.name
+            raise MissingDependencyError(
+                f"exporting {self.name} needs the [{extra}] extra", f"pip install 'edgekit[{extra}]'", extra=self.extra
+            )
+
+    def needs_calibration(self, precision: str, options: dict[str, Any] | None = None) -> bool:
+        """True when this export quantizes from calibration data (static / full-integer int8)."""
+        return self.int8_weight_grid(precision, options) is not None
+
+    def metadata(self, precision: str, opts: dict[str, Any]) -> dict[str, str]:
+        """The ``edgekit.*`` entries a format stores in its file (read back by ``inspect``)."""
+        meta = {"version": edgekit_version(), "precision": precision, "format": self.name}
+        meta.update({k: str(v) for k, v in (opts.get("metadata") or {}).items()})
+        if precision == "int8":
+            meta["int8_mode"] = str(opts.get("int8_mode"))
+        return meta
 
     def export(
         self,
@@ -106,17 +186,51 @@ class Format(Protocol):
         example_inputs: Sequence[Any],
         precision: str,
         out_path: Path,
-        calibration: np.ndarray | dict[str, np.ndarray] | None = None,
+        calibration: Any = None,
         options: dict[str, Any] | None = None,
     ) -> Artifact:
-        """Write ``out_path`` and return its Artifact (the manifest is written by the caller)."""
+        """Write ``out_path`` (``write``) and return its Artifact, every field set here."""
+        from edgekit.export import calibration as cal
 
-    def inspect(self, path: Path) -> Artifact:
-        """An Artifact for an existing model file deployed as is."""
+        self.require(precision)
+        started = time.perf_counter()
+        out_path = Path(out_path)
+        written = self.write(model, cal.as_tuple(example_inputs), precision, out_path, calibration, options)
+        artifact = self.inspect(out_path)
+        artifact.format = self.name
+        artifact.precision = precision
+        artifact.opset = written.opset if written.opset is not None else artifact.opset
+        artifact.versions.pop("edgekit_exported_with", None)
+        artifact.versions = {**base_versions(), **artifact.versions, **self.versions(), "converter": written.converter,
+                             "runtime": self.device_runtimes[0].project}
+        artifact.calibration = written.calibration
+        more = written.more_notes(artifact) if written.more_notes else []
+        artifact.notes = written.notes + more + artifact.notes
+        artifact.export_seconds = time.perf_counter() - started
+        return artifact
 
-    def int8_weight_grid(self, precision: str, options: dict[str, Any] | None) -> str | None:
-        """"per_channel" / "per_tensor" when this export quantizes weights to symmetric int8 from
-        calibration data (the api then rounds them with GPTQ first), else None."""
+    def write(self, model: Any, examples: tuple[Any, ...], precision: str, out_path: Path, calibration: Any,
+              options: dict[str, Any] | None) -> Written:  # pragma: no cover - every format overrides it
+        """Convert ``model`` into ``out_path`` (metadata included); the precision is checked already."""
+        raise NotImplementedError
+
+
+def edgekit_version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("edgekit")
+    except Exception:
+        import edgekit
+
+        return edgekit.__version__
+
+
+def base_versions() -> dict[str, str]:
+    """edgekit, torch and numpy versions (formats add their converter and runtime)."""
+    import torch
+
+    return {"edgekit": edgekit_version(), "torch": torch.__version__, "numpy": np.__version__}
 
 
 def sha256_file(path: Path) -> str:
@@ -127,25 +241,4 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON to a temp file beside ``path`` and rename it, so no half-written file remains."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(data, fh, indent=2, default=_json_default)
-            fh.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    raise TypeError(f"not JSON serializable: {type(value).__name__}")
+Format = BaseFormat  # the name the registry and its callers use for a format object

@@ -18,8 +18,6 @@ from typing import Any, Iterator, Sequence
 from edgekit.errors import ConverterError
 
 TRIAL_MAX_PARAMS = 5_000_000
-INT8_MODES = {"onnx": ("static", "dynamic"), "tflite": ("full", "dynamic")}
-_CALIBRATED = ("static", "full")
 
 
 def converter_failure(exc: BaseException, fmt: str, precision: str, opts: dict[str, Any], model: Any,
@@ -38,9 +36,11 @@ def converter_failure(exc: BaseException, fmt: str, precision: str, opts: dict[s
 
 def describe(fmt: str, precision: str, int8_mode: str | None = None) -> str:
     """"tflite int8 full" / "onnx fp32": a format, precision and int8 mode in words."""
+    from edgekit.export import get_format
+
     if precision != "int8":
         return f"{fmt} {precision}"
-    return f"{fmt} int8 {int8_mode or INT8_MODES[fmt][0]}"
+    return f"{fmt} int8 {int8_mode or get_format(fmt).int8_modes[0]}"
 
 
 def _first_line(exc: BaseException) -> str:
@@ -112,14 +112,21 @@ def _module_by_class_name(frames: list[Any], exc: BaseException, model: Any) -> 
 
 
 def _candidates(fmt: str, precision: str, int8_mode: str | None, calibrated: bool) -> list[tuple[str, str, str | None]]:
-    """(format, precision, int8 mode) to try instead, the other format first."""
-    other = "onnx" if fmt == "tflite" else "tflite"
+    """(format, precision, int8 mode) to try instead, the other formats first."""
+    from edgekit.export import FORMATS, get_format
+
+    others = [get_format(name) for name in FORMATS if name != fmt]
     if precision != "int8":
-        return [(other, precision, None)]
-    current = int8_mode or INT8_MODES[fmt][0]
-    modes = [m for m in INT8_MODES[other] if calibrated or m not in _CALIBRATED]
-    same = [m for m in INT8_MODES[fmt] if m != current and (calibrated or m not in _CALIBRATED)]
-    return [(other, "int8", m) for m in modes] + [(fmt, "int8", m) for m in same]
+        return [(other.name, precision, None) for other in others if precision in other.precisions]
+    current = int8_mode or get_format(fmt).int8_modes[0]
+    found = [(other.name, "int8", m) for other in others if "int8" in other.precisions
+             for m in _usable_modes(other, calibrated)]
+    return found + [(fmt, "int8", m) for m in _usable_modes(get_format(fmt), calibrated) if m != current]
+
+
+def _usable_modes(fmt: Any, calibrated: bool) -> list[str]:
+    """``fmt``'s int8 modes, those that quantize from calibration data only when there are some."""
+    return [m for m in fmt.int8_modes if calibrated or not fmt.needs_calibration("int8", {"int8_mode": m})]
 
 
 def _spelling(fmt: str, precision: str, mode: str | None, current_fmt: str) -> str:
@@ -154,7 +161,7 @@ def _converts(fmt: str, precision: str, mode: str | None, model: Any, examples: 
     """True when a real export of ``model`` to ``fmt`` succeeds (into a temporary folder) and the
     artifact runs in its runtime on the example inputs."""
     from edgekit.export import get_format
-    from edgekit.export.api import quiet
+    from edgekit.export.converter import quiet
     from edgekit.export.parity import check_parity
 
     exporter = get_format(fmt)
@@ -165,7 +172,8 @@ def _converts(fmt: str, precision: str, mode: str | None, model: Any, examples: 
         try:
             with quiet():
                 artifact = exporter.export(model, tuple(examples), precision, Path(tmp) / f"trial{exporter.suffix}",
-                                           calibration=calibration if mode in _CALIBRATED else None, options=options)
+                                           calibration=calibration if exporter.needs_calibration(precision, options)
+                                           else None, options=options)
                 check_parity(model, artifact, [e.detach().cpu().numpy() for e in examples])
         except Exception:  # noqa: BLE001 - any failure means: not this one
             return False

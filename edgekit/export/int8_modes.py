@@ -54,8 +54,6 @@ from edgekit.errors import DataError, EdgekitError, ExportError, MissingDependen
 from edgekit.export import calibration as cal
 from edgekit.export.base import Artifact
 
-MODES = {"onnx": ("static", "dynamic"), "tflite": ("full", "dynamic")}
-FLOAT_VARIANT = {"onnx": "static"}  # formats whose static mode can keep named modules float
 FLOAT_SUFFIX = "+float"
 JUDGE_FRACTION = 0.25
 SPLIT_SEED = 0
@@ -268,10 +266,13 @@ class _Search:
         return row
 
     def candidates(self) -> list[Int8Row]:
+        from edgekit.export import get_format
+
+        fmt = get_format(self.fmt)
         rows = []
-        for mode in MODES[self.fmt]:
+        for mode in fmt.int8_modes:
             rows.append(self.candidate(mode, self._options_for(mode)))
-            if FLOAT_VARIANT.get(self.fmt) == mode:
+            if fmt.float_modules_mode == mode:  # this mode can keep the most sensitive modules float
                 rows.append(self._float_variant(mode, rows[-1]))
         return rows
 
@@ -312,7 +313,7 @@ class _Search:
 
     def _judge(self, row: Int8Row, artifact: Artifact) -> None:
         """Metric, |Δ| to float and host p50 of ``artifact`` (1 thread, the runner's code path)."""
-        from edgekit.export.api import quiet
+        from edgekit.export.converter import quiet
         from edgekit.export.parity import check_parity, evaluate_metric, open_session
 
         inputs = self.data.judge_inputs(artifact)

@@ -22,23 +22,27 @@ Options (``options=`` of ``export``)
   quantize_bias (False), keep_io_types (True, fp16), float_modules ([] — torch module names, e.g.
   "_conv_stem", whose ONNX nodes stay float: mixed precision for sensitive layers),
   nodes_to_exclude ([] — ONNX node names kept in float), input_names / output_names,
-  weight_rounding ("gptq" | "nearest", static int8: see edgekit.export.rounding).
+  weight_rounding ("gptq" | "nearest", static int8: see edgekit.export.rounding),
+  activation_symmetric (False; True with activation_type="int8": int8 activations with zero point 0,
+  what some accelerators require), prequantized (False; True: the model is a converted PT2E
+  program, e.g. after quantization-aware training, whose QDQ ops are written as they are).
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import re
 import tempfile
-import time
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
-from edgekit.errors import ConverterError, ExportError, UnsupportedOpError, UnsupportedPrecisionError, UsageError
+from edgekit.errors import ConverterError, ExportError, UsageError
 from edgekit.export import calibration as cal
-from edgekit.export.base import Artifact, TensorSpec
+from edgekit.export.base import Artifact, BaseFormat, DeviceRuntime, TensorSpec, Written
+from edgekit.export.converter import exception_text, quiet, unsupported_op
 
 DEFAULT_OPSET = 18
 METADATA_PREFIX = "edgekit."
@@ -59,7 +63,10 @@ _OPTIONS = {
     "output_names": None,
     "weight_rounding": "gptq",  # static int8: "gptq" or "nearest" (edgekit.export.rounding, applied by the api)
     "metadata": None,  # extra key/values for metadata_props (the api adds source_sha256)
+    "activation_symmetric": False,  # static int8: zero-point-0 activations (with activation_type "int8")
+    "prequantized": False,  # int8: the model is a converted PT2E program (QAT), exported as it is
 }
+PROBE_MAX_PARAMS = 50_000_000  # converts_op's trial export: models up to this many parameters
 _ONNX_DTYPES = {
     1: "float32", 2: "uint8", 3: "int8", 4: "uint16", 5: "int16", 6: "int32", 7: "int64",
     9: "bool", 10: "float16", 11: "float64", 12: "uint32", 13: "uint64", 16: "bfloat16",
@@ -88,6 +95,8 @@ def resolve_options(options: dict[str, Any] | None, precision: str) -> dict[str,
         )
     if resolved["weight_type"] not in ("int8", "uint8"):
         raise UsageError(f"unknown weight_type {resolved['weight_type']!r}", "choose 'int8' or 'uint8'")
+    if resolved["activation_symmetric"] and resolved["activation_type"] != "int8":
+        raise UsageError("activation_symmetric needs activation_type='int8'", "add activation_type='int8'")
     resolved["calibration_method"] = cal.check_method(resolved["calibration_method"])
     try:
         resolved["opset"] = int(resolved["opset"])
@@ -98,18 +107,14 @@ def resolve_options(options: dict[str, Any] | None, precision: str) -> dict[str,
     return resolved
 
 
-def quiet():  # noqa: ANN201 - edgekit.export.api.quiet, imported late (api imports the formats)
-    from edgekit.export.api import quiet as _quiet
-
-    return _quiet()
-
-
-class OnnxFormat:
+class OnnxFormat(BaseFormat):
     name = "onnx"
     suffix = ".onnx"
     precisions = ("fp32", "fp16", "int8")
+    int8_modes = ("static", "dynamic")
+    float_modules_mode = "static"
     extra = None
-    runtimes = ("onnxruntime",)
+    device_runtimes = (DeviceRuntime("onnxruntime", "onnxruntime"),)
 
     def available(self) -> bool:
         return all(importlib.util.find_spec(m) is not None for m in ("onnx", "onnxruntime", "onnxscript"))
@@ -131,97 +136,70 @@ class OnnxFormat:
         """"per_channel" or "per_tensor" when this export rounds weights to symmetric int8 from
         calibration (static int8), else None."""
         opts = resolve_options(options, precision)
-        if precision != "int8" or opts["int8_mode"] != "static":
+        if precision != "int8" or opts["int8_mode"] != "static" or opts["prequantized"]:
             return None
         return "per_channel" if opts["per_channel"] else "per_tensor"
 
+    def converts_op(self, overloads: Sequence[Any], model: Any = None, examples: Sequence[Any] | None = None) -> bool:
+        """torchlib's registry, else (models up to PROBE_MAX_PARAMS) a trial export: the ONNX
+        exporter also handles ops through decompositions no registry lists."""
+        with contextlib.suppress(Exception):
+            from torch.onnx._internal.exporter import _registration
+
+            registry = _registration.ONNXRegistry.from_torchlib()
+            if any(registry.is_registered(o) for o in overloads):
+                return True
+        return model is not None and examples is not None and _probe(model, examples)
+
     # -- export -----------------------------------------------------------------------------
 
-    def export(
-        self,
-        model: Any,
-        example_inputs: Sequence[Any],
-        precision: str,
-        out_path: Path,
-        calibration: Any = None,
-        options: dict[str, Any] | None = None,
-    ) -> Artifact:
+    def write(self, model: Any, examples: tuple[Any, ...], precision: str, out_path: Path, calibration: Any,
+              options: dict[str, Any] | None) -> Written:
         opts = resolve_options(options, precision)
         if opts["float_modules"] and not (precision == "int8" and opts["int8_mode"] == "static"):
             raise UsageError("float_modules applies to static int8 only", "drop it, or export int8 static")
-        if precision not in self.precisions:
-            raise UnsupportedPrecisionError(
-                f"onnx does not support precision {precision!r}", f"choose one of: {', '.join(self.precisions)}"
-            )
-        out_path = Path(out_path)
-        examples = cal.as_tuple(example_inputs)
+        if opts["prequantized"] and precision != "int8":
+            raise UsageError("prequantized applies to int8 only", "export precision='int8'")
         names = list(opts["input_names"] or cal.input_names(model, len(examples)))
         if len(names) != len(examples):
             raise UsageError(f"{len(names)} input names for {len(examples)} example inputs")
-        started = time.perf_counter()
-        calib_summary = None
-        notes: list[str] = []
         with tempfile.TemporaryDirectory(prefix="edgekit-onnx-") as tmp:
             fp32 = Path(tmp) / "model.fp32.onnx"
             n_out = torch2onnx(model, examples, fp32, names, opts)
-            if precision == "fp32":
-                _finish(fp32, out_path)
-            elif precision == "fp16":
-                _float16(fp32, out_path, keep_io_types=bool(opts["keep_io_types"]))
-                if opts["keep_io_types"]:
-                    notes.append("fp16 weights and compute; inputs and outputs stay float32")
-            elif opts["int8_mode"] == "dynamic":
-                _quantize_dynamic(fp32, Path(tmp), out_path, per_channel=bool(opts["per_channel"]))
-                calib_summary = {"method": "dynamic", "n_samples": 0}
-                notes.append("int8 dynamic: int8 weights, activations quantized at run time (MatMul/Gemm only)")
-            else:
-                if calibration is None:
-                    raise UsageError(
-                        "static int8 needs calibration data",
-                        "pass calibration= (100-500 representative inputs), or options={'int8_mode': 'dynamic'}",
-                    )
-                feeds = cal.to_feeds(calibration, names, "calibration data")
-                cal.check_shapes(feeds, examples, names, "calibration data")
-                batch = 1 if opts["dynamic_batch"] else int(examples[0].shape[0]) if examples[0].dim() else 1
-                if opts["float_modules"]:
-                    kept = nodes_of_modules(fp32, list(opts["float_modules"]))
-                    opts["nodes_to_exclude"] = list(opts["nodes_to_exclude"] or []) + kept
-                    notes.append(f"mixed precision: {len(kept)} nodes of {', '.join(opts['float_modules'])} kept float")
-                _quantize_static(fp32, Path(tmp), out_path, feeds, batch, opts)
-                if opts["weight_type"] == "uint8":
-                    _store_weights_as_uint8(out_path)
-                calib_summary = cal.summary(
-                    feeds,
-                    opts["calibration_method"],
-                    activation_type=opts["activation_type"],
-                    weight_type=opts["weight_type"],
-                    per_channel=bool(opts["per_channel"]),
-                )
-                notes.append(
-                    f"int8 static QDQ: int8 per-{'channel' if opts['per_channel'] else 'tensor'} weights"
-                    + (" stored as uint8 (+128: u8×u8 kernels, exact on every x86)" if opts["weight_type"] == "uint8" else "")
-                    + f", {opts['activation_type']} activations"
-                )
-        from edgekit.export.api import edgekit_version
+            written = self._precision(fp32, Path(tmp), out_path, precision, examples, names, calibration, opts)
+        set_metadata(out_path, self.metadata(precision, {**opts, "int8_mode": _mode(opts)}))
+        written.opset = opts["opset"]
 
-        meta = {"version": edgekit_version(), "precision": precision, "format": "onnx"}
-        meta.update({k: str(v) for k, v in (opts["metadata"] or {}).items()})
-        if precision == "int8":
-            meta["int8_mode"] = opts["int8_mode"]
-        set_metadata(out_path, meta)
-        artifact = self.inspect(out_path)
-        artifact.precision = precision
-        artifact.opset = opts["opset"]
-        artifact.versions.pop("edgekit_exported_with", None)
-        artifact.versions.update(self.versions())
-        artifact.versions["converter"] = "torch.onnx (dynamo)" + (" + onnxruntime.quantization" if precision == "int8" else "")
-        artifact.versions["runtime"] = "onnxruntime"
-        artifact.calibration = calib_summary
-        artifact.export_seconds = time.perf_counter() - started
-        artifact.notes = notes + artifact.notes
-        if n_out != len(artifact.outputs):  # pragma: no cover - a converter surprise
-            artifact.notes.append(f"torch returned {n_out} outputs but the ONNX graph has {len(artifact.outputs)}")
-        return artifact
+        def graph_outputs(artifact: Artifact) -> list[str]:
+            if n_out != len(artifact.outputs):  # pragma: no cover - a converter surprise
+                return [f"torch returned {n_out} outputs but the ONNX graph has {len(artifact.outputs)}"]
+            return []
+
+        written.more_notes = graph_outputs
+        return written
+
+    def _precision(self, fp32: Path, tmp: Path, out_path: Path, precision: str, examples: tuple[Any, ...],
+                   names: list[str], calibration: Any, opts: dict[str, Any]) -> Written:
+        """``out_path`` at ``precision`` from the fp32 file (the body of ``write``)."""
+        converter = "torch.onnx (dynamo)" + (" + onnxruntime.quantization" if precision == "int8" else "")
+        if precision == "fp32":
+            _finish(fp32, out_path)
+            return Written("torch.onnx (dynamo)")
+        if precision == "fp16":
+            _float16(fp32, out_path, keep_io_types=bool(opts["keep_io_types"]))
+            notes = ["fp16 weights and compute; inputs and outputs stay float32"] if opts["keep_io_types"] else []
+            return Written("torch.onnx (dynamo)", notes=notes)
+        if opts["prequantized"]:
+            # a converted program's name scopes name its own graph nodes ("quantize_per_tensor"),
+            # not the user's modules: nothing to keep
+            _finish_proto(strip_node_metadata(_load(fp32), keep=()), out_path)
+            return Written("torch.onnx (dynamo) of a PT2E program", {"method": "pt2e program", "n_samples": 0},
+                           ["int8 from a quantized PT2E program (QAT): its QDQ ops exported as they are"])
+        if opts["int8_mode"] == "dynamic":
+            _quantize_dynamic(fp32, tmp, out_path, per_channel=bool(opts["per_channel"]))
+            return Written(converter, {"method": "dynamic", "n_samples": 0},
+                           ["int8 dynamic: int8 weights, activations quantized at run time (MatMul/Gemm only)"])
+        return _static_int8(fp32, tmp, out_path, examples, names, calibration, opts, converter)
 
     # -- inspect ----------------------------------------------------------------------------
 
@@ -276,6 +254,61 @@ class OnnxFormat:
 FORMAT = OnnxFormat()
 
 
+def _mode(opts: dict[str, Any]) -> str:
+    return "prequantized" if opts["prequantized"] else opts["int8_mode"]
+
+
+def _static_int8(fp32: Path, tmp: Path, out_path: Path, examples: tuple[Any, ...], names: list[str], calibration: Any,
+                 opts: dict[str, Any], converter: str) -> Written:
+    """QDQ static int8 at ``out_path`` from the fp32 file and calibration samples."""
+    if calibration is None:
+        raise UsageError(
+            "static int8 needs calibration data",
+            "pass calibration= (100-500 representative inputs), or options={'int8_mode': 'dynamic'}",
+        )
+    feeds = cal.to_feeds(calibration, names, "calibration data")
+    cal.check_shapes(feeds, examples, names, "calibration data")
+    batch = 1 if opts["dynamic_batch"] else int(examples[0].shape[0]) if examples[0].dim() else 1
+    notes = []
+    if opts["float_modules"]:
+        kept = nodes_of_modules(fp32, list(opts["float_modules"]))
+        opts["nodes_to_exclude"] = list(opts["nodes_to_exclude"] or []) + kept
+        notes.append(f"mixed precision: {len(kept)} nodes of {', '.join(opts['float_modules'])} kept float")
+    _quantize_static(fp32, tmp, out_path, feeds, batch, opts)
+    if opts["weight_type"] == "uint8":
+        _store_weights_as_uint8(out_path)
+    summary = cal.summary(
+        feeds,
+        opts["calibration_method"],
+        activation_type=opts["activation_type"],
+        weight_type=opts["weight_type"],
+        per_channel=bool(opts["per_channel"]),
+    )
+    notes.append(
+        f"int8 static QDQ: int8 per-{'channel' if opts['per_channel'] else 'tensor'} weights"
+        + (" stored as uint8 (+128: u8×u8 kernels, exact on every x86)" if opts["weight_type"] == "uint8" else "")
+        + f", {opts['activation_type']} activations"
+        + (" (symmetric, zero point 0)" if opts["activation_symmetric"] else "")
+    )
+    return Written(converter, summary, notes)
+
+
+def _probe(model: Any, examples: Sequence[Any]) -> bool:
+    """True when a trial ONNX export of ``model`` (into a temporary folder) succeeds."""
+    import torch
+
+    if sum(p.numel() for p in model.parameters()) > PROBE_MAX_PARAMS:
+        return False
+    with tempfile.TemporaryDirectory(prefix="edgekit-probe-") as tmp:
+        try:
+            with quiet():
+                torch.onnx.export(model, tuple(examples), str(Path(tmp) / "probe.onnx"), dynamo=True,
+                                  external_data=False, verbose=False)
+        except Exception:
+            return False
+    return True
+
+
 # -- torch → ONNX ------------------------------------------------------------------------------
 
 
@@ -290,7 +323,8 @@ def torch2onnx(model: Any, examples: tuple[Any, ...], path: Path, names: list[st
     args = examples
     if opts["dynamic_batch"]:
         batch = torch.export.Dim("batch", min=1, max=65536)
-        kwargs["dynamic_shapes"] = {n: {0: batch} for n in names}
+        # by position: the ONNX input names need not be forward()'s argument names
+        kwargs["dynamic_shapes"] = tuple({0: batch} for _ in names)
         if examples[0].shape[0] == 1:  # torch.export specializes size-1 dims: trace with 2
             args = tuple(torch.cat([e, e]) for e in examples)
     try:
@@ -322,19 +356,13 @@ _NODE_RE = re.compile(r"translating node %(\w+)")
 
 
 def _export_error(exc: Exception, model: Any, examples: tuple[Any, ...]) -> ExportError:
-    from edgekit.export.api import alternatives_hint, exception_text, module_of_op, supported_elsewhere
-
     text = exception_text(exc)
     match = _OP_RE.search(text)
     if "No ONNX function found" in text and match:
         op = f"{match.group(1)}.{match.group(2)}" if match.group(2) != "default" else match.group(1)
         node = _NODE_RE.search(text)
-        where = module_of_op(model, examples, match.group(1), node.group(1) if node else None)
-        others = supported_elsewhere(match.group(1), exclude="onnx")
-        return UnsupportedOpError(
-            f"the ONNX exporter cannot convert {op}{where}",
-            alternatives_hint(others, "rewrite that part of the model with supported ops"),
-        )
+        return unsupported_op("the ONNX exporter", match.group(1), op, "onnx", model, examples,
+                              node.group(1) if node else None)
     first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
     return ConverterError(f"ONNX export failed: {first[:300]}", "run with --debug for the full exporter error")
 
@@ -434,7 +462,7 @@ def _quantize_static(src: Path, tmp: Path, dst: Path, feeds: dict[str, np.ndarra
                 calibrate_method=method,
                 nodes_to_exclude=list(opts["nodes_to_exclude"] or []),
                 extra_options={
-                    "ActivationSymmetric": False,
+                    "ActivationSymmetric": bool(opts["activation_symmetric"]),
                     "WeightSymmetric": True,
                     "QuantizeBias": bool(opts["quantize_bias"]),
                     "CalibMovingAverage": False,
@@ -474,7 +502,7 @@ def _calibrate(pre: Path, tmp: Path, reader: _Reader, method: Any, opts: dict[st
             f"calibration_method {opts['calibration_method']!r} needs a newer onnxruntime",
             "upgrade onnxruntime, or use calibration_method='minmax'",
         )
-    extra: dict[str, Any] = {"symmetric": False, "num_bins": 2048}
+    extra: dict[str, Any] = {"symmetric": bool(opts["activation_symmetric"]), "num_bins": 2048}
     if method == CalibrationMethod.Entropy:
         extra["num_quantized_bins"] = 128
     else:

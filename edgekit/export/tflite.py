@@ -25,33 +25,29 @@ Options: channels_last (False: NHWC inputs via ``litert_torch.to_channel_last_io
 io_dtype ("int8" | "float32", full int8 only), int8_mode ("full" | "dynamic"),
 calibration_method ("histogram" | "minmax"), per_channel (True), optimize (True), strip_names
 (True), pt2e_fixes (True; False gives litert's quantizer as is, for ablations), weight_rounding
-("gptq" | "nearest", full int8: see edgekit.export.rounding). Dynamic shapes
-(``dynamic_batch``) are refused: TFLite models are exported with static shapes.
+("gptq" | "nearest", full int8: see edgekit.export.rounding), prequantized (False; True: the
+model is a converted PT2E program, e.g. after quantization-aware training, converted as it is
+with litert's quantizer settings for ``per_channel``). Dynamic shapes (``dynamic_batch``) are
+refused: TFLite models are exported with static shapes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import importlib.util
 import json
 import re
 import tempfile
-import time
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
-from edgekit.errors import (
-    ConverterError,
-    ExportError,
-    MissingDependencyError,
-    UnsupportedOpError,
-    UnsupportedPrecisionError,
-    UsageError,
-)
+from edgekit.errors import ConverterError, ExportError, MissingDependencyError, UsageError
 from edgekit.export import calibration as cal
-from edgekit.export.base import Artifact, TensorSpec
+from edgekit.export.base import Artifact, BaseFormat, DeviceRuntime, TensorSpec, Written
+from edgekit.export.converter import exception_text, quiet, unsupported_op
 from edgekit.notes import detail
 
 EXTRA = "tflite"
@@ -69,6 +65,7 @@ _OPTIONS = {
     "dynamic_batch": False,
     "weight_rounding": "gptq",  # full int8: "gptq" or "nearest" (edgekit.export.rounding, applied by the api)
     "metadata": None,
+    "prequantized": False,  # int8: the model is a converted PT2E program (QAT), converted as it is
 }
 _NUMPY_TYPES = {0: "float32", 1: "float16", 2: "int32", 3: "uint8", 4: "int64", 6: "bool", 7: "int16", 9: "int8", 10: "float64"}
 
@@ -110,12 +107,17 @@ def resolve_options(options: dict[str, Any] | None) -> dict[str, Any]:
     return opts
 
 
-class TfliteFormat:
+class TfliteFormat(BaseFormat):
     name = "tflite"
     suffix = ".tflite"
     precisions = ("fp32", "fp16", "int8")
+    int8_modes = ("full", "dynamic")
     extra = EXTRA
-    runtimes = ("ai_edge_litert", "tflite_runtime", "tensorflow")
+    device_runtimes = (
+        DeviceRuntime("ai_edge_litert", "ai-edge-litert"),
+        DeviceRuntime("tflite_runtime", "tflite-runtime"),
+        DeviceRuntime("tensorflow", "tensorflow", default=False),  # ~1 GB: installed only when asked for
+    )
 
     def available(self) -> bool:
         return importlib.util.find_spec("litert_torch") is not None
@@ -135,101 +137,50 @@ class TfliteFormat:
         """"per_channel" or "per_tensor" when this export rounds weights to symmetric int8 from
         calibration (full-integer int8), else None."""
         opts = resolve_options(options)
-        if precision != "int8" or opts["int8_mode"] != "full":
+        if precision != "int8" or opts["int8_mode"] != "full" or opts["prequantized"]:
             return None
         return "per_channel" if opts["per_channel"] else "per_tensor"
 
+    def converts_op(self, overloads: Sequence[Any], model: Any = None, examples: Sequence[Any] | None = None) -> bool:
+        """litert-torch's lowering registry."""
+        with contextlib.suppress(Exception):
+            from litert_torch.backend import lowerings
+
+            return any(lowerings.lookup(o) is not None for o in overloads)
+        return False
+
     # -- export -----------------------------------------------------------------------------
 
-    def export(
-        self,
-        model: Any,
-        example_inputs: Sequence[Any],
-        precision: str,
-        out_path: Path,
-        calibration: Any = None,
-        options: dict[str, Any] | None = None,
-    ) -> Artifact:
-        if not self.available():
-            raise MissingDependencyError(
-                "TFLite export needs litert-torch, which is not installed", "pip install 'edgekit[tflite]'", extra=EXTRA
-            )
-        if precision not in self.precisions:
-            raise UnsupportedPrecisionError(
-                f"tflite does not support precision {precision!r}", f"choose one of: {', '.join(self.precisions)}"
-            )
+    def write(self, model: Any, examples: tuple[Any, ...], precision: str, out_path: Path, calibration: Any,
+              options: dict[str, Any] | None) -> Written:
         opts = resolve_options(options)
-        out_path = Path(out_path)
-        examples = cal.as_tuple(example_inputs)
-        names = cal.input_names(model, len(examples))
-        started = time.perf_counter()
-        notes: list[str] = []
-        calib_summary = None
+        if opts["prequantized"] and precision != "int8":
+            raise UsageError("prequantized applies to int8 only", "export precision='int8'")
         nhwc = [i for i, e in enumerate(examples) if e.dim() == 4] if opts["channels_last"] else []
         if opts["channels_last"] and not nhwc:
             raise UsageError("channels_last needs a 4-D (N, C, H, W) input", "the model has no 4-D input")
         with tempfile.TemporaryDirectory(prefix="edgekit-tflite-") as tmp:
             raw = Path(tmp) / "model.tflite"
-            if precision == "int8" and opts["int8_mode"] == "full":
-                if calibration is None:
-                    raise UsageError(
-                        "full-integer int8 needs calibration data",
-                        "pass calibration= (100-500 representative inputs), or options={'int8_mode': 'dynamic'}",
-                    )
-                feeds = cal.to_feeds(calibration, names, "calibration data")
-                cal.check_shapes(feeds, examples, names, "calibration data")
-                stats = torch2tflite_int8(model, examples, feeds, names, raw, opts, nhwc)
-                calib_summary = cal.summary(
-                    feeds,
-                    opts["calibration_method"],
-                    weight_type="int8",
-                    activation_type="int8",
-                    per_channel=bool(opts["per_channel"]),
-                    **stats,
-                )
-                notes.append(
-                    f"int8 full-integer (PT2E): int8 per-{'channel' if opts['per_channel'] else 'tensor'} weights, "
-                    f"int8 activations, {opts['io_dtype']} inputs/outputs"
-                )
-            else:
-                torch2tflite(model, examples, raw, nhwc)
-                if precision == "fp16":
-                    _float16(raw)
-                    notes.append("fp16 weights; inputs and outputs stay float32")
-                elif precision == "int8":
-                    _dynamic_range(raw)
-                    calib_summary = {"method": "dynamic", "n_samples": 0}
-                    notes.append("int8 dynamic range: int8 weights, float activations quantized by the kernels")
-            from edgekit.export.api import edgekit_version
-
-            meta = {"version": edgekit_version(), "precision": precision, "format": "tflite"}
-            meta.update({k: str(v) for k, v in (opts["metadata"] or {}).items()})
-            if precision == "int8":
-                meta["int8_mode"] = opts["int8_mode"]
+            written = _convert_at(model, examples, precision, raw, calibration, opts, nhwc)
+            mode = "prequantized" if opts["prequantized"] else opts["int8_mode"]
             passes = finish(
                 raw,
                 out_path,
-                meta,
+                self.metadata(precision, {**opts, "int8_mode": mode}),
                 optimize=bool(opts["optimize"]),
                 strip_names=bool(opts["strip_names"]),
-                float_io=precision == "int8" and opts["int8_mode"] == "full" and opts["io_dtype"] == "float32",
+                float_io=precision == "int8" and mode == "full" and opts["io_dtype"] == "float32",
             )
-        artifact = self.inspect(out_path)
-        artifact.precision = precision
-        artifact.versions.pop("edgekit_exported_with", None)
-        artifact.versions.update(self.versions())
-        artifact.versions["converter"] = "litert-torch" + (" + PT2E (torchao)" if calib_summary and calib_summary.get("n_samples") else "")
-        artifact.versions["runtime"] = "ai-edge-litert"
-        artifact.calibration = calib_summary
-        artifact.export_seconds = time.perf_counter() - started
         if passes:
-            notes.append(detail("flatbuffer passes: " + ", ".join(f"{k} {v}" for k, v in passes.items() if v)))
-        from edgekit.export.parity import layout_note
+            written.notes.append(detail("flatbuffer passes: " + ", ".join(f"{k} {v}" for k, v in passes.items() if v)))
 
-        for i in nhwc:
-            notes.append(layout_note(artifact.inputs[i].name))
-        artifact.notes = notes + artifact.notes
-        return artifact
+        def layout_notes(artifact: Artifact) -> list[str]:
+            from edgekit.export.parity import layout_note
+
+            return [layout_note(artifact.inputs[i].name) for i in nhwc]
+
+        written.more_notes = layout_notes
+        return written
 
     # -- inspect ----------------------------------------------------------------------------
 
@@ -269,13 +220,44 @@ class TfliteFormat:
 FORMAT = TfliteFormat()
 
 
+def _convert_at(model: Any, examples: tuple[Any, ...], precision: str, raw: Path, calibration: Any,
+                opts: dict[str, Any], nhwc: list[int]) -> Written:
+    """The converter's ``.tflite`` at ``raw`` for ``precision`` (before edgekit's flatbuffer passes)."""
+    if precision == "int8" and opts["prequantized"]:
+        torch2tflite_program(model, examples, raw, bool(opts["per_channel"]), nhwc)
+        return Written("litert-torch + PT2E (torchao)", {"method": "pt2e program", "n_samples": 0},
+                       ["int8 from a quantized PT2E program (QAT), converted as it is"])
+    if precision == "int8" and opts["int8_mode"] == "full":
+        if calibration is None:
+            raise UsageError(
+                "full-integer int8 needs calibration data",
+                "pass calibration= (100-500 representative inputs), or options={'int8_mode': 'dynamic'}",
+            )
+        names = cal.input_names(model, len(examples))
+        feeds = cal.to_feeds(calibration, names, "calibration data")
+        cal.check_shapes(feeds, examples, names, "calibration data")
+        stats = torch2tflite_int8(model, examples, feeds, names, raw, opts, nhwc)
+        summary = cal.summary(feeds, opts["calibration_method"], weight_type="int8", activation_type="int8",
+                              per_channel=bool(opts["per_channel"]), **stats)
+        return Written("litert-torch + PT2E (torchao)", summary, [
+            f"int8 full-integer (PT2E): int8 per-{'channel' if opts['per_channel'] else 'tensor'} weights, "
+            f"int8 activations, {opts['io_dtype']} inputs/outputs"])
+    torch2tflite(model, examples, raw, nhwc)
+    if precision == "fp16":
+        _float16(raw)
+        return Written("litert-torch", notes=["fp16 weights; inputs and outputs stay float32"])
+    if precision == "int8":
+        _dynamic_range(raw)
+        return Written("litert-torch", {"method": "dynamic", "n_samples": 0},
+                       ["int8 dynamic range: int8 weights, float activations quantized by the kernels"])
+    return Written("litert-torch")
+
+
 # -- torch → TFLite ----------------------------------------------------------------------------
 
 
 def _convert(module: Any, examples: tuple[Any, ...], out: Path, model_for_errors: Any, **kwargs: Any) -> None:
     import litert_torch
-
-    from edgekit.export.api import quiet
 
     try:
         with quiet():
@@ -318,8 +300,6 @@ def torch2tflite_int8(
     from litert_torch.quantize.quant_config import QuantConfig
     from torchao.quantization.pt2e import quantize_pt2e
 
-    from edgekit.export.api import quiet
-
     nhwc = nhwc or []
     module, args = _channels_last(model, examples, nhwc)
     try:
@@ -335,11 +315,83 @@ def torch2tflite_int8(
     quantizer = (EdgeQuantizer() if fixes else pq.PT2EQuantizer()).set_global(config)
     with quiet():
         prepared = quantize_pt2e.prepare_pt2e(graph, quantizer)
+    used = _calibrate(prepared, module, args, config, fixes, feeds, names, nhwc)
+    with quiet():
+        converted = quantize_pt2e.convert_pt2e(prepared, fold_quantize=False)
+    rerouted = route_through_dq(converted) if fixes else 0
+    _convert(converted, args, out, model, quant_config=QuantConfig(pt2e_quantizer=quantizer))
+    return {"samples_used": used, "pads_folded": folded, "float_edges_rerouted": rerouted}
+
+
+CALIBRATION_BATCH = 16  # samples per calibration call when the graph is exported for one
+
+
+def _calibrate(prepared: Any, module: Any, args: tuple[Any, ...], config: Any, fixes: bool,
+               feeds: dict[str, np.ndarray], names: list[str], nhwc: list[int]) -> int:
+    """Run the calibration samples through ``prepared``'s observers; the number used.
+
+    A graph exported for batch 1 would see the samples one call at a time, and a histogram
+    observer's fixed cost per call (re-binning 2048 bins × 128) dominated: 100 sentences through
+    a 6-layer encoder's ~100 observers took minutes. So the full batches go through a copy of the
+    graph exported and prepared for CALIBRATION_BATCH, whose observer state is then loaded into
+    ``prepared`` (same graph, same observers: checked, else one call per sample as before), and
+    the remainder goes through ``prepared`` itself: every sample observed once, no padding."""
     batch = int(args[0].shape[0]) if args[0].dim() else 1
     n = cal.sample_count(feeds)
+    start = used = 0
+    if batch == 1 and n >= 2 * CALIBRATION_BATCH:
+        big = _prepared_for_batch(module, args, config, fixes, CALIBRATION_BATCH)
+        if big is not None and _observers(big).keys() == _observers(prepared).keys():
+            start = n - n % CALIBRATION_BATCH
+            used = _observe(big, {k: v[:start] for k, v in feeds.items()}, names, nhwc, CALIBRATION_BATCH)
+            small = _observers(prepared)
+            for key, observer in _observers(big).items():
+                small[key].load_state_dict(observer.state_dict())
+    if start < n:
+        used += _observe(prepared, {k: v[start:] for k, v in feeds.items()}, names, nhwc, batch, pad=n - start < batch)
+    return used
+
+
+def _prepared_for_batch(module: Any, args: tuple[Any, ...], config: Any, fixes: bool, batch: int) -> Any:
+    """``module`` exported for ``batch`` samples and prepared like the batch-1 graph, or None when
+    it does not export at that batch (a model that hard-codes batch 1)."""
+    import torch
+    from litert_torch.quantize import pt2e_quantizer as pq
+    from torchao.quantization.pt2e import quantize_pt2e
+
+    wide = tuple(a.expand(batch, *a.shape[1:]).contiguous() if a.dim() else a for a in args)
+    try:
+        with quiet():
+            graph = torch.export.export(module, wide, strict=False).module()
+            if fixes:
+                fold_pads(graph)
+            quantizer = (EdgeQuantizer() if fixes else pq.PT2EQuantizer()).set_global(config)
+            return quantize_pt2e.prepare_pt2e(graph, quantizer)
+    except Exception:  # noqa: BLE001 - any failure: calibrate one sample per call instead
+        return None
+
+
+def _observers(prepared: Any) -> dict[str, Any]:
+    """Observer modules by name, with the node each one observes (the same graph gives the same keys)."""
+    from torchao.quantization.pt2e.observer import ObserverBase
+
+    modules = dict(prepared.named_modules())
+    found = {}
+    for node in prepared.graph.nodes:
+        if node.op == "call_module" and isinstance(modules.get(node.target), ObserverBase):
+            source = node.args[0].name if node.args and hasattr(node.args[0], "name") else ""
+            found[(node.target, source, type(modules[node.target]).__name__)] = modules[node.target]
+    return {f"{k[0]}<{k[1]}:{k[2]}": v for k, v in found.items()}
+
+
+def _observe(prepared: Any, feeds: dict[str, np.ndarray], names: list[str], nhwc: list[int], batch: int,
+             pad: bool = False) -> int:
+    """Feed ``feeds`` to ``prepared`` ``batch`` samples per call; the number of real samples fed."""
+    import torch
+
     used = 0
     with torch.no_grad(), quiet():
-        for chunk, real in cal.batches(feeds, batch, pad=n < batch):
+        for chunk, real in cal.batches(feeds, batch, pad=pad):
             tensors = []
             for i, name in enumerate(names):
                 arr = np.asarray(chunk[name])
@@ -350,11 +402,19 @@ def torch2tflite_int8(
                 tensors.append(torch.from_numpy(np.ascontiguousarray(arr)))
             prepared(*tensors)
             used += real
-    with quiet():
-        converted = quantize_pt2e.convert_pt2e(prepared, fold_quantize=False)
-    rerouted = route_through_dq(converted) if fixes else 0
-    _convert(converted, args, out, model, quant_config=QuantConfig(pt2e_quantizer=quantizer))
-    return {"samples_used": used, "pads_folded": folded, "float_edges_rerouted": rerouted}
+    return used
+
+
+def torch2tflite_program(program: Any, examples: tuple[Any, ...], out: Path, per_channel: bool,
+                         nhwc: list[int] | None = None) -> None:
+    """int8 ``.tflite`` at ``out`` from a converted PT2E program (quantization-aware training's),
+    with the settings of litert's quantizer it was prepared with."""
+    from litert_torch.quantize import pt2e_quantizer as pq
+    from litert_torch.quantize.quant_config import QuantConfig
+
+    quantizer = pq.PT2EQuantizer().set_global(pq.get_symmetric_quantization_config(is_per_channel=per_channel))
+    module, args = _channels_last(program, examples, nhwc or [])
+    _convert(module, args, out, program, quant_config=QuantConfig(pt2e_quantizer=quantizer))
 
 
 def _with_minmax_activations(config: Any) -> Any:
@@ -371,19 +431,13 @@ _EXEC_RE = re.compile(r"While executing %(\w+)")
 
 
 def _export_error(exc: Exception, model: Any, examples: tuple[Any, ...]) -> ExportError:
-    from edgekit.export.api import alternatives_hint, exception_text, module_of_op, supported_elsewhere
-
     text = exception_text(exc)
     match = _LOWERING_RE.search(text)
     if match:
         op = match.group(1)
         node = _EXEC_RE.search(text)
-        where = module_of_op(model, examples, op, node.group(1) if node else None)
-        others = supported_elsewhere(op, exclude="tflite", model=model, examples=examples)
-        return UnsupportedOpError(
-            f"litert-torch cannot convert {op}{where}",
-            alternatives_hint(others, "rewrite that part of the model with supported ops"),
-        )
+        return unsupported_op("litert-torch", op, op, "tflite", model, examples, node.group(1) if node else None,
+                              trial=True)
     if "GuardOnDataDependentSymNode" in text or "data-dependent" in text.lower():
         return ExportError(
             "TFLite export needs static shapes, but the model has data-dependent shapes",
@@ -564,8 +618,6 @@ def _float16(path: Path) -> None:
     _need("ai_edge_quantizer", "fp16 TFLite export")
     from ai_edge_quantizer import qtyping, quantizer
 
-    from edgekit.export.api import quiet
-
     with quiet():
         q = quantizer.Quantizer(str(path))
         q.update_quantization_recipe(
@@ -585,8 +637,6 @@ def _float16(path: Path) -> None:
 def _dynamic_range(path: Path) -> None:
     _need("ai_edge_quantizer", "dynamic-range int8 TFLite export")
     from ai_edge_quantizer import quantizer, recipe
-
-    from edgekit.export.api import quiet
 
     with quiet():
         q = quantizer.Quantizer(str(path), recipe.dynamic_wi8_afp32())
@@ -1072,4 +1122,5 @@ def _guess_precision(model: Any, sg: Any) -> str:
     return "fp32"
 
 
-__all__ = ["FORMAT", "EdgeQuantizer", "TfliteFormat", "finish", "fold_pads", "resolve_options", "route_through_dq", "torch2tflite", "torch2tflite_int8"]
+__all__ = ["FORMAT", "EdgeQuantizer", "TfliteFormat", "finish", "fold_pads", "resolve_options", "route_through_dq",
+           "torch2tflite", "torch2tflite_int8", "torch2tflite_program"]

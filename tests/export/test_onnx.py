@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import onnx
 import pytest
 import torch
+from onnx import numpy_helper
 
 from edgekit.errors import ExportError, UnsupportedOpError, UnsupportedPrecisionError, UsageError
 from edgekit.export import get_format
@@ -68,6 +70,20 @@ def test_int8_is_smaller_and_calibration_recorded(exported) -> None:
     _, int8 = exported("onnx", "cnn", "int8")
     assert int8.size_bytes < 0.7 * fp32.size_bytes
     assert int8.calibration["per_channel"] is True and int8.calibration["activation_type"] == "uint8"
+
+
+def test_symmetric_activations_have_zero_point_zero(exported, export_case, tmp_path) -> None:
+    _, artifact = exported("onnx", "cnn", "int8", activation_type="int8", activation_symmetric=True)
+    model = onnx.load(str(artifact.path))
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    zero_points = [inits[n.input[2]] for n in model.graph.node
+                   if n.op_type == "QuantizeLinear" and len(n.input) > 2 and n.input[2] in inits]
+    assert zero_points and all(z.dtype == np.int8 and not z.any() for z in zero_points)
+    assert artifact.parity["passed"]
+    case = export_case("cnn")
+    with pytest.raises(UsageError, match="activation_symmetric needs activation_type='int8'"):
+        export(case.model, case.examples, "onnx", "int8", calibration=case.calibration, out_dir=tmp_path,
+               options={"activation_symmetric": True})
 
 
 def test_dynamic_int8_for_linear_models(exported) -> None:

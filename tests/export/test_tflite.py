@@ -192,3 +192,41 @@ def test_missing_extra_names_the_pip_command(export_case, tmp_path, monkeypatch:
         export(case.model, case.examples, "tflite", "fp32", out_dir=tmp_path)
     assert info.value.extra == "tflite" and "pip install 'edgekit[tflite]'" in info.value.hint
     assert list(tmp_path.iterdir()) == []
+
+
+def test_batch_one_graphs_calibrate_in_batches_with_the_same_result(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Full batches go through a copy of the graph exported for CALIBRATION_BATCH and its observer
+    state is loaded into the batch-1 graph; with min/max observers (order-free) the file equals the
+    one calibrated a sample per call, and every sample is counted once."""
+    from edgekit.export import tflite
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.ReLU(), torch.nn.Flatten(),
+                                torch.nn.Linear(4 * 6 * 6, 3)).eval()
+    calibration = np.random.default_rng(1).standard_normal((37, 1, 8, 8)).astype(np.float32)
+    options = {"calibration_method": "minmax", "weight_rounding": "nearest"}
+    calls: list[int] = []
+    real_observe = tflite._observe
+    monkeypatch.setattr(tflite, "_observe", lambda prepared, feeds, names, nhwc, batch, pad=False:
+                        calls.append(batch) or real_observe(prepared, feeds, names, nhwc, batch, pad))
+    batched = export(model, torch.zeros(1, 1, 8, 8), "tflite", "int8", calibration=calibration, options=options,
+                     out_dir=tmp_path / "batched")
+    assert calls == [tflite.CALIBRATION_BATCH, 1]  # 32 in batches of 16, the last 5 one by one
+    monkeypatch.setattr(tflite, "CALIBRATION_BATCH", 10**6)  # too few samples to batch: one per call
+    single = export(model, torch.zeros(1, 1, 8, 8), "tflite", "int8", calibration=calibration, options=options,
+                    out_dir=tmp_path / "single")
+    assert calls[2:] == [1]
+    assert batched.calibration["n_samples"] == single.calibration["n_samples"] == 37
+    # batched convolutions round differently in the last float bit: the ranges agree to that
+    a, b = _quantization(batched.path), _quantization(single.path)
+    assert a.keys() == b.keys() and len(a) >= 5  # input, conv, relu'd conv, linear, output
+    for name, (scale, zero) in a.items():
+        assert b[name][1] == zero and b[name][0] == pytest.approx(scale, rel=1e-5), name
+
+
+def _quantization(path) -> dict[int, tuple[float, int]]:
+    from ai_edge_litert.interpreter import Interpreter
+
+    details = Interpreter(model_path=str(path)).get_tensor_details()
+    return {d["index"]: (float(d["quantization"][0]), int(d["quantization"][1])) for d in details
+            if d["quantization"][0] != 0}  # by index: the export strips tensor names
