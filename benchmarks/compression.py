@@ -52,7 +52,7 @@ from edgekit.compress import (  # noqa: E402
 from edgekit.compress.measure import count_macs, count_params, evaluate, gzip_bytes, state_bytes  # noqa: E402
 from edgekit.compress.quantize import evaluate_file, export_onnx_fp32, export_tflite_fp32  # noqa: E402
 from edgekit.data import load_fashion_mnist  # noqa: E402
-from edgekit.datasets import ArrayLoader, TrainData, train_data  # noqa: E402
+from edgekit.data.training import ArrayLoader, TrainData, train_data  # noqa: E402
 from edgekit.examples.fashion_cnn import FashionCNN, build  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "compression.json"

@@ -14,10 +14,12 @@ Scenarios and targets:
   runner's own time (the supervisor's fork-to-exit wall time, summed over the three jobs);
 * a device behind an 8 Mbit/s link (network namespace + veth + tbf): a warm redeploy of the
   5 MiB model transfers 0 bytes;
-* fleets behind 100 ms-RTT links (a delay proxy on 127.0.0.1 per device): 8 devices take
-  <= 2x the wall time of 1 (cold and warm). Host CPU (this process: paramiko, hashing) is
-  reported beside wall time; the proxy's CPU separately. The 8 stand-in devices share this
-  host's cores, so their runners compete for CPU in a way real devices would not.
+* fleets behind 100 ms-RTT links (a delay proxy on 127.0.0.1 per device): edgekit's own
+  overhead for 8 devices (wall time beyond the slowest device's runner time) is <= 1.5x that
+  for 1 (cold and warm). The 8 stand-in devices share this host's cores, so their runners
+  compete for CPU in a way real devices would not: their runner time measures the stand-ins,
+  not edgekit, and is reported beside (with the plain wall-time ratio). Host CPU (this
+  process: paramiko, hashing) is reported beside wall time; the proxy's CPU separately.
 
     .venv/bin/python benchmarks/deploy.py [--quick] [--model-mib 5] [--no-netns]
 
@@ -52,7 +54,10 @@ from edgekit.report.progress import NULL_PROGRESS  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "deploy.json"
 WARM_OVERHEAD_TARGET_S = 0.5
-FLEET_RATIO_TARGET = 2.0
+# edgekit's own fleet overhead (wall time beyond the slowest device's runner time) for 8
+# devices at most this × that for 1: the runner time itself measures the stand-in devices (8 of
+# them share this host's cores), not edgekit
+FLEET_RATIO_TARGET = 1.5
 FLEET_SIZE = 8
 RTT_MS = 100.0
 SHAPED_RATE = "8mbit"
@@ -186,15 +191,15 @@ class Lab:
 
 @contextlib.contextmanager
 def lab(n_servers: int) -> Iterator[Lab]:
-    from tests.fixtures.sshd import _device_python, _scratch_dir, ensure_device_user, make_keypair, start_sshd
+    from tests.fixtures.sshd import device_python, ensure_device_user, make_keypair, scratch_dir, start_sshd
 
     account = ensure_device_user()
-    base = _scratch_dir()
+    base = scratch_dir()
     servers: list[Any] = []
     try:
         key = base / "id_ed25519"
         (base / "authorized_keys").write_text(make_keypair(key) + "\n")
-        python, env_config, ok, problem = _device_python(account)
+        python, env_config, ok, problem = device_python(account)
         if not ok:
             raise SystemExit(f"the device python cannot run models: {problem}")
         known_hosts = base / "known_hosts"
@@ -224,7 +229,7 @@ def one_deploy(prepared: PreparedDeploy, host: str, ssh: dict[str, Any], local: 
 
     options = DeployOptions(runs=50, warmup=5, threads=1)
     cpu0, wall0 = time.process_time(), time.monotonic()
-    target = create_target(prepared.profile, host=host, **ssh)
+    target = create_target(prepared.profile, host=host, ssh=ssh)
     report = measure_on_target(prepared, target, options, NULL_PROGRESS, local=local)
     wall = time.monotonic() - wall0
     transfer = report.target.transfer
@@ -329,13 +334,17 @@ def fleets(the_lab: Lab, prepared: PreparedDeploy, size: int) -> dict[str, Any]:
                         "bytes_pushed": sum(r.bytes_pushed or 0 for r in report.rows),
                         "runner_s_mean": round(statistics.mean(r.report.target.transfer["runner_s"]
                                                                for r in report.rows), 3),
+                        "runner_s_max": round(max(r.report.target.transfer["runner_s"] for r in report.rows), 3),
+                        "overhead_s": round(report.wall_s - max(r.report.target.transfer["runner_s"]
+                                                                for r in report.rows), 3),
                         "p50_ms": [r.p50_ms for r in report.rows],
                         "device_wall_s": [round(r.wall_s, 3) for r in report.rows],
                     }
     finally:
         deploy_module.prepare_deploy = real_prepare
     for phase in ("cold", "warm"):
-        out[f"{phase}_ratio"] = round(out[f"{phase}_{size}"]["wall_s"] / out[f"{phase}_1"]["wall_s"], 2)
+        out[f"{phase}_wall_ratio"] = round(out[f"{phase}_{size}"]["wall_s"] / out[f"{phase}_1"]["wall_s"], 2)
+        out[f"{phase}_ratio"] = round(out[f"{phase}_{size}"]["overhead_s"] / out[f"{phase}_1"]["overhead_s"], 2)
     out["target_ratio"] = FLEET_RATIO_TARGET
     out["met"] = all(out[f"{phase}_ratio"] <= FLEET_RATIO_TARGET for phase in ("cold", "warm"))
     return out
@@ -379,9 +388,10 @@ def table(results: dict[str, Any]) -> str:
                 continue
             target = met = ""
             if n != 1:
-                target = f"<= {FLEET_RATIO_TARGET}x of 1 ({fl[f'{phase}_ratio']}x)"
+                target = f"beyond runner <= {FLEET_RATIO_TARGET}x of 1 ({fl[f'{phase}_ratio']}x)"
                 met = "yes" if fl[f"{phase}_ratio"] <= FLEET_RATIO_TARGET else "NO"
-            rows.append((f"fleet of {n}, {RTT_MS:.0f} ms RTT, {phase}", r["wall_s"], f"{r['runner_s_mean']} (mean)", "",
+            rows.append((f"fleet of {n}, {RTT_MS:.0f} ms RTT, {phase}", r["wall_s"], f"{r['runner_s_max']} (slowest)",
+                         r["overhead_s"],
                          f"{r['host_cpu_s']} (+proxy {r['proxy_cpu_s']})", _mib(r["bytes_pushed"]), target, met))
     widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows)

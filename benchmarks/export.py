@@ -464,7 +464,7 @@ def main(argv: list[str] | None = None) -> int:
               "rows": rows, "targets": targets, "skipped": skipped}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    from edgekit.export.base import write_json_atomic
+    from edgekit.outputs import write_json_atomic
 
     from hostkind import stamp
 

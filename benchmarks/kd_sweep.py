@@ -52,7 +52,7 @@ sys.path.insert(0, str(ROOT))
 from edgekit.compress import DistillConfig, FinetuneConfig, distill, finetune  # noqa: E402
 from edgekit.compress.measure import evaluate  # noqa: E402
 from edgekit.data import FASHION_MNIST_PREPROCESS, load_fashion_mnist  # noqa: E402
-from edgekit.datasets import FASHION_MNIST_VAL_SIZE, ArrayLoader, TrainData, train_data  # noqa: E402
+from edgekit.data.training import FASHION_MNIST_VAL_SIZE, ArrayLoader, TrainData, train_data  # noqa: E402
 from edgekit.examples.fashion_cnn import FashionCNN, build  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "benchmarks"))

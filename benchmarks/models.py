@@ -230,6 +230,64 @@ def export_variant(name: str, spec: dict[str, Any], fmt: str, precision: str, mo
     return artifact, row
 
 
+def chosen_int8(name: str, spec: dict[str, Any], fmt: str, out_dir: Path, _done: list[Any]) -> tuple[Any, dict]:
+    """edgekit's default int8 path (``export --precision int8`` with no ``--int8-mode``): every
+    mode tried on held-out calibration samples, the most accurate within 0.30× fp32 kept."""
+    from edgekit.data import Dataset
+    from edgekit.errors import EdgekitError
+    from edgekit.export import calibration as cal
+    from edgekit.export.int8_modes import choose_int8_mode
+
+    names = cal.input_names(spec["model"], len(spec["calibration"]))
+    data = Dataset(name=f"{name} calibration", source="benchmark", inputs=dict(zip(names, spec["calibration"])))
+    metric = "embedding" if spec["metric"] == "embedding" else "agreement"  # calibration samples carry no labels
+    row: dict[str, Any] = {"model": name, "format": fmt, "precision": "int8", "int8_mode": "chosen"}
+    start = time.perf_counter()
+    try:
+        picked = choose_int8_mode(spec["model"], spec["example"], fmt, data, out_dir, f"{name}-{fmt}-int8-chosen",
+                                  metric=metric)
+    except EdgekitError as exc:
+        row.update(status=type(exc).__name__, error=str(exc), hint=exc.hint, export_s=time.perf_counter() - start)
+        return None, row
+    artifact = picked.artifact
+    row.update(status="ok", export_s=time.perf_counter() - start, file=artifact.path.name, size_bytes=artifact.size_bytes,
+               int8_mode=f"chosen: {picked.chosen.mode}", because=picked.because,
+               candidates=[r.to_dict() for r in picked.rows])
+    parity = artifact.parity or {}
+    row.update(parity_max_abs_diff=parity.get("max_abs_diff", float("nan")), parity_passed=parity.get("passed"))
+    return artifact, row
+
+
+def ort_quantize_dynamic(name: str, spec: dict[str, Any], fmt: str, out_dir: Path, done: list[Any]) -> tuple[Any, dict]:
+    """ONNX Runtime's own ``quantize_dynamic`` with its defaults on edgekit's fp32 ONNX: the yardstick."""
+    import dataclasses
+
+    from onnxruntime.quantization import quantize_dynamic
+
+    from edgekit.export.base import sha256_file
+
+    row: dict[str, Any] = {"model": name, "format": fmt, "precision": "int8", "int8_mode": "ort quantize_dynamic"}
+    base = next((a for a in done if a.format == fmt and a.precision == "fp32"), None)
+    if base is None:
+        row.update(status="skipped", error="needs the fp32 ONNX row", hint="include fp32 in --variants", export_s=0.0)
+        return None, row
+    out = out_dir / f"{name}-onnx-int8-ort-dynamic.onnx"
+    start = time.perf_counter()
+    quantize_dynamic(str(base.path), str(out))
+    artifact = dataclasses.replace(base, path=out, precision="int8", size_bytes=out.stat().st_size,
+                                   sha256=sha256_file(out), parity=None, calibration=None)
+    row.update(status="ok", export_s=time.perf_counter() - start, file=out.name, size_bytes=artifact.size_bytes,
+               parity_max_abs_diff=float("nan"), parity_passed=None)
+    return artifact, row
+
+
+# format → (label, maker) run after VARIANTS: edgekit's choice and, for ONNX, ORT's own dynamic quantizer
+EXTRA_VARIANTS: dict[str, list[tuple[str, Callable[..., tuple[Any, dict]]]]] = {
+    "onnx": [("int8 chosen", chosen_int8), ("ort dynamic", ort_quantize_dynamic)],
+    "tflite": [("int8 chosen", chosen_int8)],
+}
+
+
 def task_metric(spec: dict[str, Any], artifact: Any, reference: np.ndarray) -> dict[str, Any]:
     from edgekit import metrics
     from edgekit.export import calibration as cal
@@ -283,6 +341,16 @@ def run_model(name: str, spec: dict[str, Any], formats: list[str], args: argpars
                 continue
             print(f"  {name} {fmt} {label} ...", flush=True)
             artifact, row = export_variant(name, spec, fmt, precision, mode, out_dir)
+            row.update(variant=label, weights=spec["weights"], data=spec["data"], float_metric=float_metric)
+            if artifact is not None:
+                row["metric"] = task_metric(spec, artifact, reference)
+                artifacts.append(artifact)
+            rows.append(row)
+        for label, make in EXTRA_VARIANTS.get(fmt, []):
+            if args.variants and label.replace(" ", "-") not in args.variants.split(","):
+                continue
+            print(f"  {name} {fmt} {label} ...", flush=True)
+            artifact, row = make(name, spec, fmt, out_dir, artifacts)
             row.update(variant=label, weights=spec["weights"], data=spec["data"], float_metric=float_metric)
             if artifact is not None:
                 row["metric"] = task_metric(spec, artifact, reference)
@@ -383,7 +451,7 @@ def main(argv: list[str] | None = None) -> int:
               "rows": rows, "skipped": skipped}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    from edgekit.export.base import write_json_atomic
+    from edgekit.outputs import write_json_atomic
 
     write_json_atomic(out, result)
     print(f"\nwrote {out} ({time.perf_counter() - started:.0f} s)")

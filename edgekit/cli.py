@@ -15,6 +15,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 from edgekit import __version__
 from edgekit.errors import EdgekitError, ExitCode, UsageError
+from edgekit.export import FORMATS, int8_mode_names
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -112,7 +113,7 @@ def _print_notes(notes: Sequence[str], verbose: bool, indent: str = "") -> None:
 
 
 def _write_report(path: str, report: Any) -> None:
-    from edgekit.export.base import write_json_atomic
+    from edgekit.outputs import write_json_atomic
 
     Path(path).parent.mkdir(parents=True, exist_ok=True)  # checked writable before the run
     write_json_atomic(Path(path), report.model_dump(mode="json"))
@@ -120,10 +121,10 @@ def _write_report(path: str, report: Any) -> None:
 
 def _check_addresses(hosts: Sequence[str]) -> None:
     """A malformed --host is refused before the export, not after it."""
-    from edgekit.targets.sshconfig import parse_address
+    from edgekit.targets.registry import check_address
 
     for host in hosts:
-        parse_address(host)
+        check_address(host)
 
 
 def _check_deploy_outputs(args: argparse.Namespace) -> None:
@@ -195,7 +196,7 @@ def _add_deploy(sub: argparse._SubParsersAction) -> None:
                        help="[user@]addr[:port] or an ~/.ssh/config alias; repeat it to profile a fleet")
     where.add_argument("--hosts", metavar="FLEET_YAML", help="profile every device listed in this file at once")
     p.add_argument("--concurrency", type=_int_at_least(1), help="fleet: devices measured at the same time (default up to 8)")
-    p.add_argument("--format", choices=["onnx", "tflite"], help="override the profile's preferred format")
+    p.add_argument("--format", choices=list(FORMATS), help="override the profile's preferred format")
     p.add_argument("--precision", choices=["fp32", "fp16", "int8"], help="override the profile's precision")
     p.add_argument("--weights", help="state_dict file for a pkg.module:fn model")
     p.add_argument("--input-shape", help="input shape for a pkg.module:fn model, e.g. 1,3,224,224")
@@ -500,7 +501,10 @@ def _add_ssh_flags(p: argparse.ArgumentParser) -> None:
                      help="ask for an SSH password (tried after the keys; never stored or logged)")
 
 
-def _ssh_options(args: argparse.Namespace) -> dict[str, Any]:
+def _ssh_options(args: argparse.Namespace) -> Any:
+    """The SSH flags as one ``SSHOptions`` (built here once; deploy, fleets and provision take it)."""
+    from edgekit.targets.ssh_options import SSHOptions
+
     options = {"key_filename": args.identity, "known_hosts": args.known_hosts,
                "accept_new_host_key": args.accept_new_host_key or None, "python": args.python}
     for name in ("connect_timeout", "command_timeout"):
@@ -516,7 +520,7 @@ def _ssh_options(args: argparse.Namespace) -> dict[str, Any]:
         options["password"] = getpass.getpass("SSH password: ")
     if sys.stdin.isatty():
         options["passphrase"] = _passphrase_prompt()
-    return options
+    return SSHOptions.from_mapping(options)
 
 
 def _passphrase_prompt() -> Callable[[Path], str]:
@@ -553,10 +557,8 @@ def _add_device(sub: argparse._SubParsersAction) -> None:
 def _cmd_device(args: argparse.Namespace) -> int:
     from edgekit.targets.ssh import clean_device
 
-    ssh = _ssh_options(args)
-    if args.workdir:
-        ssh["workdir"] = args.workdir
-    removed = clean_device(args.host, device=args.device, profile_files=args.profile, **ssh)
+    ssh = _ssh_options(args).merged({"workdir": args.workdir or None})
+    removed = clean_device(args.host, device=args.device, profile_files=args.profile, ssh=ssh)
     if args.json:
         print(json.dumps(removed, indent=2))
     else:
@@ -777,13 +779,13 @@ def _cmd_compress(args: argparse.Namespace) -> int:
 def _add_export(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("export", help="export a model to ONNX or TFLite, check it against torch, write a manifest")
     p.add_argument("model", help="example:NAME or pkg.module:fn")
-    p.add_argument("--format", required=True, choices=["onnx", "tflite"])
+    p.add_argument("--format", required=True, choices=list(FORMATS))
     p.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "int8"])
     p.add_argument("--weights", help="state_dict file for a pkg.module:fn model")
     p.add_argument("--input-shape", help="input shape for a pkg.module:fn model, e.g. 1,3,224,224")
     p.add_argument("--calibration-method", choices=["minmax", "percentile", "entropy", "histogram"],
                    help="how int8 ranges are chosen (ONNX: minmax/percentile/entropy; TFLite: minmax/histogram)")
-    p.add_argument("--int8-mode", choices=["static", "dynamic", "full"],
+    p.add_argument("--int8-mode", choices=_RegistryChoices(int8_mode_names), metavar="MODE",
                    help="ONNX: static (QDQ, default) or dynamic; TFLite: full (integer I/O, default) or dynamic")
     p.add_argument("--weight-rounding", choices=["gptq", "nearest"],
                    help="static/full int8: gptq (default: rounding that preserves each layer's outputs on the "
@@ -823,7 +825,25 @@ def _export_options(args: argparse.Namespace) -> dict[str, Any]:
     return options
 
 
-_INT8_MODES = {"onnx": ("static", "dynamic"), "tflite": ("full", "dynamic")}
+class _RegistryChoices:
+    """argparse choices read from the format registry when first needed (the flag given): building
+    the parser stays free of the format modules' imports (numpy). Give the argument a metavar:
+    argparse lists the choices of one without it while building the parser."""
+
+    def __init__(self, names: Callable[[], list[str]]) -> None:
+        self._names = names
+
+    def __contains__(self, value: object) -> bool:
+        return value in self._names()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names())
+
+
+def _int8_modes(fmt: str) -> tuple[str, ...]:
+    from edgekit.export import get_format
+
+    return get_format(fmt).int8_modes
 
 
 def _check_export_flags(args: argparse.Namespace) -> None:
@@ -831,9 +851,10 @@ def _check_export_flags(args: argparse.Namespace) -> None:
     from edgekit.errors import UsageError
     from edgekit.outputs import check_output_dir
 
-    if args.int8_mode and args.int8_mode not in _INT8_MODES[args.format]:
+    modes = _int8_modes(args.format)
+    if args.int8_mode and args.int8_mode not in modes:
         raise UsageError(f"--int8-mode {args.int8_mode} does not apply to {args.format}",
-                         f"{args.format} takes --int8-mode {' or '.join(_INT8_MODES[args.format])}")
+                         f"{args.format} takes --int8-mode {' or '.join(modes)}")
     for flag, given in (("--float-io", args.float_io), ("--channels-last", args.channels_last)):
         if given and args.format != "tflite":
             raise UsageError(f"{flag} applies to --format tflite only", "drop it for onnx")
@@ -846,7 +867,10 @@ def _check_export_flags(args: argparse.Namespace) -> None:
 
 
 def _needs_calibration(args: argparse.Namespace) -> bool:
-    return args.precision == "int8" and (args.int8_mode or _INT8_MODES[args.format][0]) != "dynamic"
+    from edgekit.export import get_format
+
+    mode = {"int8_mode": args.int8_mode} if args.int8_mode else {}
+    return args.precision == "int8" and get_format(args.format).needs_calibration("int8", mode)
 
 
 def _cmd_export(args: argparse.Namespace) -> int:

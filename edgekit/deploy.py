@@ -39,7 +39,7 @@ from edgekit.report.schema import (
 from edgekit.report.progress import Progress, as_progress
 from edgekit.report.stats import latency_summary
 from edgekit.resources import runner_path
-from edgekit.targets import RunJob, Target, create_target
+from edgekit.targets import RunJob, SSHOptions, Target, create_target
 
 PARITY_SAMPLES = 64
 ARTIFACTS = "artifacts"  # the work folder's subfolder the artifacts are exported into
@@ -76,7 +76,11 @@ class DeployOptions:
     metric: str | None = None  # classification | agreement | embedding | regression (default: inferred)
     preprocess: Any = None  # edgekit.data.Preprocess for image folders (default: the model's own)
     input_specs: Sequence[str | InputSpec] | None = None  # --input NAME:SHAPE[:DTYPE[:LOW..HIGH]]
-    ssh: dict[str, Any] = field(default_factory=dict)  # accept_new_host_key, known_hosts, key_filename...
+    # how to reach a device (SSHOptions; a mapping of its fields is taken too)
+    ssh: SSHOptions = field(default_factory=SSHOptions)
+
+    def __post_init__(self) -> None:
+        self.ssh = SSHOptions.coerce(self.ssh)
 
 
 @dataclass
@@ -115,20 +119,7 @@ def choose_format(profile: DeviceProfile, fmt: str | None, precision: str | None
 
 
 def _require_exportable(fmt: str, precision: str) -> None:
-    exporter = get_format(fmt)
-    if precision not in exporter.precisions:
-        from edgekit.errors import UnsupportedPrecisionError
-
-        raise UnsupportedPrecisionError(
-            f"{fmt} does not support precision {precision!r}", f"choose one of: {', '.join(exporter.precisions)}"
-        )
-    if not exporter.available():
-        from edgekit.errors import MissingDependencyError
-
-        raise MissingDependencyError(
-            f"exporting {fmt} needs the [{exporter.extra}] extra", f"pip install 'edgekit[{exporter.extra}]'",
-            extra=exporter.extra,
-        )
+    get_format(fmt).require(precision)
 
 
 def deploy(model: str, device: str, options: DeployOptions | None = None,
@@ -141,7 +132,7 @@ def deploy(model: str, device: str, options: DeployOptions | None = None,
     with tempfile.TemporaryDirectory(prefix="edgekit-deploy-") as tmp:
         prepared = prepare_deploy(model, device, options, say, Path(tmp), publish=False)
         target = create_target(prepared.profile, emulate=options.emulate, host=options.host, progress=say,
-                               **options.ssh)
+                               ssh=options.ssh)
         report = measure_on_target(prepared, target, options, say)
         if options.out_dir:  # only a run that succeeded leaves its artifacts behind
             publish_artifacts(prepared, Path(options.out_dir))
@@ -283,7 +274,7 @@ def measure_on_target(prepared: PreparedDeploy, target: Target, options: DeployO
 
 def _run_recipe(resolved: ResolvedModel, options: DeployOptions) -> Any:
     from edgekit.compress.recipe import load_recipe, run_recipe
-    from edgekit.datasets import model_preprocess, train_data_for_model
+    from edgekit.data.training import model_preprocess, train_data_for_model
 
     recipe = load_recipe(options.recipe)
     data = options.recipe_data or resolved.dataset

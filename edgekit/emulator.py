@@ -45,13 +45,14 @@ import shutil
 import signal
 import socket
 import subprocess
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from edgekit.errors import MissingDependencyError, TargetError, UsageError
+from edgekit.outputs import write_json_atomic, write_text_atomic
+from edgekit.resources import IMAGE_VERSIONS_NAME, NAMESPACE_SCRIPT_NAME, program_text
 
 CACHE_ENV = "EDGEKIT_EMULATOR_CACHE"
 MIRROR_ENV = "EDGEKIT_DEBIAN_MIRROR"
@@ -361,20 +362,6 @@ def _read_json(path: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def _write_json(path: Path, data: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(data, handle, indent=2, sort_keys=True)
-            handle.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
 def image_info(spec: ImageSpec) -> dict[str, Any] | None:
     """The built image's ``image.json`` (None when it is not built)."""
     meta = _read_json(spec.meta_path)
@@ -426,12 +413,8 @@ def _chroot(rootfs: Path, *argv: str, timeout: float = 300) -> str:
     return proc.stdout
 
 
-_VERSIONS_SCRIPT = (
-    "import json, platform, sys\n"
-    "try:\n    import numpy; n = numpy.__version__\nexcept Exception:\n    n = None\n"
-    "print(json.dumps({'python': platform.python_version(), 'numpy': n, 'machine': platform.machine(),"
-    " 'glibc': platform.libc_ver()[1]}))\n"
-)
+# What the built root filesystem has (runtimes/image_versions.py), run there by chroot.
+_VERSIONS_SCRIPT = program_text(IMAGE_VERSIONS_NAME)
 
 
 def build_image(spec: ImageSpec, *, rebuild: bool = False, progress: Progress | None = None,
@@ -494,7 +477,7 @@ def build_image(spec: ImageSpec, *, rebuild: bool = False, progress: Progress | 
             "size_mib": _du_mib(spec.rootfs),
             **versions,
         }
-        _write_json(spec.meta_path, meta)
+        write_json_atomic(spec.meta_path, meta, sort_keys=True)
         say(f"root filesystem ready in {meta['build_seconds']:.0f} s ({meta['size_mib']} MiB): "
             f"Python {versions['python']}, numpy {versions['numpy']}")
         return meta
@@ -738,11 +721,7 @@ def _write_include_file() -> None:
     header = ("# Written by edgekit: one Host entry per running emulated device.\n"
               f"# Use it with `Include {include_file()}` in ~/.ssh/config (edgekit never edits that file).\n")
     text = header + ("\n".join(entries) if entries else "# (no emulated device is running)\n")
-    path = include_file()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    write_text_atomic(include_file(), text)
 
 
 def _free_port(preferred: int | None = None) -> int:
@@ -864,39 +843,9 @@ def _remove_cgroup(path: str | None) -> None:
 # ------------------------------------------------------------------------------------ start / stop
 
 
-# Runs as root in the new mount + PID namespaces (PID 1 there), then becomes the guest's sshd.
-# Every mount dies with the namespace. Arguments: root base inst mode user uid gid home cpu.
-_NAMESPACE_SCRIPT = r"""set -eu
-root=$1 base=$2 inst=$3 mode=$4 user=$5 uid=$6 gid=$7 home=$8 cpu=$9
-if [ "$mode" = overlay ]; then
-  mount -t overlay edgekit-overlay -o "lowerdir=$base,upperdir=$inst/upper,workdir=$inst/work" "$root"
-fi
-mount -t proc proc "$root/proc"
-mount -t tmpfs -o mode=0755,size=64m,nosuid,nodev tmpfs "$root/run"
-mkdir -m 0755 "$root/run/sshd"
-if mount -t devpts -o newinstance,ptmxmode=0666,mode=0620 devpts "$root/dev/pts" 2>/dev/null; then
-  mount --bind "$root/dev/pts/ptmx" "$root/dev/ptmx" 2>/dev/null || true
-fi
-# no host /sys (it makes onnxruntime and ai_edge_litert crash under qemu), only the CPU lists
-mount -t tmpfs -o mode=0755,size=1m,nosuid,nodev,noexec tmpfs "$root/sys"
-mkdir -p "$root/sys/devices/system/cpu"
-for f in possible present online; do
-  cat "/sys/devices/system/cpu/$f" > "$root/sys/devices/system/cpu/$f" 2>/dev/null || echo 0 > "$root/sys/devices/system/cpu/$f"
-done
-mkdir -p "$root/etc/edgekit"
-mount --bind "$inst/etc" "$root/etc/edgekit"
-mount -o remount,bind,ro "$root/etc/edgekit"
-install -d -o "$uid" -g "$gid" -m 0700 "$root$home/.ssh"
-install -o "$uid" -g "$gid" -m 0600 "$inst/etc/authorized_keys" "$root$home/.ssh/authorized_keys"
-if [ -n "$cpu" ]; then
-  export QEMU_CPU="$cpu"
-  if [ -f "$inst/etc/ssh_environment" ]; then
-    install -o "$uid" -g "$gid" -m 0600 "$inst/etc/ssh_environment" "$root$home/.ssh/environment"
-  fi
-fi
-echo "edgekit: starting sshd (pid namespace init)" >&2
-exec chroot "$root" /usr/sbin/sshd -D -e -f /etc/edgekit/sshd_config
-"""
+# Runs as root in the new mount + PID namespaces (PID 1 there), then becomes the guest's sshd:
+# runtimes/emulator_namespace.sh, run as ``sh -c`` with its arguments as words.
+_NAMESPACE_SCRIPT = program_text(NAMESPACE_SCRIPT_NAME)
 
 _CGROUP_ENTER = 'if [ -n "$1" ]; then echo $$ > "$1/cgroup.procs" || exit 97; fi; shift; exec "$@"'
 
@@ -1049,7 +998,7 @@ def start(
             memory_limit_mib=profile.memory_mib if cgroup else None, cgroup=str(cgroup) if cgroup else None,
             qemu_cpu=qemu_cpu, notes=notes,
         )
-        _write_json(_state_path(name), state.to_dict())
+        write_json_atomic(_state_path(name), state.to_dict(), sort_keys=True)
         try:
             _wait_ready(state, proc, ready_timeout)
         except EmulatorError as exc:
@@ -1125,7 +1074,7 @@ def stop(name: str, *, timeout: float = 10.0, remove: bool = False) -> bool:
         if instance.is_dir():
             shutil.rmtree(instance, ignore_errors=True)
     elif state is not None and state.pid:
-        _write_json(_state_path(name), dataclasses.replace(state, pid=0).to_dict())  # keeps port, mode
+        write_json_atomic(_state_path(name), dataclasses.replace(state, pid=0).to_dict(), sort_keys=True)  # keeps port, mode
     return was_running
 
 

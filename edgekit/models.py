@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import hashlib
-import importlib
 import math
 import os
 import pickle  # only for the exception type torch.load raises
-import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,10 +15,8 @@ import torch
 
 from edgekit.errors import ModelError, UsageError
 from edgekit.examples import get_example
-from edgekit.export import format_for_file
-
-_FACTORY = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
-
+from edgekit.export import format_for_file, suffixes
+from edgekit.refs import import_ref, is_ref
 
 @dataclass
 class ResolvedModel:
@@ -66,7 +62,7 @@ def resolve_model(
     ``inputs``: :class:`edgekit.inputspec.InputSpec` per forward() argument, in order, for a
     factory whose inputs are not one float tensor (``--input``)."""
     if inputs:
-        if not _FACTORY.match(ref):
+        if not is_ref(ref):
             raise UsageError("--input describes a pkg.module:fn model's inputs",
                              "drop --input (examples and model files know their inputs)")
         return _resolve_factory(ref, weights, None, inputs)
@@ -74,13 +70,13 @@ def resolve_model(
         return _resolve_example(ref.split(":", 1)[1], input_shape)
     if format_for_file(ref):
         return _resolve_file(Path(ref))
-    if _FACTORY.match(ref):
+    if is_ref(ref):
         return _resolve_factory(ref, weights, input_shape)
     if Path(ref).exists():
-        raise ModelError(f"{ref} is not a model file edgekit can deploy", "use a .onnx or .tflite file")
+        raise ModelError(f"{ref} is not a model file edgekit can deploy", f"use a {' or '.join(suffixes())} file")
     raise ModelError(
         f"cannot resolve model {ref!r}",
-        "use example:fashion-cnn, a factory pkg.module:fn, or a .onnx/.tflite file",
+        f"use example:fashion-cnn, a factory pkg.module:fn, or a {'/'.join(suffixes())} file",
     )
 
 
@@ -101,16 +97,11 @@ def _resolve_file(path: Path) -> ResolvedModel:
 
 
 def _resolve_factory(ref: str, weights: str | Path | None, input_shape: Any, specs: Sequence[Any] | None = None) -> ResolvedModel:
-    module_name, fn_name = ref.split(":")
+    fn_name = ref.split(":")[1]
     if input_shape is None and not specs:
         raise UsageError(f"{ref} needs --input-shape or --input",
                          "e.g. --input-shape 1,3,224,224, or --input input_ids:1,128:int64:0..30521")
-    try:
-        factory = getattr(importlib.import_module(module_name), fn_name)
-    except ImportError as exc:
-        raise ModelError(f"cannot import {module_name}: {exc}", "check PYTHONPATH and the module name") from None
-    except AttributeError:
-        raise ModelError(f"{module_name} has no attribute {fn_name!r}", "name a function that returns a torch.nn.Module") from None
+    factory = import_ref(ref, ModelError, attr_hint="name a function that returns a torch.nn.Module")
     shape = parse_input_shape(input_shape) if not specs else None  # a bad shape is refused before the factory runs
     if specs:
         for spec in specs:

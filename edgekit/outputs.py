@@ -4,14 +4,21 @@ A path that cannot be written (its folder is a file, it names a folder where a f
 or the nearest existing folder is not writable) is a ``UsageError`` up front. Missing folders are
 not created here: the writer creates them when it writes, so a run that fails leaves nothing
 behind.
+
+Every file edgekit writes for a reader (manifests, reports, state) goes through the one atomic
+writer here (``write_text_atomic``, ``write_json_atomic``): a temporary file beside the target,
+then a rename.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import secrets
 import shutil
 from pathlib import Path
+from typing import Any
 
 from edgekit.errors import UsageError
 
@@ -71,16 +78,45 @@ def remove_folders(created: list[Path]) -> None:
             folder.rmdir()
 
 
-def write_text_atomic(path: Path, text: str) -> Path:
-    """Write ``text`` to ``path`` (its folders made) through a temporary name and a rename."""
+def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
+    """Write ``text`` to ``path`` (its folders made) through a temporary file beside it and a rename,
+    so no reader ever sees half a file and a failure leaves none behind.
+
+    The temporary name is unique (writers in several threads or processes never share one) and
+    the file gets the usual permissions (the umask's), like any file the user's tools write.
+    """
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.partial")
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.partial")
     try:
-        tmp.write_text(text, encoding="utf-8")
+        with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), "w", encoding="utf-8") as handle:
+            handle.write(text)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+def write_json_atomic(path: str | os.PathLike[str], data: Any, *, sort_keys: bool = False) -> Path:
+    """Write ``data`` as indented JSON (and a final newline) with :func:`write_text_atomic`.
+
+    Paths, numpy and torch scalars, numpy arrays and pydantic models are written as their JSON
+    values; anything else that JSON cannot hold is a TypeError.
+    """
+    return write_text_atomic(path, json.dumps(data, indent=2, sort_keys=sort_keys, default=json_default) + "\n")
+
+
+def json_default(value: Any) -> Any:
+    """``json.dumps(default=...)`` for the values edgekit's manifests and reports hold."""
+    if isinstance(value, Path):
+        return str(value)
+    if hasattr(value, "tolist") and getattr(value, "ndim", 0):  # an array (numpy), not a scalar
+        return value.tolist()
+    if hasattr(value, "item"):  # numpy and torch scalars
+        return value.item()
+    if hasattr(value, "model_dump"):
+        return value.model_dump()
+    raise TypeError(f"not JSON serializable: {type(value).__name__}")
 
 
 def publish_files(files: list[Path], out_dir: Path) -> list[Path]:
@@ -101,5 +137,5 @@ def publish_files(files: list[Path], out_dir: Path) -> list[Path]:
     return published
 
 
-__all__ = ["check_output_dir", "check_output_file", "missing_folders", "publish_files", "remove_folders",
-           "write_text_atomic"]
+__all__ = ["check_output_dir", "check_output_file", "json_default", "missing_folders", "publish_files",
+           "remove_folders", "write_json_atomic", "write_text_atomic"]

@@ -47,20 +47,17 @@ from edgekit.errors import (
     TargetError,
     UsageError,
 )
-from edgekit.targets.ssh import DEFAULT_SITE_DIR
+from edgekit.export import device_runtimes
+from edgekit.resources import FACTS_NAME, SITE_INSTALL_NAME, program_text
+from edgekit.targets.ssh_options import DEFAULT_SITE_DIR, SSHOptions
 
 MANIFEST_NAME = "edgekit-site.json"
 WHEEL_CACHE_ENV = "EDGEKIT_WHEEL_CACHE"
-# runner runtime name -> PyPI project
-RUNTIME_PROJECTS = {
-    "onnxruntime": "onnxruntime",
-    "ai_edge_litert": "ai-edge-litert",
-    "tflite_runtime": "tflite-runtime",
-    "tensorflow": "tensorflow",
-}
+# runner runtime name -> PyPI project, as each registered format declares its device runtimes
+RUNTIME_PROJECTS = {r.name: r.project for r in device_runtimes()}
 # installed by default: the first of the profile's runtimes per format that has device wheels
-# (tensorflow is only installed when asked for: ~1 GB)
-DEFAULT_CANDIDATES = ("onnxruntime", "ai_edge_litert", "tflite_runtime")
+# (a format marks the others, e.g. tensorflow: ~1 GB, installed only when asked for)
+DEFAULT_CANDIDATES = tuple(r.name for r in device_runtimes() if r.default)
 LOW_DISK_MIB = 500
 
 Progress = Callable[[str], None]
@@ -72,116 +69,11 @@ class ProvisionError(TargetError):
 
 # ------------------------------------------------------------------------------------ device facts
 
-# Runs on the device (Python >= 3.6, standard library only). argv[1]: the site folder.
-FACTS_SCRIPT = r"""
-import json, os, platform, re, sys
-out = {"python": platform.python_version(), "implementation": sys.implementation.name,
-       "machine": platform.machine(), "system": platform.system(), "executable": sys.executable,
-       "platform": sys.platform}
-try:
-    out["android_api"] = sys.getandroidapilevel()  # only Android builds of Python have it
-except AttributeError:
-    out["android_api"] = None
-glibc = None
-try:
-    parts = os.confstr("CS_GNU_LIBC_VERSION").split()
-    if len(parts) == 2 and parts[0] == "glibc":
-        glibc = parts[1]
-except (AttributeError, ValueError, OSError):
-    pass
-out["glibc"] = glibc
-home = os.path.expanduser("~")
-site = os.path.abspath(os.path.expanduser(sys.argv[1]))
-out["home"] = home
-out["site_dir"] = site
-out["site_dir_exists"] = os.path.isdir(site)
-manifest = None
-try:
-    with open(os.path.join(site, "edgekit-site.json")) as fh:
-        manifest = json.load(fh)
-except Exception:
-    pass
-out["manifest"] = manifest
-dists = {}
-pat = re.compile(r"^(.+?)-(\d[^-]*?)(-py\d[^-]*)?(-[^-]+)?\.(dist-info|egg-info)$")
-for entry in sys.path:
-    if not entry or not os.path.isdir(entry) or os.path.abspath(entry).startswith(site):
-        continue
-    for name in os.listdir(entry):
-        m = pat.match(name)
-        if m:
-            key = re.sub(r"[-_.]+", "-", m.group(1)).lower()
-            dists.setdefault(key, m.group(2))
-out["dists"] = dists
-import importlib.util
-out["pip"] = importlib.util.find_spec("pip") is not None
-try:
-    st = os.statvfs(home)
-    out["free_disk_mib"] = st.f_bavail * st.f_frsize // (1 << 20)
-except OSError:
-    out["free_disk_mib"] = None
-mem = {}
-try:
-    with open("/proc/meminfo") as fh:
-        for line in fh:
-            k, v = line.split(":", 1)
-            if k in ("MemTotal", "MemAvailable"):
-                mem[k] = int(v.split()[0]) // 1024
-except Exception:
-    pass
-out["mem_total_mib"] = mem.get("MemTotal")
-out["mem_available_mib"] = mem.get("MemAvailable")
-print("@@edgekit-facts " + json.dumps(out))
-"""
+# Runs on the device: runtimes/device_facts.py (argv[1]: the site folder).
+FACTS_SCRIPT = program_text(FACTS_NAME)
 
-# Runs on the device: unzip wheels into SITE.new, write the manifest, swap it in.
-# argv: site_dir manifest.json wheel...
-INSTALL_SCRIPT = r"""
-import json, os, shutil, sys, time, zipfile
-site, manifest_path, wheels = sys.argv[1], sys.argv[2], sys.argv[3:]
-new = site + ".new"
-shutil.rmtree(new, ignore_errors=True)
-os.makedirs(new)
-def dest_of(name):
-    parts = name.split("/")
-    if name.startswith("/") or ".." in parts or "\\" in name:
-        raise SystemExit("unsafe path in wheel: " + name)
-    if parts[0].endswith(".data") and len(parts) > 2:
-        if parts[1] in ("purelib", "platlib"):
-            return "/".join(parts[2:])
-        return None  # scripts, headers, data: the runner needs none of them
-    return name
-for wheel in wheels:
-    with zipfile.ZipFile(wheel) as zf:
-        for info in zf.infolist():
-            rel = dest_of(info.filename)
-            if not rel:
-                continue
-            target = os.path.join(new, rel)
-            if info.filename.endswith("/"):
-                os.makedirs(target, exist_ok=True)
-                continue
-            os.makedirs(os.path.dirname(target), exist_ok=True)
-            with zf.open(info) as src, open(target, "wb") as dst:
-                shutil.copyfileobj(src, dst, 1 << 20)
-            mode = (info.external_attr >> 16) & 0o777
-            if mode & 0o111:
-                os.chmod(target, 0o755)
-with open(manifest_path) as fh:
-    manifest = json.load(fh)
-manifest["installed_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-with open(os.path.join(new, "edgekit-site.json"), "w") as fh:
-    json.dump(manifest, fh, indent=1)
-old = None
-if os.path.lexists(site):
-    old = site + ".old"
-    shutil.rmtree(old, ignore_errors=True)
-    os.rename(site, old)
-os.rename(new, site)
-if old:
-    shutil.rmtree(old, ignore_errors=True)
-print("@@edgekit-installed " + site)
-"""
+# Runs on the device: runtimes/site_install.py (argv: site_dir manifest.json wheel...).
+INSTALL_SCRIPT = program_text(SITE_INSTALL_NAME)
 
 
 @dataclass
@@ -243,7 +135,7 @@ def _parse_marked_json(text: str, mark: str) -> dict[str, Any] | None:
 
 
 def device_facts(target: Any, python: str = "python3", site_dir: str = DEFAULT_SITE_DIR) -> DeviceFacts:
-    """Run the facts script on ``target`` (an open-able ``SSHTarget``)."""
+    """Run the facts script on ``target`` (a ``DeviceShell``: an open-able ``SSHTarget``)."""
     argv = [*shlex.split(python), "-c", FACTS_SCRIPT, site_dir]
     status, out, err = target.exec(argv, timeout=300)
     facts = _parse_marked_json(out, "@@edgekit-facts")
@@ -536,7 +428,7 @@ class ProvisionResult:
     device: str
     address: str
     site_dir: str
-    python_command: str  # pass as SSHTarget(python=...) / DeployOptions.ssh["python"]
+    python_command: str  # pass as SSHOptions(python=...) / DeployOptions.ssh
     platform: str
     packages: list[WheelChoice]
     provided_by_device: dict[str, str]
@@ -565,19 +457,15 @@ class ProvisionResult:
         return "\n".join(lines)
 
 
-def _open_target(profile: Any, host: str, ssh: dict[str, Any] | None) -> Any:
-    from edgekit.targets import create_target
+def _open_target(profile: Any, host: str, ssh: SSHOptions) -> Any:
+    """The target at ``host``, as the device shell provision and doctor work through."""
+    from edgekit.targets import DeviceShell, create_target
 
-    return create_target(profile, host=host, **dict(ssh or {}))
-
-
-def _sftp(target: Any) -> Any:
-    """The SFTP session of an open ``SSHTarget``."""
-    target.open()
-    sftp = getattr(target, "sftp", None) or getattr(target, "_sftp", None)
-    if sftp is None:  # pragma: no cover - SSHTarget always has one once open
-        raise TargetError(f"no SFTP session to {target.address}")
-    return sftp
+    target = create_target(profile, host=host, ssh=ssh)
+    if not isinstance(target, DeviceShell):
+        raise UsageError(f"{host}: this target offers no shell on a device to provision or check",
+                         "pass --host with a device's address")
+    return target
 
 
 def _exec_checked(target: Any, argv: list[str], doing: str, timeout: float = 1800) -> str:
@@ -594,20 +482,15 @@ def _exec_checked(target: Any, argv: list[str], doing: str, timeout: float = 180
 
 
 def probe_runtimes(target: Any, python: str) -> dict[str, Any]:
-    """The runner's ``--probe`` run with ``python`` (which sets PYTHONPATH)."""
-    saved = (target.python, target.python_argv)
-    target.python, target.python_argv = python, shlex.split(python)
-    try:
-        return target.probe()
-    finally:
-        target.python, target.python_argv = saved
+    """The runner's ``--probe`` run with ``python`` (which sets PYTHONPATH) on a ``DeviceShell``."""
+    return target.probe(python)
 
 
 def provision(
     device: Any,
     host: str,
     *,
-    ssh: dict[str, Any] | None = None,
+    ssh: SSHOptions | dict[str, Any] | None = None,
     runtimes: Iterable[str] | None = None,
     site_dir: str = DEFAULT_SITE_DIR,
     cache: Path | None = None,
@@ -623,8 +506,8 @@ def provision(
     say = progress or (lambda _msg: None)
     started = time.monotonic()
     profile = get_profile(device, profile_files) if isinstance(device, str) else device
-    ssh = dict(ssh or {})
-    python = ssh.get("python") or profile.ssh.python
+    ssh = SSHOptions.coerce(ssh)  # built once: the target and the facts script use the same options
+    python = ssh.python or profile.ssh.python
     notes: list[str] = []
     with _open_target(profile, host, ssh) as target:
         say(f"checking {target.address}")
@@ -754,17 +637,14 @@ def _push_and_install(target: Any, python: str, facts: DeviceFacts, choices: lis
         )
     _exec_checked(target, ["mkdir", "-p", "--", staging], "creating the staging folder")
     try:
-        sftp = _sftp(target)
         say(f"pushing {len(choices)} wheels ({total / (1 << 20):.0f} MiB) to {staging}")
         remote_wheels = []
         for choice in choices:
             remote = posixpath.join(staging, choice.wheel)
-            sftp.put(choice.path, remote)
+            target.put_file(Path(choice.path), remote)
             remote_wheels.append(remote)
-        with sftp.open(posixpath.join(staging, "install.py"), "w") as handle:
-            handle.write(INSTALL_SCRIPT.encode())
-        with sftp.open(posixpath.join(staging, "manifest.json"), "w") as handle:
-            handle.write(json.dumps(manifest, indent=1).encode())
+        target.write_file(posixpath.join(staging, "install.py"), INSTALL_SCRIPT.encode())
+        target.write_file(posixpath.join(staging, "manifest.json"), json.dumps(manifest, indent=1).encode())
         say(f"unpacking into {facts.site_dir}")
         out = _exec_checked(
             target,
@@ -838,7 +718,7 @@ def doctor(
     device: Any,
     host: str,
     *,
-    ssh: dict[str, Any] | None = None,
+    ssh: SSHOptions | dict[str, Any] | None = None,
     site_dir: str = DEFAULT_SITE_DIR,
     profile_files: Iterable[str] = (),
     progress: Progress | None = None,
@@ -848,8 +728,8 @@ def doctor(
 
     say = progress or (lambda _msg: None)
     profile = get_profile(device, profile_files) if isinstance(device, str) else device
-    ssh = dict(ssh or {})
-    python = ssh.get("python") or profile.ssh.python
+    ssh = SSHOptions.coerce(ssh)  # built once: the target and the facts script use the same options
+    python = ssh.python or profile.ssh.python
     provision_cmd = f"edgekit provision --device {profile.name} --host {host}"
     with _open_target(profile, host, ssh) as target:
         address = target.address

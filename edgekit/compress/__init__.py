@@ -14,6 +14,10 @@ its quantized form) and a ``StepReport`` with before/after figures:
 ``run_recipe``        a validated YAML list of the steps above                (recipe.py)
 ====================  ==================================================================
 
+Every verb but ``quantize`` is a ``Technique`` (technique.py): the module supplies the transform,
+one envelope does the bookkeeping (config, before/after figures, fine-tuning, the report), and a
+recipe dispatches each step from one table (``recipe.STEPS``).
+
 ``edgekit.compress(model, recipe, data, out_dir)`` runs a recipe and writes ``model.pt`` + a
 rebuild manifest + a JSON report (``api.py``); ``load_compressed(out_dir)`` rebuilds the model.
 """
@@ -37,16 +41,20 @@ from edgekit.compress.structured import replay_channel_pruning
 def structured_prune(model, example_inputs, ratio: float, *, data=None, importance: str = "magnitude",
                      ignore=()):  # noqa: ANN001, ANN201 - a thin verb over prune()
     """Remove ``ratio`` of the channels (DepGraph keeps the graph consistent); the head is kept."""
-    return prune.prune(model, PruneConfig(structure="channels", ratio=ratio, importance=importance, ignore=list(ignore)),
+    return prune(model, PruneConfig(structure="channels", ratio=ratio, importance=importance, ignore=list(ignore)),
                  data, example_inputs=example_inputs)
 
 
-# prune, quantize, distill and finetune are their modules, made callable (as edgekit.deploy is):
-# edgekit.compress.prune(model, config, data) calls prune.prune, and edgekit.compress.prune.PruneConfig
-# still names the class. ``compress`` below is the function; the package is callable too.
-from edgekit.compress import distill, finetune, prune, quantize  # noqa: E402
+# Importing a submodule sets it as an attribute of this package, so the modules prune, quantize,
+# distill and finetune (all imported above) would shadow the verbs of the same names. Binding the
+# verbs last makes edgekit.compress.prune(...) the function; ``from edgekit.compress.prune import
+# PruneConfig`` still reads the module (from sys.modules).
+from edgekit.compress.distill import distill  # noqa: E402
+from edgekit.compress.finetune import finetune  # noqa: E402
+from edgekit.compress.prune import prune  # noqa: E402
+from edgekit.compress.quantize import quantize  # noqa: E402
 
-make_module_callable(__name__, "compress")
+make_module_callable(__name__, "compress")  # a top-level verb: edgekit.compress(model, recipe, data, out_dir)
 
 __all__ = [
     "ClusterConfig",

@@ -31,6 +31,7 @@ from torch import nn
 from edgekit.compress.recipe import Recipe, load_recipe, run_recipe
 from edgekit.compress.report import StepReport
 from edgekit.errors import ModelError, UsageError
+from edgekit.outputs import json_default, write_json_atomic, write_text_atomic
 
 MANIFEST_SCHEMA_VERSION = 1
 MODEL_FILE = "model.pt"
@@ -81,12 +82,12 @@ def compress(
 ) -> CompressResult:
     """Run ``recipe`` on MODEL with DATA and write model.pt, manifest.json and report.json to ``out_dir``.
 
-    DATA is anything ``edgekit.datasets.train_data`` takes; it is checked against the model (input
+    DATA is anything ``edgekit.data.training.train_data`` takes; it is checked against the model (input
     shape, outputs) before any step runs. An image folder is read with ``preprocess`` (an
     ``edgekit.data.Preprocess``), else with the model's own preprocessing where edgekit knows it.
     """
     import edgekit
-    from edgekit.datasets import train_data_for_model
+    from edgekit.data.training import train_data_for_model
 
     recipe = load_recipe(recipe)  # validate before loading anything heavy
     out_dir = Path(out_dir)
@@ -115,8 +116,8 @@ def compress(
             "state_keys": len(compressed.state_dict()),
         }
         report = _compress_report(base, recipe, data_name, steps, staging, time.perf_counter() - start)
-        _write_json(staging / MANIFEST_FILE, manifest)
-        (staging / REPORT_FILE).write_text(report.to_json() + "\n")
+        write_json_atomic(staging / MANIFEST_FILE, manifest)
+        write_text_atomic(staging / REPORT_FILE, report.to_json() + "\n")
         files = sorted(p.name for p in staging.iterdir())
         _publish(staging, out_dir)
     except BaseException:
@@ -172,21 +173,7 @@ def _non_defaults(step: StepReport) -> dict[str, Any]:
 
 
 def _jsonable(value: Any) -> Any:
-    return json.loads(json.dumps(value, default=_json_default))
-
-
-def _write_json(path: Path, data: Any) -> None:
-    path.write_text(json.dumps(data, indent=2, default=_json_default) + "\n")
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, Path):
-        return str(value)
-    if hasattr(value, "item"):
-        return value.item()
-    if hasattr(value, "model_dump"):
-        return value.model_dump()
-    raise TypeError(f"not JSON serializable: {type(value).__name__}")
+    return json.loads(json.dumps(value, default=json_default))
 
 
 def _write_codebooks(model: nn.Module, steps: Sequence[StepReport], path: Path) -> None:

@@ -6,15 +6,11 @@ A recipe's YAML step is validated into the same classes, so the API and the reci
 
 from __future__ import annotations
 
-import importlib
-import re
-from typing import Any, Callable
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from edgekit.errors import RecipeError
-
-_REF = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
 
 class StepConfig(BaseModel):
@@ -51,17 +47,4 @@ def validation_message(exc: ValidationError, where: str) -> str:
     return f"{where}: " + "; ".join(parts)
 
 
-def import_ref(ref: str, what: str) -> Callable[..., Any]:
-    """Import ``pkg.module:name``; a RecipeError names ``what`` the reference was for."""
-    if not _REF.match(ref):
-        raise RecipeError(f"{what}: {ref!r} is not a reference of the form pkg.module:name", "e.g. mypkg.losses:focal")
-    module_name, attr = ref.split(":")
-    try:
-        return getattr(importlib.import_module(module_name), attr)
-    except ImportError as exc:
-        raise RecipeError(f"{what}: cannot import {module_name}: {exc}", "check PYTHONPATH and the module name") from None
-    except AttributeError:
-        raise RecipeError(f"{what}: {module_name} has no attribute {attr!r}", "check the name after the colon") from None
-
-
-__all__ = ["StepConfig", "import_ref", "validation_message"]
+__all__ = ["StepConfig", "validation_message"]

@@ -26,7 +26,6 @@ which the manifest records, so a distilled model is rebuilt without pickles.
 
 from __future__ import annotations
 
-import time
 from typing import Any, Callable, Literal, Sequence
 
 import torch
@@ -34,14 +33,15 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from edgekit._callable import make_module_callable
-from edgekit.compress.config import StepConfig, import_ref
-from edgekit.compress.finetune import FinetuneConfig, ProgressArg, as_progress, train
+from edgekit.compress.config import StepConfig
+from edgekit.compress.finetune import FinetuneConfig, ProgressArg, train
 from edgekit.compress.layers import require_layers
-from edgekit.compress.measure import measure
+from edgekit.compress.measure import count_params
 from edgekit.compress.report import StepReport
-from edgekit.datasets import UNLABELED
-from edgekit.errors import RecipeError, UsageError
+from edgekit.compress.technique import Outcome, StepContext, Technique
+from edgekit.data.training import UNLABELED
+from edgekit.errors import RecipeError
+from edgekit.refs import import_ref
 
 
 class FeaturePair(StepConfig):
@@ -98,7 +98,7 @@ class DistillConfig(StepConfig):
 def build_student(config: DistillConfig) -> nn.Module:
     if not config.student:
         raise RecipeError("distill: student is required in a recipe", "name a factory, e.g. student: mypkg.models:small_cnn")
-    factory = import_ref(config.student, "distill.student")
+    factory = import_ref(config.student, RecipeError, what="distill.student")
     try:
         student = factory(**config.student_kwargs)
     except TypeError as exc:
@@ -226,7 +226,7 @@ def logit_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, y: to
 
 def _training_data(cfg: DistillConfig, data: Any, example_inputs: Sequence[torch.Tensor]) -> tuple[Any, Any, list[dict[str, Any]]]:
     """``(training batches, validation batches or None, transfer sets)`` for ``data`` and ``cfg.transfer``."""
-    from edgekit.datasets import ArrayLoader, MixedLoader, transfer_set
+    from edgekit.data.training import ArrayLoader, MixedLoader, transfer_set
 
     sources, transfers = [], []
     if cfg.transfer:
@@ -244,6 +244,106 @@ def _training_data(cfg: DistillConfig, data: Any, example_inputs: Sequence[torch
     return batches, (data.val if data.labeled else None), transfers
 
 
+class _DistillLoss:
+    """The per-batch loss (soft + hard + feature terms) of ``student`` taught by ``teacher``; keeps running means."""
+
+    def __init__(self, student: nn.Module, teacher: nn.Module, cfg: DistillConfig, s_feats: _Features,
+                 t_feats: _Features, adapters: nn.ModuleList) -> None:
+        self.student, self.teacher, self.cfg = student, teacher, cfg
+        self.s_feats, self.t_feats, self.adapters = s_feats, t_feats, adapters
+        self.mix = torch.distributions.Beta(cfg.mixup, cfg.mixup) if cfg.mixup > 0 else None
+        self.parts = {"soft": 0.0, "hard": 0.0, "hard_n": 0, "feature": 0.0, "n": 0}
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        lam, perm = 1.0, None
+        if self.mix is not None:
+            lam = float(self.mix.sample())
+            perm = torch.randperm(x.shape[0])
+            x = lam * x + (1 - lam) * x[perm]
+        with torch.no_grad():
+            t_logits = self.teacher(x)
+        s_logits = self.student(x)
+        loss, soft, hard = logit_loss(s_logits, t_logits, y, self.cfg, lam, perm)
+        feat = torch.zeros(())
+        for pair, adapter in zip(self.cfg.features, self.adapters):
+            f_s, f_t = self.s_feats.values[pair.student], self.t_feats.values[pair.teacher].detach()
+            if pair.loss == "attention":
+                feat = feat + pair.weight * attention_loss(f_s, f_t)
+            else:
+                feat = feat + pair.weight * F.mse_loss(adapter(f_s), f_t)
+        parts = self.parts
+        parts["soft"] += float(soft.detach())
+        if hard is not None:
+            parts["hard"] += float(hard.detach())
+            parts["hard_n"] += 1
+        parts["feature"] += float(feat.detach())
+        parts["n"] += 1
+        return loss + feat
+
+    def means(self) -> dict[str, float | None]:
+        parts = self.parts
+        return {"mean_soft_loss": parts["soft"] / parts["n"],
+                "mean_hard_loss": parts["hard"] / parts["hard_n"] if parts["hard_n"] else None,
+                "mean_feature_loss": parts["feature"] / parts["n"]}
+
+
+def _train_student(student: nn.Module, teacher: nn.Module, cfg: DistillConfig, batches: Any, val: Any,
+                   context: StepContext) -> list[dict[str, Any]]:
+    """Train ``student`` from the frozen ``teacher`` (feature hooks and adapters only for this run)."""
+    teacher.eval()
+    trainable = [p for p in teacher.parameters() if p.requires_grad]
+    for p in trainable:
+        p.requires_grad_(False)
+    s_feats = _Features(student, [p.student for p in cfg.features])
+    t_feats = _Features(teacher, [p.teacher for p in cfg.features])
+    try:
+        probe = context.data.sample_inputs(2)
+        student.eval()
+        with torch.no_grad():
+            student(probe)
+            teacher(probe)
+        adapters = nn.ModuleList(
+            _Adapter(s_feats.values[p.student].shape, t_feats.values[p.teacher].shape) if p.loss == "mse" else nn.Identity()
+            for p in cfg.features)
+        batch_loss = _DistillLoss(student, teacher, cfg, s_feats, t_feats, adapters)
+        history = train(student, batches, val, cfg.training, batch_loss,
+                        extra_params=list(adapters.parameters()), progress=context.progress, label="distill")
+        if batch_loss.parts["n"]:
+            history.append(batch_loss.means())
+    finally:
+        s_feats.close()
+        t_feats.close()
+        for p in trainable:
+            p.requires_grad_(True)
+    student.eval()
+    return history
+
+
+def _distill(teacher: nn.Module, cfg: DistillConfig, context: StepContext) -> Outcome:
+    student = context.student if context.student is not None else build_student(cfg)
+    require_layers(student, [p.student for p in cfg.features], (nn.Module,), "distill (student)")
+    require_layers(teacher, [p.teacher for p in cfg.features], (nn.Module,), "distill (teacher)")
+    batches, val, transfers = _training_data(cfg, context.data, context.example_inputs)
+    history = _train_student(student, teacher, cfg, batches, val, context)
+    changes = None
+    if cfg.student:
+        changes = {"type": "student", "factory": cfg.student, "kwargs": dict(cfg.student_kwargs)}
+    student_params = count_params(student)
+    details = {"history": history, "teacher_params": context.before.params, "student_params": student_params,
+               "param_ratio": student_params / max(context.before.params, 1)}
+    notes = []
+    if transfers:
+        details["transfer"] = transfers
+    if val is None:
+        notes.append(f"{context.data.name} has no labels: the student learned from the teacher alone, and no "
+                     "accuracy was measured (pass labelled --data, and the unlabeled set as the step's transfer:)")
+    return Outcome(student, details=details, changes=changes, notes=notes)
+
+
+DISTILL = Technique("distill", DistillConfig, _distill, needs_data=True, no_data="distill needs training data",
+                    unlabeled=True, sample_inputs=True)
+
+
 def distill(
     student: nn.Module,
     teacher: nn.Module,
@@ -258,93 +358,8 @@ def distill(
     ``data`` is a TrainData or DATA reference, labelled or not (unlabeled data is a transfer set:
     the student learns from the teacher alone, and no accuracy is measured).
     """
-    from edgekit.datasets import train_data
-
-    cfg = DistillConfig.parse(config, "distill")
-    if data is None:
-        raise UsageError("distill needs training data", "pass data (e.g. example:fashion-mnist)")
-    data = train_data(data)
-    show = as_progress(progress)
-    require_layers(student, [p.student for p in cfg.features], (nn.Module,), "distill (student)")
-    require_layers(teacher, [p.teacher for p in cfg.features], (nn.Module,), "distill (teacher)")
-    start = time.perf_counter()
-    if example_inputs is None:
-        example_inputs = (data.sample_inputs(1),)
-    batches, val, transfers = _training_data(cfg, data, example_inputs)
-    before = measure(teacher, example_inputs, val)
-    teacher.eval()
-    trainable = [p for p in teacher.parameters() if p.requires_grad]
-    for p in trainable:
-        p.requires_grad_(False)
-    s_feats = _Features(student, [p.student for p in cfg.features])
-    t_feats = _Features(teacher, [p.teacher for p in cfg.features])
-    try:
-        probe = data.sample_inputs(2)
-        student.eval()
-        with torch.no_grad():
-            student(probe)
-            teacher(probe)
-        adapters = nn.ModuleList(
-            _Adapter(s_feats.values[p.student].shape, t_feats.values[p.teacher].shape) if p.loss == "mse" else nn.Identity()
-            for p in cfg.features)
-        parts = {"soft": 0.0, "hard": 0.0, "hard_n": 0, "feature": 0.0, "n": 0}
-
-        mix = torch.distributions.Beta(cfg.mixup, cfg.mixup) if cfg.mixup > 0 else None
-
-        def batch_loss(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-            lam, perm = 1.0, None
-            if mix is not None:
-                lam = float(mix.sample())
-                perm = torch.randperm(x.shape[0])
-                x = lam * x + (1 - lam) * x[perm]
-            with torch.no_grad():
-                t_logits = teacher(x)
-            s_logits = student(x)
-            loss, soft, hard = logit_loss(s_logits, t_logits, y, cfg, lam, perm)
-            feat = torch.zeros(())
-            for pair, adapter in zip(cfg.features, adapters):
-                f_s, f_t = s_feats.values[pair.student], t_feats.values[pair.teacher].detach()
-                if pair.loss == "attention":
-                    feat = feat + pair.weight * attention_loss(f_s, f_t)
-                else:
-                    feat = feat + pair.weight * F.mse_loss(adapter(f_s), f_t)
-            parts["soft"] += float(soft.detach())
-            if hard is not None:
-                parts["hard"] += float(hard.detach())
-                parts["hard_n"] += 1
-            parts["feature"] += float(feat.detach())
-            parts["n"] += 1
-            return loss + feat
-
-        history = train(student, batches, val, cfg.training, batch_loss,
-                        extra_params=list(adapters.parameters()), progress=show, label="distill")
-        if parts["n"]:
-            history.append({"mean_soft_loss": parts["soft"] / parts["n"],
-                            "mean_hard_loss": parts["hard"] / parts["hard_n"] if parts["hard_n"] else None,
-                            "mean_feature_loss": parts["feature"] / parts["n"]})
-    finally:
-        s_feats.close()
-        t_feats.close()
-        for p in trainable:
-            p.requires_grad_(True)
-    student.eval()
-    after = measure(student, example_inputs, val)
-    changes = None
-    if cfg.student:
-        changes = {"type": "student", "factory": cfg.student, "kwargs": dict(cfg.student_kwargs)}
-    details = {"history": history, "teacher_params": before.params, "student_params": after.params,
-               "param_ratio": after.params / max(before.params, 1)}
-    notes = []
-    if transfers:
-        details["transfer"] = transfers
-    if val is None:
-        notes.append(f"{data.name} has no labels: the student learned from the teacher alone, and no accuracy was "
-                     "measured (pass labelled --data, and the unlabeled set as the step's transfer:)")
-    return student, StepReport("distill", cfg.model_dump(), before, after, time.perf_counter() - start,
-                               details=details, changes=changes, notes=notes)
+    return DISTILL.run(teacher, config, data, example_inputs=example_inputs, progress=progress, student=student)
 
 
-make_module_callable(__name__, "distill")  # edgekit.compress.distill(...) calls distill(); the module stays importable
-
-__all__ = ["DistillConfig", "FeaturePair", "attention_loss", "attention_map", "build_student", "distill", "logit_loss",
+__all__ = ["DISTILL", "DistillConfig", "FeaturePair", "attention_loss", "attention_map", "build_student", "distill", "logit_loss",
            "soft_loss", "standardize"]

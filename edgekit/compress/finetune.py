@@ -17,11 +17,12 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from edgekit._callable import make_module_callable
-from edgekit.compress.config import StepConfig, import_ref
-from edgekit.compress.measure import evaluate, measure
+from edgekit.compress.config import StepConfig
+from edgekit.compress.measure import evaluate
 from edgekit.compress.report import StepReport
-from edgekit.errors import UsageError
+from edgekit.compress.technique import Outcome, StepContext, Technique
+from edgekit.errors import RecipeError, UsageError
+from edgekit.refs import import_ref
 from edgekit.report.progress import NULL_PROGRESS, LineProgress, Progress, RichProgress, make_progress
 from edgekit.report.progress import as_progress as _as_progress
 
@@ -222,8 +223,15 @@ def resolve_loss(config: FinetuneConfig, loss_fn: LossFn | None) -> LossFn:
     if loss_fn is not None:
         return loss_fn
     if config.loss:
-        return import_ref(config.loss, "finetune.loss")
+        return import_ref(config.loss, RecipeError, what="finetune.loss")
     return nn.functional.cross_entropy
+
+
+def _finetune(model: nn.Module, cfg: FinetuneConfig, context: StepContext) -> Outcome:
+    return Outcome(model, details={"history": context.train(model, cfg, "fine-tune", context.constraints)})
+
+
+FINETUNE = Technique("finetune", FinetuneConfig, _finetune, needs_data=True)
 
 
 def finetune(
@@ -240,20 +248,8 @@ def finetune(
 
     >>> model, report = finetune(model, "example:fashion-mnist", FinetuneConfig(epochs=2))
     """
-    from edgekit.datasets import train_data
-
-    cfg = FinetuneConfig.parse(config, "finetune")
-    data = train_data(data)
-    loss = resolve_loss(cfg, loss_fn)
-    start = time.perf_counter()
-    before = measure(model, example_inputs, data.val)
-    history = train(model, data.train, data.val, cfg, lambda x, y: loss(model(x), y),
-                    constraints=constraints, progress=progress)
-    after = measure(model, example_inputs, data.val)
-    return model, StepReport("finetune", cfg.model_dump(), before, after, time.perf_counter() - start,
-                             details={"history": history})
+    return FINETUNE.run(model, config, data, example_inputs=example_inputs, loss_fn=loss_fn, progress=progress,
+                        constraints=constraints)
 
 
-make_module_callable(__name__, "finetune")  # edgekit.compress.finetune(...) calls finetune(); the module stays importable
-
-__all__ = ["AugmentConfig", "Constraint", "FinetuneConfig", "augment_batch", "as_progress", "finetune", "train"]
+__all__ = ["FINETUNE", "AugmentConfig", "Constraint", "FinetuneConfig", "augment_batch", "as_progress", "finetune", "train"]

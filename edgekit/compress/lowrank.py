@@ -15,7 +15,6 @@ module that exports anywhere. The report's ``changes`` lists each layer's kind a
 from __future__ import annotations
 
 import math
-import time
 from typing import Any, Callable, Sequence
 
 import torch
@@ -23,10 +22,11 @@ from pydantic import Field, model_validator
 from torch import nn
 
 from edgekit.compress.config import StepConfig
-from edgekit.compress.finetune import FinetuneConfig, ProgressArg, as_progress, resolve_loss, train
+from edgekit.compress.finetune import FinetuneConfig, ProgressArg
 from edgekit.compress.layers import select_layers
-from edgekit.compress.measure import evaluate, measure
+from edgekit.compress.measure import evaluate
 from edgekit.compress.report import StepReport
+from edgekit.compress.technique import DATA_HINT, Outcome, StepContext, Technique
 from edgekit.errors import RecipeError, UsageError
 
 FACTORIZABLE = (nn.Linear, nn.Conv2d)
@@ -154,7 +154,7 @@ def _chosen_ranks(model: nn.Module, modules: dict[str, nn.Module], cfg: LowRankC
 def _auto_ranks(model: nn.Module, modules: dict[str, nn.Module], cfg: LowRankConfig, data: Any,
                 show: Any) -> dict[str, int]:
     if data is None:
-        raise UsageError("low_rank with accuracy_budget_pt needs validation data", "pass data (e.g. example:fashion-mnist)")
+        raise UsageError("low_rank with accuracy_budget_pt needs validation data", DATA_HINT)
     baseline = evaluate(model, data.val, cfg.search_batches)
     ranks: dict[str, int] = {}
     for name in sorted(modules, key=lambda n: -modules[n].weight.numel()):
@@ -180,24 +180,7 @@ def _auto_ranks(model: nn.Module, modules: dict[str, nn.Module], cfg: LowRankCon
     return ranks
 
 
-def low_rank(
-    model: nn.Module,
-    config: LowRankConfig | dict[str, Any],
-    data: Any = None,
-    *,
-    example_inputs: Sequence[torch.Tensor] | None = None,
-    loss_fn: Callable | None = None,
-    progress: ProgressArg = None,
-) -> tuple[nn.Module, StepReport]:
-    """Factorize the chosen Linear/Conv2d layers of ``model`` in place; optionally fine-tune."""
-    from edgekit.datasets import train_data
-
-    cfg = LowRankConfig.parse(config, "low_rank")
-    data = train_data(data) if data is not None else None
-    show = as_progress(progress)
-    start = time.perf_counter()
-    val = data.val if data is not None else None
-    before = measure(model, example_inputs, val)
+def _low_rank(model: nn.Module, cfg: LowRankConfig, context: StepContext) -> Outcome:
     include = list(cfg.ranks) if cfg.ranks else cfg.layers
     modules = select_layers(model, FACTORIZABLE, include, cfg.ignore, "low_rank")
     if include is not None:
@@ -206,7 +189,7 @@ def low_rank(
     else:
         modules = {n: m for n, m in modules.items()
                    if not (isinstance(m, nn.Conv2d) and (m.groups != 1 or m.padding_mode != "zeros"))}
-    ranks = _chosen_ranks(model, modules, cfg, data, show)
+    ranks = _chosen_ranks(model, modules, cfg, context.data, context.progress)
     done: dict[str, dict[str, Any]] = {}
     skipped: dict[str, str] = {}
     for name, rank in ranks.items():
@@ -218,19 +201,27 @@ def low_rank(
         done[name] = {"kind": "linear" if isinstance(original, nn.Linear) else "conv2d", "rank": rank,
                       "full_rank": full_rank(original), "params_before": sum(p.numel() for p in original.parameters()),
                       "params_after": factorized_params(original, rank)}
-    history = None
-    if cfg.finetune is not None and cfg.finetune.epochs > 0:
-        if data is None:
-            raise UsageError("low_rank.finetune needs data", "pass data (e.g. example:fashion-mnist)")
-        loss = resolve_loss(cfg.finetune, loss_fn)
-        history = train(model, data.train, data.val, cfg.finetune, lambda x, y: loss(model(x), y),
-                        progress=show, label="fine-tune factors")
-    after = measure(model, example_inputs, val)
+    history = context.finetune(model, cfg.finetune, "low_rank", "fine-tune factors")
     details = {"layers": done, "skipped": skipped, "finetune": history}
     notes = [f"{n}: {why}" for n, why in skipped.items()]
     changes = {"type": "low_rank", "layers": {n: {"kind": d["kind"], "rank": d["rank"]} for n, d in done.items()}}
-    return model, StepReport("low_rank", cfg.model_dump(), before, after, time.perf_counter() - start,
-                             details=details, changes=changes, notes=notes)
+    return Outcome(model, details=details, changes=changes, notes=notes)
 
 
-__all__ = ["LowRankConfig", "apply_low_rank_structure", "factorize", "full_rank", "low_rank", "rank_for_energy"]
+LOW_RANK = Technique("low_rank", LowRankConfig, _low_rank)
+
+
+def low_rank(
+    model: nn.Module,
+    config: LowRankConfig | dict[str, Any],
+    data: Any = None,
+    *,
+    example_inputs: Sequence[torch.Tensor] | None = None,
+    loss_fn: Callable | None = None,
+    progress: ProgressArg = None,
+) -> tuple[nn.Module, StepReport]:
+    """Factorize the chosen Linear/Conv2d layers of ``model`` in place; optionally fine-tune."""
+    return LOW_RANK.run(model, config, data, example_inputs=example_inputs, loss_fn=loss_fn, progress=progress)
+
+
+__all__ = ["LOW_RANK", "LowRankConfig", "apply_low_rank_structure", "factorize", "full_rank", "low_rank", "rank_for_energy"]

@@ -15,7 +15,6 @@ weights (``codebook_arrays`` gives the codebook and indices to store or ship the
 from __future__ import annotations
 
 import math
-import time
 from typing import Any, Callable, Literal, Sequence
 
 import numpy as np
@@ -24,11 +23,11 @@ from pydantic import Field
 from torch import nn
 
 from edgekit.compress.config import StepConfig
-from edgekit.compress.finetune import FinetuneConfig, ProgressArg, as_progress, resolve_loss, train
+from edgekit.compress.finetune import FinetuneConfig, ProgressArg
 from edgekit.compress.layers import select_layers
-from edgekit.compress.measure import PRUNABLE_TYPES, measure, weight_tensors
+from edgekit.compress.measure import PRUNABLE_TYPES, weight_tensors
 from edgekit.compress.report import StepReport
-from edgekit.errors import UsageError
+from edgekit.compress.technique import Outcome, StepContext, Technique
 
 
 class ClusterConfig(StepConfig):
@@ -194,6 +193,30 @@ def codebook_arrays(model: nn.Module, layers: Sequence[str]) -> dict[str, np.nda
     return arrays
 
 
+def _cluster(model: nn.Module, cfg: ClusterConfig, context: StepContext) -> Outcome:
+    modules = select_layers(model, PRUNABLE_TYPES, cfg.layers, cfg.ignore, "cluster")
+    books, log2, layers = [], [], {}
+    for name, module in modules.items():
+        (kind, book), info = _cluster_layer(module, cfg)
+        (log2 if kind == "log2" else books).append(book)
+        layers[name] = info
+    constraint = CodebookConstraint(books, log2)
+    history = context.finetune(model, cfg.finetune, "cluster", "fine-tune centroids", constraints=[constraint])
+    if history is not None:
+        constraint.apply(model)
+    bits = cfg.bits if cfg.method == "log2" else math.ceil(math.log2(cfg.clusters))
+    rep = representation_bytes(model, {name: bits for name in layers})
+    details = {"method": cfg.method, "bits_per_weight": bits, "layers": layers, "representation_bytes": rep,
+               "representation_ratio": rep / max(context.before.size_bytes, 1), "finetune": history}
+    notes = ["runtimes have no codebook support: the exported model carries the de-clustered float weights "
+             "(as large as fp32, smaller after gzip); the representation size is what storing "
+             "codebook + indices costs"]
+    return Outcome(model, details=details, notes=notes)
+
+
+CLUSTER = Technique("cluster", ClusterConfig, _cluster)
+
+
 def cluster(
     model: nn.Module,
     config: ClusterConfig | dict[str, Any] | None = None,
@@ -204,40 +227,8 @@ def cluster(
     progress: ProgressArg = None,
 ) -> tuple[nn.Module, StepReport]:
     """Share weights through a per-layer codebook (k-means) or powers of two (log2), in place."""
-    from edgekit.datasets import train_data
-
-    cfg = ClusterConfig.parse(config, "cluster")
-    data = train_data(data) if data is not None else None
-    show = as_progress(progress)
-    start = time.perf_counter()
-    val = data.val if data is not None else None
-    before = measure(model, example_inputs, val)
-    modules = select_layers(model, PRUNABLE_TYPES, cfg.layers, cfg.ignore, "cluster")
-    books, log2, layers = [], [], {}
-    for name, module in modules.items():
-        (kind, book), info = _cluster_layer(module, cfg)
-        (log2 if kind == "log2" else books).append(book)
-        layers[name] = info
-    constraint = CodebookConstraint(books, log2)
-    history = None
-    if cfg.finetune is not None and cfg.finetune.epochs > 0:
-        if data is None:
-            raise UsageError("cluster.finetune needs data", "pass data (e.g. example:fashion-mnist)")
-        loss = resolve_loss(cfg.finetune, loss_fn)
-        history = train(model, data.train, data.val, cfg.finetune, lambda x, y: loss(model(x), y),
-                        constraints=[constraint], progress=show, label="fine-tune centroids")
-        constraint.apply(model)
-    after = measure(model, example_inputs, val)
-    bits = cfg.bits if cfg.method == "log2" else math.ceil(math.log2(cfg.clusters))
-    rep = representation_bytes(model, {name: bits for name in layers})
-    details = {"method": cfg.method, "bits_per_weight": bits, "layers": layers, "representation_bytes": rep,
-               "representation_ratio": rep / max(before.size_bytes, 1), "finetune": history}
-    notes = ["runtimes have no codebook support: the exported model carries the de-clustered float weights "
-             "(as large as fp32, smaller after gzip); the representation size is what storing "
-             "codebook + indices costs"]
-    return model, StepReport("cluster", cfg.model_dump(), before, after, time.perf_counter() - start,
-                             details=details, changes=None, notes=notes)
+    return CLUSTER.run(model, config, data, example_inputs=example_inputs, loss_fn=loss_fn, progress=progress)
 
 
-__all__ = ["ClusterConfig", "CodebookConstraint", "cluster", "codebook_arrays", "codebook_constraint", "kmeans_1d", "log2_round",
+__all__ = ["CLUSTER", "ClusterConfig", "CodebookConstraint", "cluster", "codebook_arrays", "codebook_constraint", "kmeans_1d", "log2_round",
            "representation_bytes"]

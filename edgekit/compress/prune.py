@@ -18,7 +18,6 @@ makes the exported model smaller and faster.
 
 from __future__ import annotations
 
-import time
 from typing import Any, Callable, Literal, Sequence
 
 import torch
@@ -26,13 +25,13 @@ from pydantic import Field, model_validator
 from torch import nn
 from torch.nn.utils import prune as torch_prune
 
-from edgekit._callable import make_module_callable
 from edgekit.compress.config import StepConfig
-from edgekit.compress.finetune import FinetuneConfig, ProgressArg, as_progress, resolve_loss, train
+from edgekit.compress.finetune import FinetuneConfig, ProgressArg
 from edgekit.compress.importance import activation_scores, magnitude_scores, taylor_scores
 from edgekit.compress.layers import select_layers
-from edgekit.compress.measure import PRUNABLE_TYPES, layer_sparsity, measure, overall_sparsity
+from edgekit.compress.measure import PRUNABLE_TYPES, count_nonzero, count_params, layer_sparsity, overall_sparsity
 from edgekit.compress.report import StepReport
+from edgekit.compress.technique import DATA_HINT, Outcome, StepContext, Technique
 from edgekit.errors import UsageError
 
 UNSTRUCTURED_NOTE = ("unstructured sparsity shrinks the compressed (gzip) weights only: dense runtimes "
@@ -118,15 +117,15 @@ def apply_mask(module: nn.Module, mask: torch.Tensor, name: str = "weight") -> N
 
 # --- scoring and cutting ------------------------------------------------------------------------
 
-def _scores(model: nn.Module, modules: dict[str, nn.Module], config: PruneConfig, data: Any,
-            loss_fn: Callable | None) -> dict[str, torch.Tensor]:
+def _scores(model: nn.Module, modules: dict[str, nn.Module], config: PruneConfig,
+            context: StepContext) -> dict[str, torch.Tensor]:
     if config.importance == "magnitude":
         return magnitude_scores(modules)
-    if data is None:
-        raise UsageError(f"importance {config.importance!r} needs data to score on", "pass data (e.g. example:fashion-mnist)")
+    if context.data is None:
+        raise UsageError(f"importance {config.importance!r} needs data to score on", DATA_HINT)
     if config.importance == "activation":
-        return activation_scores(model, modules, data.val, config.calibration_batches)
-    return taylor_scores(model, modules, data.val, loss_fn, config.calibration_batches)
+        return activation_scores(model, modules, context.data.val, config.calibration_batches)
+    return taylor_scores(model, modules, context.data.val, context.loss_fn, config.calibration_batches)
 
 
 def _cut(scores: dict[str, torch.Tensor], ratio: float) -> dict[str, torch.Tensor]:
@@ -167,12 +166,11 @@ def _scheduled(ratio: float, fraction: float) -> float:
     return 1.0 - (1.0 - ratio) ** fraction
 
 
-def _unstructured(model: nn.Module, config: PruneConfig, data: Any, loss_fn: Callable | None,
-                  progress: Any) -> dict[str, Any]:
+def _unstructured(model: nn.Module, config: PruneConfig, context: StepContext) -> dict[str, Any]:
     modules = select_layers(model, PRUNABLE_TYPES, config.layers, config.ignore, "prune")
     rounds = []
     for step in range(1, config.steps + 1):
-        scores = _scores(model, modules, config, data, loss_fn)
+        scores = _scores(model, modules, config, context)
         for name, module in modules.items():  # weights already pruned are cut first, always
             current = getattr(module, "weight_mask", None)
             if current is not None:
@@ -181,16 +179,29 @@ def _unstructured(model: nn.Module, config: PruneConfig, data: Any, loss_fn: Cal
         for name, mask in masks.items():
             apply_mask(modules[name], mask)
         record: dict[str, Any] = {"step": step, "sparsity": overall_sparsity(model)}
-        progress.note(f"prune round {step}/{config.steps}: sparsity {100 * record['sparsity']:.1f}%")
-        if config.finetune is not None and config.finetune.epochs > 0:
-            if data is None:
-                raise UsageError("prune.finetune needs data", "pass data (e.g. example:fashion-mnist)")
-            loss = resolve_loss(config.finetune, loss_fn)
-            record["finetune"] = train(model, data.train, data.val, config.finetune,
-                                       lambda x, y: loss(model(x), y), progress=progress,
-                                       label=f"fine-tune after round {step}")
+        context.progress.note(f"prune round {step}/{config.steps}: sparsity {100 * record['sparsity']:.1f}%")
+        history = context.finetune(model, config.finetune, "prune", f"fine-tune after round {step}")
+        if history is not None:
+            record["finetune"] = history
         rounds.append(record)
     return {"rounds": rounds, "layers": list(modules)}
+
+
+def _prune(model: nn.Module, cfg: PruneConfig, context: StepContext) -> Outcome:
+    if cfg.structure == "channels":
+        from edgekit.compress.structured import prune_channels
+
+        return prune_channels(model, cfg, context)
+    details = _unstructured(model, cfg, context)
+    details["layer_sparsity"] = layer_sparsity(model)
+    details["sparsity"] = overall_sparsity(model)
+    if cfg.finalize:
+        finalize(model)
+    details["sparsity_all_params"] = 1.0 - count_nonzero(model) / max(count_params(model), 1)
+    return Outcome(model, details=details, notes=[UNSTRUCTURED_NOTE])
+
+
+PRUNE = Technique("prune", PruneConfig, _prune, sample_inputs=True)
 
 
 def prune(
@@ -207,32 +218,7 @@ def prune(
     ``data`` (a TrainData or DATA reference) is needed for activation/taylor scores, fine-tuning
     and the accuracy figures; without it the report has no accuracy.
     """
-    from edgekit.datasets import train_data
-
-    cfg = PruneConfig.parse(config, "prune")
-    data = train_data(data) if data is not None else None
-    show = as_progress(progress)
-    if example_inputs is None and data is not None:
-        example_inputs = (next(iter(data.val))[0][:1],)
-    if cfg.structure == "channels":
-        from edgekit.compress.structured import prune_channels
-
-        if example_inputs is None:
-            raise UsageError("channel pruning needs example_inputs (or data) to trace the model",
-                             "pass example_inputs=(torch.zeros(1, 3, 224, 224),)")
-        return prune_channels(model, cfg, example_inputs, data, loss_fn=loss_fn, progress=show)
-    start = time.perf_counter()
-    val = data.val if data is not None else None
-    before = measure(model, example_inputs, val)
-    details = _unstructured(model, cfg, data, loss_fn, show)
-    details["layer_sparsity"] = layer_sparsity(model)
-    details["sparsity"] = overall_sparsity(model)
-    if cfg.finalize:
-        finalize(model)
-    after = measure(model, example_inputs, val)
-    details["sparsity_all_params"] = 1.0 - after.nonzero_params / max(after.params, 1)
-    return model, StepReport("prune", cfg.model_dump(), before, after, time.perf_counter() - start,
-                             details=details, notes=[UNSTRUCTURED_NOTE])
+    return PRUNE.run(model, config, data, example_inputs=example_inputs, loss_fn=loss_fn, progress=progress)
 
 
 def magnitude_prune(model: nn.Module, ratio: float, *, scope: str = "global", data: Any = None,
@@ -250,9 +236,8 @@ def activation_prune(model: nn.Module, ratio: float, calibration: Any, *, struct
     return prune(model, cfg, calibration, example_inputs=example_inputs)
 
 
-make_module_callable(__name__, "prune")  # edgekit.compress.prune(...) calls prune(); the module stays importable
-
 __all__ = [
+    "PRUNE",
     "PruneConfig",
     "UNSTRUCTURED_NOTE",
     "activation_prune",

@@ -28,23 +28,59 @@ import torch
 from torch import nn
 
 from edgekit.compress.config import StepConfig
-from edgekit.compress.distill import DistillConfig, build_student, distill
-from edgekit.compress.finetune import Constraint, FinetuneConfig, ProgressArg, as_progress, finetune
-from edgekit.compress.lowrank import LowRankConfig, low_rank
-from edgekit.compress.nonlinear import ClusterConfig, cluster, codebook_constraint
-from edgekit.compress.prune import PruneConfig, finalize, is_pruned, prune
+from edgekit.compress.distill import DISTILL, DistillConfig
+from edgekit.compress.finetune import FINETUNE, Constraint, FinetuneConfig, ProgressArg, as_progress
+from edgekit.compress.lowrank import LOW_RANK, LowRankConfig
+from edgekit.compress.nonlinear import CLUSTER, ClusterConfig, codebook_constraint
+from edgekit.compress.prune import PRUNE, PruneConfig, finalize, is_pruned
 from edgekit.compress.quantize import QuantizeConfig, quantize
 from edgekit.compress.report import StepReport
+from edgekit.compress.technique import StepContext
 from edgekit.errors import RecipeError
 
-STEP_CONFIGS: dict[str, type[StepConfig]] = {
-    "prune": PruneConfig,
-    "finetune": FinetuneConfig,
-    "quantize": QuantizeConfig,
-    "cluster": ClusterConfig,
-    "distill": DistillConfig,
-    "low_rank": LowRankConfig,
+StepRun = Callable[[nn.Module, Any, StepContext], "tuple[nn.Module, StepReport]"]
+
+
+def _prune_in_recipe(model: nn.Module, cfg: PruneConfig, context: StepContext) -> tuple[nn.Module, StepReport]:
+    if cfg.structure == "unstructured":
+        cfg = cfg.model_copy(update={"finalize": False})  # masks stay until the recipe ends
+    return PRUNE.apply(model, cfg, context)
+
+
+def _quantize_in_recipe(model: nn.Module, cfg: QuantizeConfig, context: StepContext) -> tuple[nn.Module, StepReport]:
+    # quantize keeps its own bookkeeping (its "after" is the int8 artifacts'): called as the API is
+    quantized, report = quantize(model, cfg, context.data, example_inputs=context.example_inputs,
+                                 out_dir=context.out_dir, name=context.name, progress=context.progress)
+    return quantized.float_model, report
+
+
+@dataclass(frozen=True)
+class StepKind:
+    """One kind of recipe step: its config, how it runs, and what the runner does around it.
+
+    ``plain_weights(config)``: pruning masks must be made permanent before it runs;
+    ``constraint``: what keeps its result true through later fine-tuning (a codebook);
+    ``keeps_constraints``: it trains under the constraints of earlier steps (any other step ends
+    them, as it changes the weights); ``last``: it must be the recipe's last step.
+    """
+
+    config: type[StepConfig]
+    run: StepRun
+    plain_weights: Callable[[Any], bool] = lambda config: True
+    constraint: Callable[[nn.Module, Any], Constraint] | None = None
+    keeps_constraints: bool = False
+    last: bool = False
+
+
+STEPS: dict[str, StepKind] = {
+    "prune": StepKind(PruneConfig, _prune_in_recipe, plain_weights=lambda config: config.structure == "channels"),
+    "finetune": StepKind(FinetuneConfig, FINETUNE.apply, plain_weights=lambda config: False, keeps_constraints=True),
+    "quantize": StepKind(QuantizeConfig, _quantize_in_recipe, last=True),
+    "cluster": StepKind(ClusterConfig, CLUSTER.apply, constraint=codebook_constraint),
+    "distill": StepKind(DistillConfig, DISTILL.apply),
+    "low_rank": StepKind(LowRankConfig, LOW_RANK.apply),
 }
+STEP_CONFIGS: dict[str, type[StepConfig]] = {kind: step.config for kind, step in STEPS.items()}
 ALIASES = {"lowrank": "low_rank", "fine_tune": "finetune", "quantise": "quantize"}
 
 
@@ -98,8 +134,8 @@ def parse_recipe(data: Any, source: str | None = None) -> Recipe:
         config = STEP_CONFIGS[kind].parse(body, f"recipe step {number} ({kind})")
         steps.append(Step(kind, config))
     for number, step in enumerate(steps, start=1):
-        if step.kind == "quantize" and number != len(steps):
-            raise RecipeError(f"recipe step {number} (quantize): quantize must be the last step",
+        if STEPS[step.kind].last and number != len(steps):
+            raise RecipeError(f"recipe step {number} ({step.kind}): {step.kind} must be the last step",
                               "later steps would change the weights the int8 artifacts were made from")
         if step.kind == "distill" and not step.config.student:  # type: ignore[attr-defined]
             raise RecipeError(f"recipe step {number} (distill): student: field required",
@@ -128,9 +164,6 @@ def load_recipe(path: str | Path | Recipe | list | dict) -> Recipe:
     return parse_recipe(data, source=str(file))
 
 
-_NEEDS_PLAIN_WEIGHTS = {"quantize", "cluster", "low_rank", "distill"}
-
-
 def run_recipe(
     model: nn.Module,
     recipe: Recipe | str | Path | list | dict,
@@ -147,7 +180,7 @@ def run_recipe(
     Returns the final float model (masks made permanent) and one StepReport per step. With
     ``out_dir``, a quantize step writes its int8 artifacts there.
     """
-    from edgekit.datasets import train_data
+    from edgekit.data.training import train_data
 
     recipe = load_recipe(recipe)
     data = train_data(data)
@@ -155,24 +188,24 @@ def run_recipe(
     show = as_progress(progress)
     if example_inputs is None:
         example_inputs = (data.sample_inputs(1),)
-    constraints: list[Constraint] = []
+    context = StepContext(data, example_inputs, loss_fn, show, out_dir=out_dir, name=name)
     reports: list[StepReport] = []
     for number, step in enumerate(recipe.steps, start=1):
         show.note(f"step {number}/{len(recipe.steps)}: {step.kind}")
-        structural = step.kind in _NEEDS_PLAIN_WEIGHTS or (step.kind == "prune" and step.config.structure == "channels")  # type: ignore[attr-defined]
-        if structural and is_pruned(model):
+        kind = STEPS[step.kind]
+        if kind.plain_weights(step.config) and is_pruned(model):
             finalize(model)
-        if step.kind != "finetune" and constraints:
-            constraints = []  # the codebook holds until a step other than fine-tuning changes the weights
+        if not kind.keeps_constraints:
+            context.constraints = []
         try:
-            model, report = _run_step(model, step, data, example_inputs, constraints, out_dir, name, loss_fn, show)
+            model, report = kind.run(model, step.config, context)
         except RecipeError as exc:
             if exc.message.startswith("recipe step"):
                 raise
             raise RecipeError(f"recipe step {number} ({step.kind}): {exc.message}", exc.hint) from None
         report.index = number
-        if step.kind == "cluster":
-            constraints = [codebook_constraint(model, step.config)]  # type: ignore[arg-type]
+        if kind.constraint is not None:
+            context.constraints = [kind.constraint(model, step.config)]
         reports.append(report)
         show.note(report.summary())
     if is_pruned(model):
@@ -182,7 +215,7 @@ def run_recipe(
 
 def _check_data(recipe: Recipe, data: Any) -> None:
     """Before any step runs: unlabeled data is for distill only, and every transfer: set exists."""
-    from edgekit.datasets import check_data_reference
+    from edgekit.data.training import check_data_reference
 
     for number, step in enumerate(recipe.steps, start=1):
         where = f"recipe step {number} ({step.kind})"
@@ -192,29 +225,4 @@ def _check_data(recipe: Recipe, data: Any) -> None:
             check_data_reference(step.config.transfer, f"{where}: transfer")  # type: ignore[attr-defined]
 
 
-def _run_step(model: nn.Module, step: Step, data: Any, example_inputs: Sequence[torch.Tensor],
-              constraints: list[Constraint], out_dir: str | Path | None, name: str, loss_fn: Callable | None,
-              show: Any) -> tuple[nn.Module, StepReport]:
-    cfg = step.config
-    if step.kind == "prune":
-        if cfg.structure == "unstructured":  # type: ignore[attr-defined]
-            cfg = cfg.model_copy(update={"finalize": False})  # masks stay until the recipe ends
-        return prune(model, cfg, data, example_inputs=example_inputs, loss_fn=loss_fn, progress=show)
-    if step.kind == "finetune":
-        return finetune(model, data, cfg, loss_fn=loss_fn, constraints=constraints,
-                        example_inputs=example_inputs, progress=show)
-    if step.kind == "cluster":
-        return cluster(model, cfg, data, example_inputs=example_inputs, loss_fn=loss_fn, progress=show)
-    if step.kind == "low_rank":
-        return low_rank(model, cfg, data, example_inputs=example_inputs, loss_fn=loss_fn, progress=show)
-    if step.kind == "distill":
-        student = build_student(cfg)  # type: ignore[arg-type]
-        return distill(student, model, data, cfg, example_inputs=example_inputs, progress=show)
-    if step.kind == "quantize":
-        quantized, report = quantize(model, cfg, data, example_inputs=example_inputs, out_dir=out_dir, name=name,
-                                     progress=show)
-        return quantized.float_model, report
-    raise RecipeError(f"unknown step kind {step.kind!r}")  # parse_recipe keeps this unreachable
-
-
-__all__ = ["ALIASES", "Recipe", "STEP_CONFIGS", "Step", "load_recipe", "parse_recipe", "run_recipe"]
+__all__ = ["ALIASES", "Recipe", "STEPS", "STEP_CONFIGS", "Step", "StepKind", "load_recipe", "parse_recipe", "run_recipe"]

@@ -13,17 +13,16 @@ example_inputs, history)`` replays it on a freshly built model, after which the 
 
 from __future__ import annotations
 
-import time
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import torch
 from torch import nn
 
-from edgekit.compress.finetune import ProgressArg, as_progress, resolve_loss, train
+from edgekit.compress.finetune import resolve_loss
 from edgekit.compress.importance import accumulated_gradients, channel_importance
 from edgekit.compress.layers import output_layer, require_layers
-from edgekit.compress.measure import PRUNABLE_TYPES, measure
-from edgekit.compress.report import StepReport
+from edgekit.compress.measure import PRUNABLE_TYPES
+from edgekit.compress.technique import DATA_HINT, Outcome, StepContext
 from edgekit.errors import RecipeError, UsageError
 
 MAX_LAYER_RATIO = 0.95  # global ranking may cut a layer deeply, never to nothing
@@ -43,28 +42,34 @@ def _json_history(history: Sequence[Any]) -> list[list[Any]]:
     return [[str(name), bool(is_out), [int(i) for i in idxs]] for name, is_out, idxs in history]
 
 
-def prune_channels(
-    model: nn.Module,
-    config: Any,
-    example_inputs: Sequence[torch.Tensor],
-    data: Any = None,
-    *,
-    loss_fn: Callable | None = None,
-    progress: ProgressArg = None,
-) -> tuple[nn.Module, StepReport]:
-    """Remove channels as ``config`` (a PruneConfig with structure "channels") says; see prune()."""
+def prune_channels(model: nn.Module, config: Any, context: StepContext) -> Outcome:
+    """Remove channels as ``config`` (a PruneConfig with structure "channels") says; prune()'s transform."""
+    if context.example_inputs is None:
+        raise UsageError("channel pruning needs example_inputs (or data) to trace the model",
+                         "pass example_inputs=(torch.zeros(1, 3, 224, 224),)")
+    if config.importance in ("activation", "taylor") and context.data is None:
+        raise UsageError(f"importance {config.importance!r} needs data to score on", DATA_HINT)
+    example_inputs = tuple(context.example_inputs)
+    widths_before = _widths(model)
+    head = output_layer(model, example_inputs, PRUNABLE_TYPES)
+    pruner, importance = _pruner(model, config, example_inputs, head)
+    rounds = _rounds(model, config, context, pruner, importance)
+    model.eval()
+    widths_after = _widths(model)
+    history = _json_history(pruner.pruning_history())
+    details = {
+        "rounds": rounds,
+        "channels": {n: [widths_before[n], widths_after.get(n)] for n in widths_before},
+        "kept_output_layer": head,
+    }
+    return Outcome(model, details=details, changes={"type": "channel_pruning", "history": history})
+
+
+def _pruner(model: nn.Module, config: Any, example_inputs: tuple[torch.Tensor, ...], head: str | None) -> tuple[Any, Any]:
+    """Torch-Pruning's MetaPruner for ``config``, never cutting the output layer ``head``; and its scorer."""
     import torch_pruning as tp
 
-    show = as_progress(progress)
-    if config.importance in ("activation", "taylor") and data is None:
-        raise UsageError(f"importance {config.importance!r} needs data to score on", "pass data (e.g. example:fashion-mnist)")
-    start = time.perf_counter()
-    example_inputs = tuple(example_inputs)
-    val = data.val if data is not None else None
-    before = measure(model, example_inputs, val)
-    widths_before = _widths(model)
     modules = dict(model.named_modules())
-    head = output_layer(model, example_inputs, PRUNABLE_TYPES)
     require_layers(model, list(config.ignore), (nn.Module,), "prune")
     require_layers(model, list(config.layer_ratios), PRUNABLE_TYPES, "prune")
     ignored = [modules[n] for n in config.ignore]
@@ -89,7 +94,14 @@ def prune_channels(
         ignored_layers=ignored,
         round_to=config.round_to,
     )
-    loss = resolve_loss(config.finetune, loss_fn) if config.finetune is not None else (loss_fn or nn.functional.cross_entropy)
+    return pruner, importance
+
+
+def _rounds(model: nn.Module, config: Any, context: StepContext, pruner: Any, importance: Any) -> list[dict[str, Any]]:
+    """Prune in ``config.steps`` rounds, fine-tuning after each when ``config.finetune`` asks."""
+    data = context.data
+    loss = resolve_loss(config.finetune, context.loss_fn) if config.finetune is not None else (
+        context.loss_fn or nn.functional.cross_entropy)
     rounds = []
     for step in range(1, config.steps + 1):
         if config.importance == "activation":
@@ -100,25 +112,12 @@ def prune_channels(
         else:
             pruner.step()
         record: dict[str, Any] = {"step": step, "params": sum(p.numel() for p in model.parameters())}
-        show.note(f"channel pruning round {step}/{config.steps}: {record['params']:,} params")
-        if config.finetune is not None and config.finetune.epochs > 0:
-            if data is None:
-                raise UsageError("prune.finetune needs data", "pass data (e.g. example:fashion-mnist)")
-            record["finetune"] = train(model, data.train, data.val, config.finetune,
-                                       lambda x, y: loss(model(x), y), progress=show,
-                                       label=f"fine-tune after round {step}")
+        context.progress.note(f"channel pruning round {step}/{config.steps}: {record['params']:,} params")
+        history = context.finetune(model, config.finetune, "prune", f"fine-tune after round {step}")
+        if history is not None:
+            record["finetune"] = history
         rounds.append(record)
-    model.eval()
-    after = measure(model, example_inputs, val)
-    widths_after = _widths(model)
-    history = _json_history(pruner.pruning_history())
-    details = {
-        "rounds": rounds,
-        "channels": {n: [widths_before[n], widths_after.get(n)] for n in widths_before},
-        "kept_output_layer": head,
-    }
-    return model, StepReport("prune", config.model_dump(), before, after, time.perf_counter() - start,
-                             details=details, changes={"type": "channel_pruning", "history": history})
+    return rounds
 
 
 def replay_channel_pruning(model: nn.Module, example_inputs: Sequence[torch.Tensor],

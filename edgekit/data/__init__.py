@@ -3,6 +3,9 @@
 - ``sources``: ``load_data(ref)`` → :class:`Dataset` (example data, image folders, .npz, .npy,
   factories), its seeded calibration/evaluation split and its description for reports;
 - ``preprocess``: the :class:`Preprocess` spec that turns images into a model's inputs;
+- ``plan``: which samples calibrate, evaluate and check parity in a run (and the bundled
+  example's named evaluation set and calibration inputs);
+- ``training``: DATA as training and validation batches for compression (``train_data``);
 - ``fashion_mnist``: the bundled example data set (this package was once that one module: its
   names stay importable from ``edgekit.data``).
 """

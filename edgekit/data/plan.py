@@ -16,12 +16,17 @@ Rules (stated in every report through :meth:`DataPlan.describe`):
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 
+from edgekit.data.fashion_mnist import load_fashion_mnist
 from edgekit.data.preprocess import Preprocess
 from edgekit.data.sources import Dataset, load_data
+from edgekit.errors import DataError
+
+if TYPE_CHECKING:
+    import torch
 
 CALIBRATION_SAMPLES = 256
 EXAMPLE_CALIBRATION_POOL = 20000  # the example calibrates on a seeded choice from its first 20k training images
@@ -130,3 +135,48 @@ class _Loader:
             self._cache[key] = load_data(ref, input_names=self.names, input_shapes=self.shapes,
                                          preprocess=self.preprocess, limit=limit, split=split)
         return self._cache[key]
+
+
+# --- the bundled example's named sets (``eval_set``, ``calibration_inputs``) ----------------------
+
+DATASETS = {"example:fashion-mnist": "Fashion-MNIST test"}
+
+
+@dataclass
+class EvalSet:
+    name: str  # human name for reports: "Fashion-MNIST test"
+    x: np.ndarray
+    y: np.ndarray
+
+    def reference_accuracy(self, module: "torch.nn.Module | None", batch: int = 1000) -> float | None:
+        """Accuracy of the float torch model on the same images (None for a file deployed as is)."""
+        if module is None:
+            return None
+        import torch
+
+        correct = 0
+        with torch.no_grad():
+            for i in range(0, len(self.y), batch):
+                logits = module(torch.from_numpy(self.x[i : i + batch]))
+                correct += int((logits.argmax(1).numpy() == self.y[i : i + batch]).sum())
+        return correct / len(self.y)
+
+
+def eval_set(name: str, limit: int | None = None) -> EvalSet:
+    """The test split of a named data set (``DATASETS``)."""
+    if name not in DATASETS:
+        raise DataError(f"unknown data set {name!r}", f"known: {', '.join(DATASETS)}")
+    split = load_fashion_mnist("test", limit=limit)
+    return EvalSet(DATASETS[name], split.x, split.y)
+
+
+def calibration_inputs(example_inputs: Sequence[Any], dataset: str | None) -> np.ndarray:
+    """The bundled data set's calibration inputs: training images, never the test set (the same
+    samples a DataPlan calibrates on). There is no fallback: edgekit never calibrates on noise."""
+    if dataset is None:
+        raise DataError("int8 calibration needs data", "pass --calibration DATA (100-500 representative samples)")
+    if dataset not in DATASETS:
+        raise DataError(f"unknown data set {dataset!r}", f"known: {', '.join(DATASETS)}, or an .npz of inputs")
+    train = load_fashion_mnist("train", limit=EXAMPLE_CALIBRATION_POOL)
+    pick = np.random.default_rng(0).choice(len(train), CALIBRATION_SAMPLES, replace=False)
+    return train.x[np.sort(pick)]

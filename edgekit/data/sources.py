@@ -27,10 +27,10 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from edgekit.data._factory import call_factory, is_factory_ref
 from edgekit.data.fashion_mnist import FASHION_MNIST_CLASSES, FASHION_MNIST_PREPROCESS, load_fashion_mnist
 from edgekit.data.preprocess import Preprocess
 from edgekit.errors import DataError
+from edgekit.refs import import_ref, is_ref
 
 # torchvision's ImageFolder extensions (matched case-insensitively)
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
@@ -204,7 +204,7 @@ def _resolve(ref: str, names: list[str] | None, preprocess: Preprocess | None, l
         return _load_npy(path, limit, ref)
     if path.exists():
         raise DataError(f"cannot read {ref} as data", "use a folder of images, an .npz or an .npy")
-    if is_factory_ref(ref):
+    if is_ref(ref):
         return _load_factory(ref, names, limit)
     raise DataError(f"data not found: {ref}",
                     "use example:fashion-mnist, a folder of images, an .npz, an .npy or a factory pkg.module:fn")
@@ -441,6 +441,23 @@ def _as_input(array: np.ndarray, where: str) -> np.ndarray:
 # --- factories -------------------------------------------------------------------------------
 
 
+def call_factory(ref: str, returns: str) -> Any:
+    """Import and call the factory ``pkg.module:fn``; ``returns`` says what it should return, for hints.
+
+    An exception inside it becomes a DataError naming it (the user's code: bad data, not an
+    edgekit bug). ``edgekit.data.training.train_data`` calls it itself, once, to tell a
+    ``(train_loader, val_loader)`` pair from data.
+    """
+    factory = import_ref(ref, DataError, attr_hint=f"name a function returning {returns}", function=True)
+    try:
+        return factory()
+    except DataError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the user's code: report it as bad data, not an edgekit bug
+        raise DataError(f"{ref}() raised {type(exc).__name__}: {' '.join(str(exc).split())}",
+                        f"fix the factory; it should take no arguments and return {returns}") from exc
+
+
 def _load_factory(ref: str, names: list[str] | None, limit: int | None) -> Dataset:
     return dataset_from_factory_result(call_factory(ref, _FACTORY_RETURNS), ref, names, limit)
 
@@ -448,7 +465,7 @@ def _load_factory(ref: str, names: list[str] | None, limit: int | None) -> Datas
 def dataset_from_factory_result(result: Any, ref: str, names: list[str] | None = None,
                                 limit: int | None = None) -> Dataset:
     """What a factory returned (see the module docstring) as a Dataset; for callers that called it
-    themselves (``edgekit.datasets.train_data`` tells its ``(train_loader, val_loader)`` pairs apart)."""
+    themselves (``edgekit.data.training.train_data`` tells its ``(train_loader, val_loader)`` pairs apart)."""
     if _is_array(result) or isinstance(result, (dict, tuple)):
         inputs, labels = _batch_parts(result, ref)
     elif isinstance(result, Iterable) and not isinstance(result, (str, bytes)):

@@ -17,7 +17,7 @@ class Example:
     name: str
     build: Callable[[], torch.nn.Module]
     input_shape: tuple[int, ...]
-    dataset: str | None  # a DATA name understood by edgekit.datasets, e.g. "example:fashion-mnist"
+    dataset: str | None  # a DATA name understood by edgekit.data, e.g. "example:fashion-mnist"
     description: str
     # how images become its inputs (image folders, photos); written into artifact manifests
     preprocess: Preprocess | None = None

@@ -18,6 +18,7 @@ from torch import nn
 
 from edgekit.data import load_fashion_mnist
 from edgekit.examples.fashion_cnn import WEIGHTS, FashionCNN
+from edgekit.outputs import write_json_atomic
 
 
 def random_shift(x: torch.Tensor, pixels: int = 2) -> torch.Tensor:
@@ -69,7 +70,7 @@ def main() -> None:
     torch.save(model.state_dict(), WEIGHTS)
     info = {"test_accuracy": acc, "epochs": args.epochs, "seed": args.seed,
             "seconds": round(time.perf_counter() - start, 1)}
-    WEIGHTS.with_suffix(".json").write_text(json.dumps(info, indent=2) + "\n")
+    write_json_atomic(WEIGHTS.with_suffix(".json"), info)
     print(json.dumps(info))
 
 

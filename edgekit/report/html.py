@@ -20,16 +20,17 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from html import escape
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
+from edgekit.outputs import write_text_atomic
 from edgekit.report.compare import latency_drift
 from edgekit.report.schema import CompressReport, DeployReport, ExportReport, Report, StepMetrics
 from edgekit.report.text import format_ms, human_bytes
+from edgekit.targets.registry import representative_kind
 
 HISTOGRAM_MAX_BINS = 60
 TIMELINE_MAX_POINTS = 1500  # more samples than this are drawn as per-bucket min-max bands
@@ -534,7 +535,7 @@ def _deploy_cards(r: DeployReport) -> str:
 def _badges(r: Report) -> str:
     badges = []
     if isinstance(r, DeployReport):
-        if r.target.kind == "emulated" or not r.latency.representative:
+        if not representative_kind(r.target.kind) or not r.latency.representative:
             badges.append(("warn", "latency not representative of the device"))
         if r.parity is not None:
             badges.append(("ok", "parity ok") if r.parity.passed else ("bad", "parity over tolerance"))
@@ -834,15 +835,7 @@ def render_html(report: Report) -> str:
 
 def write_html(report: Report, path: str | Path) -> Path:
     """Write ``render_html(report)`` to ``path`` atomically (a temp file, then a rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        tmp.write_text(render_html(report), encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return write_text_atomic(path, render_html(report))
 
 
 __all__ = ["render_html", "write_html"]

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from edgekit.data import load_fashion_mnist
-from edgekit.datasets import ArrayLoader, TrainData
+from edgekit.data.training import ArrayLoader, TrainData
 
 TRAIN_IMAGES = 2048
 VAL_IMAGES = 1000

@@ -16,7 +16,7 @@ from edgekit.compress.distill import logit_loss, soft_loss
 from edgekit.compress.measure import evaluate
 from edgekit.data import FASHION_MNIST_PREPROCESS, load_fashion_mnist
 from edgekit.data.fashion_mnist import FASHION_MNIST_DIR, _read_idx
-from edgekit.datasets import UNLABELED, ArrayLoader, MixedLoader, train_data, train_data_for_model
+from edgekit.data.training import UNLABELED, ArrayLoader, MixedLoader, train_data, train_data_for_model
 from edgekit.errors import DataError, ExitCode
 from edgekit.models import resolve_model
 

@@ -257,7 +257,7 @@ def test_deploy_on_the_emulated_pi_matches_the_host(provisioned_pi, tmp_path, fm
 
 
 def _eval_images():
-    from edgekit.datasets import eval_set
+    from edgekit.data.plan import eval_set
 
     return eval_set("example:fashion-mnist", EVAL_LIMIT)
 

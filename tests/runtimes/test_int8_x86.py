@@ -31,7 +31,7 @@ MIN_AGREEMENT = 0.995
 
 @pytest.fixture(scope="module")
 def example_int8_onnx(tmp_path_factory: pytest.TempPathFactory, example_cnn) -> Path:  # noqa: ANN001
-    from edgekit.datasets import calibration_inputs
+    from edgekit.data.plan import calibration_inputs
     from edgekit.export.api import export
     from edgekit.models import resolve_model
 
@@ -103,7 +103,7 @@ def test_runner_int8_matches_exact_int8_on_this_host(example_int8_onnx: Path, fa
 
 
 def test_export_weight_type_uint8_stores_the_same_values(example_int8_onnx: Path, tmp_path: Path) -> None:
-    from edgekit.datasets import calibration_inputs
+    from edgekit.data.plan import calibration_inputs
     from edgekit.export.api import export
     from edgekit.models import resolve_model
 

@@ -1,4 +1,11 @@
-"""Named data sets a model can be evaluated and calibrated on (DATA arguments)."""
+"""Training data for compression (``edgekit compress``, recipes, every step): DATA as batches.
+
+``train_data(ref)`` resolves DATA into a :class:`TrainData` (a training and a validation
+iterable of ``(inputs, targets)`` batches): the bundled example's training split, a seeded split
+of any other DATA of :func:`edgekit.data.load_data`, or a factory's own ``(train_loader,
+val_loader)``. Distillation's unlabeled transfer set and the checks of DATA against a model live
+here too.
+"""
 
 from __future__ import annotations
 
@@ -9,57 +16,15 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
-from edgekit.data import FASHION_MNIST_PREPROCESS, Dataset, Preprocess, load_data, load_fashion_mnist
-from edgekit.data._factory import call_factory, is_factory_ref
-from edgekit.data.sources import dataset_from_factory_result
+from edgekit.data.fashion_mnist import FASHION_MNIST_PREPROCESS, load_fashion_mnist
+from edgekit.data.preprocess import Preprocess
+from edgekit.data.sources import Dataset, call_factory, dataset_from_factory_result, load_data
 from edgekit.errors import DataError
+from edgekit.refs import is_ref
 
 if TYPE_CHECKING:
     import torch
 
-CALIBRATION_SAMPLES = 256
-DATASETS = {"example:fashion-mnist": "Fashion-MNIST test"}
-
-
-@dataclass
-class EvalSet:
-    name: str  # human name for reports: "Fashion-MNIST test"
-    x: np.ndarray
-    y: np.ndarray
-
-    def reference_accuracy(self, module: "torch.nn.Module | None", batch: int = 1000) -> float | None:
-        """Accuracy of the float torch model on the same images (None for a file deployed as is)."""
-        if module is None:
-            return None
-        import torch
-
-        correct = 0
-        with torch.no_grad():
-            for i in range(0, len(self.y), batch):
-                logits = module(torch.from_numpy(self.x[i : i + batch]))
-                correct += int((logits.argmax(1).numpy() == self.y[i : i + batch]).sum())
-        return correct / len(self.y)
-
-
-def eval_set(name: str, limit: int | None = None) -> EvalSet:
-    if name not in DATASETS:
-        raise DataError(f"unknown data set {name!r}", f"known: {', '.join(DATASETS)}")
-    split = load_fashion_mnist("test", limit=limit)
-    return EvalSet(DATASETS[name], split.x, split.y)
-
-
-def calibration_inputs(example_inputs: Sequence[Any], dataset: str | None) -> np.ndarray:
-    """The bundled data set's calibration inputs: training images, never the test set (the same
-    samples as ``edgekit.data.plan``). There is no fallback: edgekit never calibrates on noise."""
-    if dataset is None:
-        raise DataError("int8 calibration needs data", "pass --calibration DATA (100-500 representative samples)")
-    if dataset not in DATASETS:
-        raise DataError(f"unknown data set {dataset!r}", f"known: {', '.join(DATASETS)}, or an .npz of inputs")
-    train = load_fashion_mnist("train", limit=20000)
-    pick = np.random.default_rng(0).choice(len(train), CALIBRATION_SAMPLES, replace=False)
-    return train.x[np.sort(pick)]
-
-# --- training data (DATA for `edgekit compress` and recipes) ------------------------------------
 
 TRAIN_DATASETS = {"example:fashion-mnist": "Fashion-MNIST train (last 5,000 images held out for validation)"}
 FASHION_MNIST_VAL_SIZE = 5000
@@ -268,7 +233,7 @@ def _load_training_data(ref: "str | os.PathLike[str] | Dataset", preprocess: Pre
     if not isinstance(ref, (str, os.PathLike)):
         raise DataError(f"training data is a {type(ref).__name__}", f"pass a TrainData, a Dataset, or DATA: {_FORMS}")
     text = os.fspath(ref)
-    if is_factory_ref(text) and not Path(text).exists():
+    if is_ref(text) and not Path(text).exists():
         result = call_factory(text, _FACTORY_RETURNS)
         if _is_loader_pair(result):
             return TrainData(text, result[0], result[1])
@@ -438,6 +403,6 @@ def train_data_for_model(data: Any, module: "torch.nn.Module", example_inputs: S
 def check_data_reference(ref: str, what: str) -> None:
     """A DataError when ``ref`` cannot be DATA (no such file or folder, not example:/pkg.module:fn),
     checked before a recipe runs anything rather than when its step comes."""
-    if ref.startswith("example:") or Path(ref).exists() or is_factory_ref(ref):
+    if ref.startswith("example:") or Path(ref).exists() or is_ref(ref):
         return
     raise DataError(f"{what}: data not found: {ref}", f"use {_FORMS}")
