@@ -49,7 +49,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from edgekit.deploy import DeployOptions, PreparedDeploy, _save_npz, measure_on_target  # noqa: E402
+from edgekit.deploy import DeployOptions, PreparedDeploy, measure_on_target, save_npz  # noqa: E402
 from edgekit.report.progress import NULL_PROGRESS  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "deploy.json"
@@ -138,7 +138,7 @@ def prepare(work: Path, mib: float) -> tuple[PreparedDeploy, str, float]:
         prepared = prepare_deploy(str(model), "pi4", options, NULL_PROGRESS, work)
         if prepared.evaluation is None:  # a file deployed as is has no data set: add one for the eval job
             prepared.evaluation = _random_evalset()
-            prepared.eval_npz = _save_npz(work / "eval.npz", prepared.evaluation.inputs)
+            prepared.eval_npz = save_npz(work / "eval.npz", prepared.evaluation.inputs)
         return prepared, "edgekit.deploy.prepare_deploy" + parity_note, time.monotonic() - started
     except ImportError:
         pass  # the exporters have not landed: build the same PreparedDeploy by hand
@@ -158,8 +158,8 @@ def prepare(work: Path, mib: float) -> tuple[PreparedDeploy, str, float]:
     prepared = PreparedDeploy(
         model=str(model), profile=get_profile("pi4"), resolved=ResolvedModel(name="mlp", file=model, file_format="onnx"),
         artifact=artifact, reference_size=None, because="deployed as given", evaluation=evaluation,
-        parity_inputs=parity_x, parity_npz=_save_npz(work / "parity_inputs.npz", parity_x), user_inputs_npz=None,
-        eval_npz=_save_npz(work / "eval.npz", evaluation.inputs), work=work)
+        parity_inputs=parity_x, parity_npz=save_npz(work / "parity_inputs.npz", parity_x), user_inputs_npz=None,
+        eval_npz=save_npz(work / "eval.npz", evaluation.inputs), work=work)
     prepared._memo["reference"] = ("host runtime", [expected])
     return prepared, "a hand-made PreparedDeploy (edgekit.export.onnx not installed yet)" + parity_note, \
         time.monotonic() - started

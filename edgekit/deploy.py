@@ -235,10 +235,10 @@ def prepare_deploy(model: str, device: str, options: DeployOptions, say: Progres
     prepared = PreparedDeploy(
         model=model, profile=profile, resolved=resolved, artifact=artifact, reference_size=reference_size,
         because=because, evaluation=evaluation, parity_inputs=parity_x,
-        parity_npz=_save_npz(work / "parity_inputs.npz", parity_x),
-        user_inputs_npz=(_save_npz(work / "user_inputs.npz", _one_batch(artifact, user_inputs))
+        parity_npz=save_npz(work / "parity_inputs.npz", parity_x),
+        user_inputs_npz=(save_npz(work / "user_inputs.npz", _one_batch(artifact, user_inputs))
                          if user_inputs is not None else None),
-        eval_npz=_save_npz(work / "eval.npz", evaluation.inputs) if evaluation is not None else None,
+        eval_npz=save_npz(work / "eval.npz", evaluation.inputs) if evaluation is not None else None,
         work=work, data=data,
     )
     if publish and options.out_dir:
@@ -535,7 +535,8 @@ def _base_job(artifact: Artifact, profile: DeviceProfile, options: DeployOptions
     }
 
 
-def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> Path:
+def save_npz(path: Path, arrays: dict[str, np.ndarray]) -> Path:
+    """Write ``arrays`` to ``path`` (a ``.npz`` name) for a run's job; returns ``path``."""
     np.savez(path, **arrays)
     return path
 

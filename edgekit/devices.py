@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Iterable, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from edgekit.errors import ProfileError
 from edgekit.export import FORMATS
@@ -46,18 +46,12 @@ class Preference(_Strict):
     # Export options that suit this device, e.g. {weight_type: uint8} for ONNX int8 on x86.
     options: dict[str, Any] = Field(default_factory=dict)
 
-    @field_validator("format")
+    @field_validator("format", "precision")
     @classmethod
-    def _known_format(cls, value: str) -> str:
-        if value not in KNOWN_FORMATS:
-            raise ValueError(f"unknown format {value!r}; known: {', '.join(KNOWN_FORMATS)}")
-        return value
-
-    @field_validator("precision")
-    @classmethod
-    def _known_precision(cls, value: str) -> str:
-        if value not in KNOWN_PRECISIONS:
-            raise ValueError(f"unknown precision {value!r}; known: {', '.join(KNOWN_PRECISIONS)}")
+    def _known(cls, value: str, info: ValidationInfo) -> str:
+        known = KNOWN_FORMATS if info.field_name == "format" else KNOWN_PRECISIONS
+        if value not in known:
+            raise ValueError(f"unknown {info.field_name} {value!r}; known: {', '.join(known)}")
         return value
 
 

@@ -920,8 +920,7 @@ def start(
     _require_tools("chroot", "unshare", "mount", "install")
     current = load_state(name)
     if current is not None and is_running(current):
-        if not (fresh or rebuild) and current.device == profile.name and current.image_key == spec.key \
-                and (port is None or port == current.port):
+        if _can_reuse(current, profile, spec, port, restart=fresh or rebuild):
             say(f"{name} is already running at {current.address}")
             return current
         stop(name)
@@ -930,30 +929,82 @@ def start(
 
     ensure_binfmt(spec.qemu_arch)
     meta = build_image(spec, rebuild=rebuild, progress=say)
-    base = spec.rootfs
-    uid, gid, home = _passwd_entry(base, spec.user)
+    reset = fresh or rebuild or (current is not None and current.image_key != spec.key)
+    launch = _prepare_launch(name, profile, spec, meta, reset, current, memory_limit)
+    return _launch(launch, port, current, ready_timeout, say)
 
+
+def _can_reuse(current: EmulatorState, profile: Any, spec: ImageSpec, port: int | None, restart: bool) -> bool:
+    """Is the running emulator ``current`` the one asked for (same device, image and port)?"""
+    return not restart and current.device == profile.name and current.image_key == spec.key \
+        and (port is None or port == current.port)
+
+
+@dataclass
+class _Launch:
+    """Everything one start of an emulator prepares before its processes are spawned."""
+
+    name: str
+    profile: Any
+    spec: ImageSpec
+    meta: dict[str, Any]
+    instance: Path
+    mode: str  # "overlay" | "copy", as in EmulatorState
+    root: Path  # the device's root filesystem as its processes see it
+    passwd: tuple[int, int, str]  # the device user's uid, gid and home
+    host_pub: str  # the device's SSH host key (public part)
+    qemu_cpu: str | None
+    openssh: tuple[int, int]
+    cgroup: Path | None
+    notes: list[str]
+
+    @property
+    def etc(self) -> Path:
+        return self.instance / "etc"
+
+
+def _prepare_launch(name: str, profile: Any, spec: ImageSpec, meta: dict[str, Any], reset: bool,
+                    current: EmulatorState | None, memory_limit: bool) -> _Launch:
+    """The instance folder, its keys, the qemu CPU and the memory cgroup of a start."""
+    base = spec.rootfs
+    passwd = _passwd_entry(base, spec.user)
     instance = _instance_dir(name)
     instance.mkdir(parents=True, exist_ok=True)
     os.chmod(instance, 0o755)
-    reset = fresh or rebuild or (current is not None and current.image_key != spec.key)
     mode = _prepare_instance(instance, base, reset, current.mode if current else None)
     root = instance / ("merged" if mode == "overlay" else "rootfs")
+    host_pub = _instance_keys(instance, name)
+    qemu_cpu, cpu_note = choose_qemu_cpu(profile, spec.qemu_arch, base)
+    openssh = _openssh_version(base)
+    _write_ssh_environment(instance / "etc" / "ssh_environment", qemu_cpu, openssh)
+    notes = _fidelity_notes(profile, spec, cpu_note)
+    cgroup = _launch_cgroup(name, profile, memory_limit, notes)
+    return _Launch(name=name, profile=profile, spec=spec, meta=meta, instance=instance, mode=mode, root=root,
+                   passwd=passwd, host_pub=host_pub, qemu_cpu=qemu_cpu, openssh=openssh, cgroup=cgroup,
+                   notes=notes)
 
+
+def _instance_keys(instance: Path, name: str) -> str:
+    """The instance's host key and client key (made once), the client's authorized; returns the host's."""
     etc = instance / "etc"
     etc.mkdir(exist_ok=True)
     os.chmod(etc, 0o755)
     host_pub = _ensure_keypair(etc / "ssh_host_ed25519_key", f"edgekit-{name}")
     client_pub = _ensure_keypair(instance / "id_ed25519", f"edgekit-emulator-{name}")
     (etc / "authorized_keys").write_text(client_pub + "\n")
+    return host_pub
 
-    qemu_cpu, cpu_note = choose_qemu_cpu(profile, spec.qemu_arch, base)
-    openssh = _openssh_version(base)
-    ssh_env = etc / "ssh_environment"
+
+def _write_ssh_environment(ssh_env: Path, qemu_cpu: str | None, openssh: tuple[int, int]) -> None:
+    """QEMU_CPU for SSH sessions through sshd's environment file where sshd_config cannot set it."""
     if qemu_cpu and openssh < (8, 7):
         ssh_env.write_text(f"QEMU_CPU={qemu_cpu}\n")
     elif ssh_env.exists():
         ssh_env.unlink()
+
+
+def _fidelity_notes(profile: Any, spec: ImageSpec, cpu_note: str) -> list[str]:
+    """What the emulated device reproduces of the real one, and what it does not."""
     notes: list[str] = [cpu_note]
     mismatch = _python_mismatch(profile, spec.release)
     if mismatch:
@@ -962,42 +1013,37 @@ def start(
     if cores != profile.cpu.cores:
         notes.append(f"cores: the device has {profile.cpu.cores}, the emulated one uses this host's {cores}")
     notes.append("speed: qemu-user runs code hundreds of times slower than the device; latency is not representative")
-    cgroup: Path | None = None
-    if memory_limit:
-        cgroup, why = _memory_cgroup(name, profile.memory_mib)
-        if why:
-            notes.append(why)
-    else:
-        notes.append(f"the profile's {profile.memory_mib} MiB memory limit was turned off (--no-memory-limit)")
+    return notes
 
-    log = instance / "sshd.log"
+
+def _launch_cgroup(name: str, profile: Any, memory_limit: bool, notes: list[str]) -> Path | None:
+    """The memory cgroup holding the profile's limit (None when off or impossible: ``notes`` says why)."""
+    if not memory_limit:
+        notes.append(f"the profile's {profile.memory_mib} MiB memory limit was turned off (--no-memory-limit)")
+        return None
+    cgroup, why = _memory_cgroup(name, profile.memory_mib)
+    if why:
+        notes.append(why)
+    return cgroup
+
+
+def _launch(launch: _Launch, port: int | None, current: EmulatorState | None, ready_timeout: float,
+            say: Progress) -> EmulatorState:
+    """Spawn the emulator and wait until its sshd answers; one more try on a new port if it was taken."""
+    name, profile, spec = launch.name, launch.profile, launch.spec
     last_error = None
     for attempt in range(2):  # a second try on a new port if the first one was taken meanwhile
         chosen = port or _free_port(current.port if current else None)
         if attempt:
             chosen = _free_port()
-        (etc / "sshd_config").write_text(_sshd_config(chosen, spec.user, profile.name, qemu_cpu, openssh))
+        (launch.etc / "sshd_config").write_text(
+            _sshd_config(chosen, spec.user, profile.name, launch.qemu_cpu, launch.openssh))
         say(f"starting the emulated {profile.name} ({spec.release} {spec.arch} under qemu-{spec.qemu_arch}) "
             f"on {LOOPBACK}:{chosen}")
-        with open(log, "ab") as handle:
-            handle.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} start on port {chosen}\n".encode())
-            handle.flush()
-            argv = ["/bin/sh", "-c", _CGROUP_ENTER, "edgekit-cgroup", str(cgroup or ""),
-                    "unshare", "--mount", "--pid", "--fork", "--propagation", "private", "--kill-child",
-                    "--", "/bin/sh", "-c", _NAMESPACE_SCRIPT, f"{MARKER}:{name}",
-                    str(root), str(base), str(instance), mode, spec.user, str(uid), str(gid), home, qemu_cpu or ""]
-            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=handle, stderr=subprocess.STDOUT,
-                                    start_new_session=True, close_fds=True)
+        log = launch.instance / "sshd.log"
+        proc = _spawn(launch, chosen, log)
         _children[name] = proc
-        state = EmulatorState(
-            name=name, device=profile.name, image_key=spec.key, base_rootfs=str(base),
-            instance_dir=str(instance), mode=mode, pid=proc.pid, port=chosen, user=spec.user,
-            key_file=str(instance / "id_ed25519"), known_hosts=str(instance / "known_hosts"),
-            ssh_config=str(instance / "ssh_config"), alias=f"edgekit-{name}", log=str(log),
-            started_at=time.time(), machine=spec.machine, python=meta.get("python"), numpy=meta.get("numpy"),
-            memory_limit_mib=profile.memory_mib if cgroup else None, cgroup=str(cgroup) if cgroup else None,
-            qemu_cpu=qemu_cpu, notes=notes,
-        )
+        state = _new_state(launch, proc.pid, chosen, log)
         write_json_atomic(_state_path(name), state.to_dict(), sort_keys=True)
         try:
             _wait_ready(state, proc, ready_timeout)
@@ -1007,14 +1053,48 @@ def start(
             if port is None and "Address already in use" in str(exc) and attempt == 0:
                 continue
             raise
-        host_key_type, host_key_b64 = host_pub.split()[:2]
-        Path(state.known_hosts).write_text(f"[{LOOPBACK}]:{chosen} {host_key_type} {host_key_b64}\n")
-        Path(state.ssh_config).write_text(_host_config_entry(state))
-        _write_include_file()
+        _write_client_files(state, launch.host_pub)
         say(f"the emulated {profile.name} is up: {state.address}")
         return state
     assert last_error is not None
     raise last_error
+
+
+def _spawn(launch: _Launch, port: int, log: Path) -> subprocess.Popen[bytes]:
+    """The emulator's process tree (cgroup, namespaces, sshd under qemu), its output appended to ``log``."""
+    uid, gid, home = launch.passwd
+    with open(log, "ab") as handle:
+        handle.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} start on port {port}\n".encode())
+        handle.flush()
+        argv = ["/bin/sh", "-c", _CGROUP_ENTER, "edgekit-cgroup", str(launch.cgroup or ""),
+                "unshare", "--mount", "--pid", "--fork", "--propagation", "private", "--kill-child",
+                "--", "/bin/sh", "-c", _NAMESPACE_SCRIPT, f"{MARKER}:{launch.name}",
+                str(launch.root), str(launch.spec.rootfs), str(launch.instance), launch.mode, launch.spec.user,
+                str(uid), str(gid), home, launch.qemu_cpu or ""]
+        return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=handle, stderr=subprocess.STDOUT,
+                                start_new_session=True, close_fds=True)
+
+
+def _new_state(launch: _Launch, pid: int, port: int, log: Path) -> EmulatorState:
+    """The state of the emulator just spawned as ``pid``, listening on ``port``."""
+    spec, instance, cgroup = launch.spec, launch.instance, launch.cgroup
+    return EmulatorState(
+        name=launch.name, device=launch.profile.name, image_key=spec.key, base_rootfs=str(spec.rootfs),
+        instance_dir=str(instance), mode=launch.mode, pid=pid, port=port, user=spec.user,
+        key_file=str(instance / "id_ed25519"), known_hosts=str(instance / "known_hosts"),
+        ssh_config=str(instance / "ssh_config"), alias=f"edgekit-{launch.name}", log=str(log),
+        started_at=time.time(), machine=spec.machine, python=launch.meta.get("python"),
+        numpy=launch.meta.get("numpy"), memory_limit_mib=launch.profile.memory_mib if cgroup else None,
+        cgroup=str(cgroup) if cgroup else None, qemu_cpu=launch.qemu_cpu, notes=launch.notes,
+    )
+
+
+def _write_client_files(state: EmulatorState, host_pub: str) -> None:
+    """The known_hosts line and ssh_config entry a client uses to reach the started emulator."""
+    host_key_type, host_key_b64 = host_pub.split()[:2]
+    Path(state.known_hosts).write_text(f"[{LOOPBACK}]:{state.port} {host_key_type} {host_key_b64}\n")
+    Path(state.ssh_config).write_text(_host_config_entry(state))
+    _write_include_file()
 
 
 def _log_tail(path: str, lines: int = 15) -> str:

@@ -27,7 +27,6 @@ PyPI wheel runs) gets nothing pushed: ``provision`` checks what imports and retu
 from __future__ import annotations
 
 import email.parser
-import hashlib
 import json
 import os
 import posixpath
@@ -39,7 +38,7 @@ import time
 import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 from edgekit.errors import (
     EdgekitError,
@@ -48,6 +47,7 @@ from edgekit.errors import (
     UsageError,
 )
 from edgekit.export import device_runtimes
+from edgekit.export.base import sha256_file
 from edgekit.resources import FACTS_NAME, SITE_INSTALL_NAME, program_text
 from edgekit.targets.ssh_options import DEFAULT_SITE_DIR, SSHOptions
 
@@ -244,14 +244,6 @@ class WheelChoice:
     required_by: str
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 class WheelResolver:
     """Resolves the device's wheels with pip (``pip download`` for the device's platform).
 
@@ -374,7 +366,7 @@ class WheelResolver:
                 provided[name] = version
                 continue
             choices.append(WheelChoice(name=name, version=version, wheel=path.name, path=str(cached),
-                                       sha256=_sha256(cached), from_cache=from_cache,
+                                       sha256=sha256_file(cached), from_cache=from_cache,
                                        required_by=parents.get(name, "requested")))
         return choices, provided
 
@@ -515,58 +507,87 @@ def provision(
         notes += _facts_notes(profile, facts)
         if profile.install.manager != "wheels":
             return _from_packages(profile, target, facts, python, notes, say, started)
-        if facts.is_android:
-            raise ProvisionError(
-                f"{target.address} runs Android: no PyPI wheel of the runtimes runs there (bionic libc, not glibc)",
-                f"use a profile whose runtimes come from Termux, e.g. --device android-arm64; "
-                f"on the device: {_termux_command()}",
-            )
-        wanted = list(runtimes) if runtimes else default_runtimes(profile)
-        if not wanted:
-            raise UsageError(f"{profile.name}'s profile names no runtime edgekit can install",
-                             f"pass --runtime, one of {', '.join(RUNTIME_PROJECTS)}")
+        _refuse_android(target, facts)
+        wanted = _wanted_runtimes(profile, runtimes)
         resolver = WheelResolver(facts, cache, offline=offline, progress=say)
-        reqs = runtime_requirements(wanted, pin_to_host=pin_to_host)
-        try:
-            choices, provided = resolver.resolve(reqs)
-        except ProvisionError as exc:
-            pinned = [r for r, w in zip(reqs, wanted) if "==" in r and "==" not in w]
-            if not pinned or offline:
-                raise
-            notes.append(f"no device wheel of the host's versions ({', '.join(pinned)}): {exc.message}; "
-                         "took the newest instead")
-            choices, provided = resolver.resolve(runtime_requirements(wanted, pin_to_host=False))
-        notes += resolver.notes
-        for name, version in provided.items():
-            notes.append(f"{name} {version} is provided by the device (not installed)")
+        choices, provided = _resolve_runtimes(resolver, wanted, pin_to_host, offline, notes)
         command = runner_python(python, facts.site_dir)
-        manifest = {
-            "edgekit": _edgekit_version(),
-            "platform": facts.platform_key,
-            "python": facts.python,
-            "packages": [{"name": c.name, "version": c.version, "wheel": c.wheel, "sha256": c.sha256}
-                         for c in choices],
-            "provided_by_device": provided,
-        }
-        installed = False
-        if not force and _same_wheels(facts.manifest, choices) and facts.site_dir_exists:
-            say(f"{facts.site_dir} already holds these wheels (use --force to reinstall)")
-        else:
-            _push_and_install(target, python, facts, choices, manifest, say)
-            installed = True
-        say("checking that the runtimes import on the device")
-        probe = probe_runtimes(target, command)
-        found = probe.get("runtimes") or {}
-        broken = [name for name in wanted if not (found.get(name.split("==")[0]) or {}).get("available")]
-        if broken:
-            details = "; ".join(f"{n}: {(found.get(n.split('==')[0]) or {}).get('error')}" for n in broken)
-            raise ProvisionError(f"installed, but these runtimes do not import on {target.address}: {details}",
-                                 "run `edgekit doctor` for details; the device may need another runtime version")
+        installed = _install_unless_present(target, python, facts, choices, provided, force, say)
+        found = _check_runtimes_import(target, command, wanted, say)
         return ProvisionResult(
             device=profile.name, address=target.address, site_dir=facts.site_dir, python_command=command,
             platform=facts.platform_key, packages=choices, provided_by_device=provided, installed=installed,
             runtimes=found, notes=notes, seconds=round(time.monotonic() - started, 1),
         )
+
+
+def _refuse_android(target: Any, facts: DeviceFacts) -> None:
+    """A wheels profile on an Android device: no PyPI wheel runs on bionic."""
+    if facts.is_android:
+        raise ProvisionError(
+            f"{target.address} runs Android: no PyPI wheel of the runtimes runs there (bionic libc, not glibc)",
+            f"use a profile whose runtimes come from Termux, e.g. --device android-arm64; "
+            f"on the device: {_termux_command()}",
+        )
+
+
+def _wanted_runtimes(profile: Any, runtimes: Iterable[str] | None) -> list[str]:
+    """The runtimes asked for (``--runtime``), else the profile's; a UsageError when none."""
+    wanted = list(runtimes) if runtimes else default_runtimes(profile)
+    if not wanted:
+        raise UsageError(f"{profile.name}'s profile names no runtime edgekit can install",
+                         f"pass --runtime, one of {', '.join(RUNTIME_PROJECTS)}")
+    return wanted
+
+
+def _resolve_runtimes(resolver: WheelResolver, wanted: list[str], pin_to_host: bool, offline: bool,
+                      notes: list[str]) -> tuple[list[WheelChoice], dict[str, str]]:
+    """The device's wheels of ``wanted`` (the host's versions when pinned and found, else the newest)."""
+    reqs = runtime_requirements(wanted, pin_to_host=pin_to_host)
+    try:
+        choices, provided = resolver.resolve(reqs)
+    except ProvisionError as exc:
+        pinned = [r for r, w in zip(reqs, wanted) if "==" in r and "==" not in w]
+        if not pinned or offline:
+            raise
+        notes.append(f"no device wheel of the host's versions ({', '.join(pinned)}): {exc.message}; "
+                     "took the newest instead")
+        choices, provided = resolver.resolve(runtime_requirements(wanted, pin_to_host=False))
+    notes += resolver.notes
+    for name, version in provided.items():
+        notes.append(f"{name} {version} is provided by the device (not installed)")
+    return choices, provided
+
+
+def _install_unless_present(target: Any, python: str, facts: DeviceFacts, choices: list[WheelChoice],
+                            provided: dict[str, str], force: bool, say: Progress) -> bool:
+    """Push and install ``choices`` unless the device already holds them; returns whether it installed."""
+    manifest = {
+        "edgekit": _edgekit_version(),
+        "platform": facts.platform_key,
+        "python": facts.python,
+        "packages": [{"name": c.name, "version": c.version, "wheel": c.wheel, "sha256": c.sha256}
+                     for c in choices],
+        "provided_by_device": provided,
+    }
+    if not force and _same_wheels(facts.manifest, choices) and facts.site_dir_exists:
+        say(f"{facts.site_dir} already holds these wheels (use --force to reinstall)")
+        return False
+    _push_and_install(target, python, facts, choices, manifest, say)
+    return True
+
+
+def _check_runtimes_import(target: Any, command: str, wanted: list[str], say: Progress) -> dict[str, Any]:
+    """The runner's probe after installing; a ProvisionError when a wanted runtime does not import."""
+    say("checking that the runtimes import on the device")
+    probe = probe_runtimes(target, command)
+    found = probe.get("runtimes") or {}
+    broken = [name for name in wanted if not (found.get(name.split("==")[0]) or {}).get("available")]
+    if broken:
+        details = "; ".join(f"{n}: {(found.get(n.split('==')[0]) or {}).get('error')}" for n in broken)
+        raise ProvisionError(f"installed, but these runtimes do not import on {target.address}: {details}",
+                             "run `edgekit doctor` for details; the device may need another runtime version")
+    return found
 
 
 def _termux_command() -> str:
@@ -744,119 +765,192 @@ def doctor(
                         python_command=command)
 
 
-def _libc_check(profile: Any, facts: DeviceFacts) -> Check:
-    """Which C library, and so where the runtimes can come from."""
-    if profile.install.manager != "wheels":
-        libc = "bionic (Android)" if facts.is_android else (f"glibc {facts.glibc}" if facts.glibc else "not glibc")
-        return Check("libc", "ok" if facts.is_android else "info",
-                     f"{libc}: the runtimes come from {profile.install.manager} packages, not PyPI wheels")
-    if facts.is_android:
-        return Check("libc", "fail", "bionic (Android): no PyPI wheel of the runtimes runs here",
-                     f"use --device android-arm64 (Termux packages); on the device: {_termux_command()}")
-    if facts.glibc:
-        return Check("glibc", "ok", f"glibc {facts.glibc} → wheels {facts.platform_key}")
-    return Check("glibc", "warn", "not glibc: manylinux wheels will not run here",
-                 "install the runtime with the device's package manager")
+@dataclass(frozen=True)
+class _DoctorInputs:
+    """What every doctor check reads: the profile, the device's facts, the runner's probe."""
+
+    profile: Any
+    facts: DeviceFacts
+    probe: dict[str, Any]
+    provision_cmd: str  # the `edgekit provision` line a fix suggests
+
+    @property
+    def packaged(self) -> bool:
+        """Do the runtimes come from the device's package manager (not PyPI wheels)?"""
+        return self.profile.install.manager != "wheels"
+
+    @property
+    def state(self) -> dict[str, Any]:
+        """The device's clock, temperature and throttling before the probe ran."""
+        return self.probe.get("state_before") or {}
 
 
-def _doctor_checks(profile: Any, facts: DeviceFacts, probe: dict[str, Any], provision_cmd: str) -> list[Check]:
-    checks: list[Check] = []
-    dev = probe.get("device") or {}
-    state = probe.get("state_before") or {}
+def _python_check(d: _DoctorInputs) -> Iterator[Check]:
+    """The device's Python against the profile's (major.minor must match)."""
+    profile, facts = d.profile, d.facts
     want = ".".join(profile.python.split(".")[:2])
     have = ".".join(facts.python.split(".")[:2])
     if want == have:
         same = "" if facts.python == profile.python else f" (profile says {profile.python})"
-        checks.append(Check("python", "ok", f"Python {facts.python}{same}"))
+        yield Check("python", "ok", f"Python {facts.python}{same}")
     else:
-        checks.append(Check("python", "warn", f"Python {facts.python}, the profile says {profile.python}",
-                            "update the profile's `python:` (or the device) so that tests match the device"))
-    if facts.machine == profile.arch:
-        checks.append(Check("arch", "ok", facts.machine))
+        yield Check("python", "warn", f"Python {facts.python}, the profile says {profile.python}",
+                    "update the profile's `python:` (or the device) so that tests match the device")
+
+
+def _arch_check(d: _DoctorInputs) -> Iterator[Check]:
+    """The device's machine against the profile's architecture."""
+    if d.facts.machine == d.profile.arch:
+        yield Check("arch", "ok", d.facts.machine)
     else:
-        checks.append(Check("arch", "fail", f"{facts.machine}, the profile says {profile.arch}",
-                            "check --device: this looks like another kind of board"))
-    checks.append(_libc_check(profile, facts))
-    packaged = profile.install.manager != "wheels"
-    numpy = dev.get("numpy")
+        yield Check("arch", "fail", f"{d.facts.machine}, the profile says {d.profile.arch}",
+                    "check --device: this looks like another kind of board")
+
+
+def _libc_check(d: _DoctorInputs) -> Iterator[Check]:
+    """Which C library, and so where the runtimes can come from."""
+    profile, facts = d.profile, d.facts
+    if d.packaged:
+        libc = "bionic (Android)" if facts.is_android else (f"glibc {facts.glibc}" if facts.glibc else "not glibc")
+        yield Check("libc", "ok" if facts.is_android else "info",
+                    f"{libc}: the runtimes come from {profile.install.manager} packages, not PyPI wheels")
+    elif facts.is_android:
+        yield Check("libc", "fail", "bionic (Android): no PyPI wheel of the runtimes runs here",
+                    f"use --device android-arm64 (Termux packages); on the device: {_termux_command()}")
+    elif facts.glibc:
+        yield Check("glibc", "ok", f"glibc {facts.glibc} → wheels {facts.platform_key}")
+    else:
+        yield Check("glibc", "warn", "not glibc: manylinux wheels will not run here",
+                    "install the runtime with the device's package manager")
+
+
+def _numpy_check(d: _DoctorInputs) -> Iterator[Check]:
+    """numpy, which the runner itself needs."""
+    facts = d.facts
+    numpy = (d.probe.get("device") or {}).get("numpy")
     if numpy:
-        where = "the device's" if facts.dists.get("numpy") == numpy or packaged else f"from {facts.site_dir}"
-        checks.append(Check("numpy", "ok", f"numpy {numpy} ({where})"))
-    elif packaged:
-        checks.append(Check("numpy", "fail", "numpy does not import (the runner needs it)",
-                            f"on the device: {profile.install.command(['numpy'])}"))
+        where = "the device's" if facts.dists.get("numpy") == numpy or d.packaged else f"from {facts.site_dir}"
+        yield Check("numpy", "ok", f"numpy {numpy} ({where})")
+    elif d.packaged:
+        yield Check("numpy", "fail", "numpy does not import (the runner needs it)",
+                    f"on the device: {d.profile.install.command(['numpy'])}")
     else:
-        checks.append(Check("numpy", "fail", "numpy does not import (the runner needs it)",
-                            f"sudo apt install python3-numpy on the device, or `{provision_cmd}` "
-                            "(it then installs numpy into its private folder)"))
-    found = probe.get("runtimes") or {}
-    for fmt, names in profile.runtimes.items():
+        yield Check("numpy", "fail", "numpy does not import (the runner needs it)",
+                    f"sudo apt install python3-numpy on the device, or `{d.provision_cmd}` "
+                    "(it then installs numpy into its private folder)")
+
+
+def _runtime_checks(d: _DoctorInputs) -> Iterator[Check]:
+    """One check per format of the profile: does one of its runtimes import?"""
+    found = d.probe.get("runtimes") or {}
+    for fmt, names in d.profile.runtimes.items():
         usable = [(n, found[n]) for n in names if (found.get(n) or {}).get("available")]
         if usable:
             name, entry = usable[0]
             extra = f"; also {', '.join(n for n, _ in usable[1:])}" if len(usable) > 1 else ""
-            checks.append(Check(f"runtime {fmt}", "ok", f"{name} {entry.get('version')}{extra}"))
+            yield Check(f"runtime {fmt}", "ok", f"{name} {entry.get('version')}{extra}")
         else:
             errors = "; ".join(f"{n}: {(found.get(n) or {}).get('error') or 'not found'}" for n in names)
-            fix = (f"on the device: {profile.install.command(names[:1])}" if packaged
-                   else f"run `{provision_cmd}` (add your -i/--known-hosts flags)")
-            checks.append(Check(f"runtime {fmt}", "fail", f"missing: none of {', '.join(names)} imports ({errors})",
-                                fix))
-    manifest = facts.manifest
-    if packaged and not manifest:
-        checks.append(Check("provisioned", "info", f"nothing: {profile.name}'s runtimes come from "
-                                                   f"{profile.install.manager} packages"))
+            fix = (f"on the device: {d.profile.install.command(names[:1])}" if d.packaged
+                   else f"run `{d.provision_cmd}` (add your -i/--known-hosts flags)")
+            yield Check(f"runtime {fmt}", "fail", f"missing: none of {', '.join(names)} imports ({errors})", fix)
+
+
+def _provisioned_check(d: _DoctorInputs) -> Iterator[Check]:
+    """What ``edgekit provision`` installed on the device, if anything."""
+    facts, manifest = d.facts, d.facts.manifest
+    if d.packaged and not manifest:
+        yield Check("provisioned", "info", f"nothing: {d.profile.name}'s runtimes come from "
+                                           f"{d.profile.install.manager} packages")
     elif manifest:
         pkgs = ", ".join(f"{p['name']} {p['version']}" for p in manifest.get("packages") or [])
-        checks.append(Check("provisioned", "info", f"{facts.site_dir}: {pkgs} (installed {manifest.get('installed_at')})"))
+        yield Check("provisioned", "info", f"{facts.site_dir}: {pkgs} (installed {manifest.get('installed_at')})")
     else:
-        checks.append(Check("provisioned", "info", f"nothing installed by edgekit in {facts.site_dir}"))
+        yield Check("provisioned", "info", f"nothing installed by edgekit in {facts.site_dir}")
+
+
+def _disk_check(d: _DoctorInputs) -> Iterator[Check]:
+    """Free space in the home folder (runtimes, models and data go there)."""
+    facts = d.facts
     if facts.free_disk_mib is None:
-        checks.append(Check("disk", "info", "free space unknown"))
+        yield Check("disk", "info", "free space unknown")
     elif facts.free_disk_mib < LOW_DISK_MIB:
-        checks.append(Check("disk", "warn", f"{facts.free_disk_mib} MiB free in {facts.home}",
-                            "free space: runtimes need ~200 MiB, each run its model and data"))
+        yield Check("disk", "warn", f"{facts.free_disk_mib} MiB free in {facts.home}",
+                    "free space: runtimes need ~200 MiB, each run its model and data")
     else:
-        checks.append(Check("disk", "ok", f"{facts.free_disk_mib} MiB free in {facts.home}"))
+        yield Check("disk", "ok", f"{facts.free_disk_mib} MiB free in {facts.home}")
+
+
+def _memory_check(d: _DoctorInputs) -> Iterator[Check]:
+    """The device's memory, noted when it is far from the profile's (nothing when unknown)."""
+    facts, profile = d.facts, d.profile
     if facts.mem_total_mib:
         status = "ok"
         detail = f"{facts.mem_total_mib} MiB total, {facts.mem_available_mib} MiB available"
         if abs(facts.mem_total_mib - profile.memory_mib) > 0.3 * profile.memory_mib:
             status = "info"
             detail += f" (the profile says {profile.memory_mib} MiB)"
-        checks.append(Check("memory", status, detail))
-    governor = state.get("governor")
+        yield Check("memory", status, detail)
+
+
+def _governor_check(d: _DoctorInputs) -> Iterator[Check]:
+    """The CPU frequency governor: anything but performance makes latency vary."""
+    governor = d.state.get("governor")
     if governor is None:
-        checks.append(Check("governor", "info", "unknown (no cpufreq in /sys)"))
+        yield Check("governor", "info", "unknown (no cpufreq in /sys)")
     elif governor == "performance":
-        checks.append(Check("governor", "ok", governor))
+        yield Check("governor", "ok", governor)
     else:
-        checks.append(Check("governor", "warn", f"{governor}: latency will vary with the clock",
-                            "echo performance | sudo tee /sys/devices/system/cpu/cpu*/cpufreq/scaling_governor"))
-    temp = state.get("temperature_c")
+        yield Check("governor", "warn", f"{governor}: latency will vary with the clock",
+                    "echo performance | sudo tee /sys/devices/system/cpu/cpu*/cpufreq/scaling_governor")
+
+
+def _temperature_check(d: _DoctorInputs) -> Iterator[Check]:
+    """The SoC's temperature: a hot one throttles."""
+    temp = d.state.get("temperature_c")
     if temp is None:
-        checks.append(Check("temperature", "info", "unknown (no thermal zone)"))
+        yield Check("temperature", "info", "unknown (no thermal zone)")
     elif temp >= 70:
-        checks.append(Check("temperature", "warn", f"{temp} °C: the SoC may throttle",
-                            "cool the board (heatsink/fan) and let it idle before measuring"))
+        yield Check("temperature", "warn", f"{temp} °C: the SoC may throttle",
+                    "cool the board (heatsink/fan) and let it idle before measuring")
     else:
-        checks.append(Check("temperature", "ok", f"{temp} °C"))
-    throttled = state.get("throttled")
+        yield Check("temperature", "ok", f"{temp} °C")
+
+
+def _throttling_check(d: _DoctorInputs) -> Iterator[Check]:
+    """Throttling (under-voltage, heat) now or since boot, where vcgencmd reports it."""
+    throttled = d.state.get("throttled")
     if throttled is None:
-        checks.append(Check("throttling", "info", "unknown (no vcgencmd)"))
+        yield Check("throttling", "info", "unknown (no vcgencmd)")
+        return
+    now = [k for k, v in (throttled.get("now") or {}).items() if v]
+    since = [k for k, v in (throttled.get("since_boot") or {}).items() if v]
+    if now:
+        yield Check("throttling", "warn", f"now: {', '.join(now)}",
+                    "use the official power supply and cooling; measure after it clears")
+    elif since:
+        yield Check("throttling", "info", f"since boot: {', '.join(since)} ({throttled.get('raw')})")
     else:
-        now = [k for k, v in (throttled.get("now") or {}).items() if v]
-        since = [k for k, v in (throttled.get("since_boot") or {}).items() if v]
-        if now:
-            checks.append(Check("throttling", "warn", f"now: {', '.join(now)}",
-                                "use the official power supply and cooling; measure after it clears"))
-        elif since:
-            checks.append(Check("throttling", "info", f"since boot: {', '.join(since)} ({throttled.get('raw')})"))
-        else:
-            checks.append(Check("throttling", "ok", "none"))
-    if dev.get("emulated_by"):
-        checks.append(Check("emulation", "info", f"runs under {dev['emulated_by']}: latency is not representative"))
-    return checks
+        yield Check("throttling", "ok", "none")
+
+
+def _emulation_check(d: _DoctorInputs) -> Iterator[Check]:
+    """A device under qemu runs, but its latency says nothing of the real one."""
+    emulated_by = (d.probe.get("device") or {}).get("emulated_by")
+    if emulated_by:
+        yield Check("emulation", "info", f"runs under {emulated_by}: latency is not representative")
+
+
+# the doctor's checks, in the order its report lists them
+_DOCTOR_CHECKS: tuple[Callable[[_DoctorInputs], Iterator[Check]], ...] = (
+    _python_check, _arch_check, _libc_check, _numpy_check, _runtime_checks, _provisioned_check, _disk_check,
+    _memory_check, _governor_check, _temperature_check, _throttling_check, _emulation_check,
+)
+
+
+def _doctor_checks(profile: Any, facts: DeviceFacts, probe: dict[str, Any], provision_cmd: str) -> list[Check]:
+    inputs = _DoctorInputs(profile, facts, probe, provision_cmd)
+    return [check for run in _DOCTOR_CHECKS for check in run(inputs)]
 
 
 __all__ = [

@@ -630,27 +630,27 @@ def _shapes_compatible(spec_shape, shape):
     return True
 
 
-def quantize(x, scale, zero, dtype, axis=None):
-    info = np.iinfo(dtype)
+def _scale_and_zero(scale, zero, tensor, axis):
+    """float32 scale and zero point; per-channel ones (1-D, with an axis) shaped to broadcast over tensor."""
     scale = np.asarray(scale, dtype=np.float32)
     zero = np.asarray(zero, dtype=np.float32)
     if axis is not None and scale.ndim == 1:
-        view = [1] * x.ndim
+        view = [1] * tensor.ndim
         view[axis] = -1
         scale = scale.reshape(view)
         zero = zero.reshape(view)
+    return scale, zero
+
+
+def quantize(x, scale, zero, dtype, axis=None):
+    info = np.iinfo(dtype)
+    scale, zero = _scale_and_zero(scale, zero, x, axis)
     q = np.round(np.asarray(x, dtype=np.float32) / scale) + zero
     return np.clip(q, info.min, info.max).astype(dtype)
 
 
 def dequantize(q, scale, zero, axis=None):
-    scale = np.asarray(scale, dtype=np.float32)
-    zero = np.asarray(zero, dtype=np.float32)
-    if axis is not None and scale.ndim == 1:
-        view = [1] * q.ndim
-        view[axis] = -1
-        scale = scale.reshape(view)
-        zero = zero.reshape(view)
+    scale, zero = _scale_and_zero(scale, zero, q, axis)
     return (q.astype(np.float32) - zero) * scale
 
 

@@ -33,15 +33,19 @@ if tuple(sys.version_info[:2]) < tuple(PROTOCOL["min_python"]):
     sys.exit(PROTOCOL["too_old"])
 import errno, hashlib, shutil, signal, time, traceback
 
-def _vmstat_oom():
+def _proc_number(path, key):
+    """The number after key on the first line of a /proc file that starts with it; None when unreadable."""
     try:
-        with open("/proc/vmstat") as f:
+        with open(path) as f:
             for line in f:
-                if line.startswith("oom_kill "):
+                if line.startswith(key):
                     return int(line.split()[1])
     except Exception:
         pass
     return None
+
+def _vmstat_oom():
+    return _proc_number("/proc/vmstat", "oom_kill ")
 
 def _mem_limit():
     try:
@@ -69,14 +73,7 @@ def _mem_limit():
     return None
 
 def _mem_total_kib():
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemTotal:"):
-                    return int(line.split()[1])
-    except Exception:
-        pass
-    return None
+    return _proc_number("/proc/meminfo", "MemTotal:")
 
 def _sha256(path):
     digest = hashlib.sha256()

@@ -19,6 +19,8 @@ from typing import Any, Callable, Iterable, Iterator
 import torch
 from torch import nn
 
+from edgekit.compress.layers import forward_passes_with_hooks
+
 Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -59,15 +61,7 @@ def activation_scores(model: nn.Module, modules: dict[str, nn.Module], batches: 
         return hook
 
     hooks = [m.register_forward_pre_hook(make_hook(name)) for name, m in modules.items()]
-    was_training = model.training
-    model.eval()
-    try:
-        for x, _ in _take(batches, max_batches):
-            model(x)
-    finally:
-        for h in hooks:
-            h.remove()
-        model.train(was_training)
+    forward_passes_with_hooks(model, ((x,) for x, _ in _take(batches, max_batches)), hooks)
     scores = {}
     for name, m in modules.items():
         if name not in sums:  # never reached by the forward pass: fall back to magnitude
@@ -169,15 +163,7 @@ def _activation_importance_class() -> type:
 
             hooks = [m.register_forward_pre_hook(hook) for m in model.modules()
                      if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d))]
-            was_training = model.training
-            model.eval()
-            try:
-                for x, _ in _take(batches, max_batches):
-                    model(x)
-            finally:
-                for h in hooks:
-                    h.remove()
-                model.train(was_training)
+            forward_passes_with_hooks(model, ((x,) for x, _ in _take(batches, max_batches)), hooks)
             self.stats = {}
             for module, total in sums.items():
                 if self.statistic == "apoz":

@@ -71,17 +71,24 @@ def output_layer(model: nn.Module, example_inputs: Sequence, types: tuple[type[n
 
 def forward_with_hooks(model: nn.Module, example_inputs: Sequence, hooks: list) -> None:
     """One no-grad forward pass in eval mode that feeds ``hooks``; removes them and restores the mode."""
+    forward_passes_with_hooks(model, [example_inputs], hooks)
+
+
+def forward_passes_with_hooks(model: nn.Module, inputs: Iterable[Sequence], hooks: list) -> None:
+    """No-grad forward passes in eval mode, one per argument tuple of ``inputs``, that feed ``hooks``;
+    removes the hooks and restores the train/eval mode, also when a pass fails."""
     import torch
 
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
-            model(*example_inputs)
+            for args in inputs:
+                model(*args)
     finally:
         for h in hooks:
             h.remove()
         model.train(was_training)
 
 
-__all__ = ["output_layer", "require_layers", "select_layers"]
+__all__ = ["forward_passes_with_hooks", "forward_with_hooks", "output_layer", "require_layers", "select_layers"]

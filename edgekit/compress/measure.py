@@ -13,6 +13,8 @@ from typing import Any, Iterable, Sequence
 import torch
 from torch import nn
 
+from edgekit.compress.layers import forward_with_hooks
+
 PRUNABLE_TYPES: tuple[type[nn.Module], ...] = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 
 
@@ -97,15 +99,7 @@ def count_macs(model: nn.Module, example_inputs: Sequence[torch.Tensor]) -> int:
             total[0] += output.numel() * (module.in_channels // module.groups) * kernel
 
     hooks = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, PRUNABLE_TYPES)]
-    was_training = model.training
-    try:
-        model.eval()
-        with torch.no_grad():
-            model(*example_inputs)
-    finally:
-        for h in hooks:
-            h.remove()
-        model.train(was_training)
+    forward_with_hooks(model, example_inputs, hooks)
     batch = int(example_inputs[0].shape[0]) if example_inputs and example_inputs[0].dim() else 1
     return total[0] // max(batch, 1)
 

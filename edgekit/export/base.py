@@ -19,7 +19,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from edgekit.errors import MissingDependencyError, UnsupportedPrecisionError
+from edgekit.errors import MissingDependencyError, UnsupportedPrecisionError, UsageError
 from edgekit.outputs import write_json_atomic
 
 MANIFEST_SUFFIX = ".manifest.json"
@@ -125,6 +125,9 @@ class BaseFormat:
     precisions: tuple[str, ...] = ("fp32", "fp16", "int8")
     int8_modes: tuple[str, ...] = ()  # ("static", "dynamic"): the first is the default
     float_modules_mode: str | None = None  # the int8 mode that can keep named modules float, if any
+    # int8 mode → module types whose weights that mode leaves float (for the size estimate in
+    # edgekit.export.int8_modes: a mode that cannot fit the size limit is not exported first)
+    int8_float_module_types: dict[str, tuple[str, ...]] = {}
     extra: str | None = None  # the pip extra that provides it ("tflite"), None when always installed
     device_runtimes: tuple[DeviceRuntime, ...] = ()  # runner backends that load it, in order of preference
 
@@ -180,6 +183,16 @@ class BaseFormat:
             meta["int8_mode"] = str(opts.get("int8_mode"))
         return meta
 
+    def inspected(self, path: Path, meta: dict[str, str], precision: str, inputs: list[TensorSpec],
+                  outputs: list[TensorSpec], **fields: Any) -> Artifact:
+        """The Artifact ``inspect`` returns: the file's I/O and what its ``edgekit.*`` metadata
+        (``meta``, prefix removed) says: source hash, and the edgekit version that wrote it."""
+        artifact = Artifact(path=path, format=self.name, precision=precision, inputs=inputs, outputs=outputs,
+                            source_sha256=meta.get("source_sha256"), **fields)
+        if meta.get("version"):
+            artifact.versions["edgekit_exported_with"] = meta["version"]
+        return artifact
+
     def export(
         self,
         model: Any,
@@ -231,6 +244,20 @@ def base_versions() -> dict[str, str]:
     import torch
 
     return {"edgekit": edgekit_version(), "torch": torch.__version__, "numpy": np.__version__}
+
+
+def options_with_defaults(options: dict[str, Any] | None, defaults: dict[str, Any], what: str,
+                          hidden: Sequence[str] = ("metadata",)) -> dict[str, Any]:
+    """``options`` over a format's ``defaults``; a name not in ``defaults`` is a UsageError that
+    lists the known ones (``what`` names the format: "ONNX"; ``hidden`` names stay out of that list)."""
+    options = dict(options or {})
+    unknown = sorted(set(options) - set(defaults))
+    if unknown:
+        raise UsageError(
+            f"unknown {what} export option(s): {', '.join(unknown)}",
+            f"known options: {', '.join(sorted(k for k in defaults if k not in hidden))}",
+        )
+    return {**defaults, **options}
 
 
 def sha256_file(path: Path) -> str:

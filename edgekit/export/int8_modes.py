@@ -17,8 +17,11 @@ faster). So ``choose_int8_mode`` measures instead of guessing:
 4. The winner is the best metric among candidates whose file is at most ``max_size_ratio`` × the
    fp32 file; equal metrics go to the earlier candidate in the order above (the format's default
    mode first: whole-integer graphs are what device int8 kernels and accelerators run best).
-   When no candidate is small enough, the most accurate exported one is taken and ``because``
-   says so. A candidate that fails to export or to run is a row with its error; when every
+   When no candidate is small enough, the most accurate exported one is taken (equal metrics:
+   the smaller file) and ``because`` says so. A mode whose file cannot fit (``estimated_size_ratio``
+   over the limit: e.g. TFLite full-integer keeps embedding tables float, 0.65× fp32 for a
+   sentence encoder) is not exported unless no other mode fits: a skipped row says why, and
+   the search skips its conversion (minutes for such a model). A candidate that fails to export or to run is a row with its error; when every
    candidate fails, an ExportError names each failure. A bad option (UsageError) is raised as is.
 
 Which layers the ``static+float`` variant keeps float: the GPTQ record in
@@ -269,11 +272,24 @@ class _Search:
         from edgekit.export import get_format
 
         fmt = get_format(self.fmt)
-        rows = []
+        rows: list[Int8Row] = []
+        deferred: dict[int, str] = {}  # row index → mode too large to win while another fits
         for mode in fmt.int8_modes:
+            float_types = fmt.int8_float_module_types.get(mode, ())
+            estimate = estimated_size_ratio(self.data.model, float_types)
+            if estimate > self.max_size_ratio:
+                deferred[len(rows)] = mode
+                rows.append(Int8Row(mode, _shown(self._options_for(mode)), status="skipped", error=(
+                    f"estimated {estimate:.2f}× fp32 > {self.max_size_ratio:.2f}× ({', '.join(float_types) or 'most'} "
+                    f"weights stay float in this mode): exported only when no other mode fits")))
+                self.say(f"int8 modes: {mode} not exported first: {rows[-1].error}")
+                continue
             rows.append(self.candidate(mode, self._options_for(mode)))
             if fmt.float_modules_mode == mode:  # this mode can keep the most sensitive modules float
                 rows.append(self._float_variant(mode, rows[-1]))
+        if deferred and not any(r.exported and (r.size_ratio or 0) <= self.max_size_ratio for r in rows):
+            for index, mode in deferred.items():
+                rows[index] = self.candidate(mode, self._options_for(mode))
         return rows
 
     def _options_for(self, mode: str) -> dict[str, Any]:
@@ -394,9 +410,9 @@ def _pick(rows: list[Int8Row], max_ratio: float, n_judge: int, forced: bool) -> 
     fits = [r for r in exported if r.size_ratio is not None and r.size_ratio <= max_ratio]
     pool = fits or exported
     best = pool[0]
-    for row in pool[1:]:  # strictly better only: ties stay with the earlier (default) mode
-        if _better(row, best):
-            best = row
+    for row in pool[1:]:  # strictly better only: ties stay with the earlier (default) mode ...
+        if _better(row, best) or (not fits and not _better(best, row) and row.size_bytes < best.size_bytes):
+            best = row  # ... or, when no file fits, with the smaller one
     others = "; ".join(f"{r.mode} {_figures(r, max_ratio)}" if r.exported else f"{r.mode} {r.status}"
                        for r in rows if r is not best)
     where = f"the most accurate of the modes within {max_ratio:.2f}× fp32" if fits else \
@@ -492,6 +508,20 @@ def layer_sensitivity(model: Any, arrays: Sequence[np.ndarray], batch: int | Non
     return dict(sorted(scores.items(), key=lambda kv: -kv[1]))
 
 
+def estimated_size_ratio(model: Any, float_types: Sequence[str] = ()) -> float:
+    """The int8 file's size as a fraction of the fp32 file's, from the parameters alone: one byte
+    per weight of a 2-D+ tensor, four for biases, norms and the weights of modules whose type is
+    in ``float_types`` (an int8 mode that leaves them float). Scales and graph are left out: the
+    estimate is a little low, so a mode is never skipped for a size it would not have."""
+    total = kept = 0
+    for module in model.modules():
+        for param in module.parameters(recurse=False):
+            total += 4 * param.numel()
+            float_weight = param.dim() < 2 or type(module).__name__ in float_types
+            kept += (4 if float_weight else 1) * param.numel()
+    return kept / total if total else 0.0
+
+
 def _quantizable(module: Any) -> bool:
     import torch
 
@@ -577,4 +607,4 @@ def _float_modules(model: Any, sensitivity: dict[str, float], already: list[str]
     return kept
 
 
-__all__ = ["Int8Choice", "Int8Row", "choose_int8_mode", "layer_sensitivity"]
+__all__ = ["Int8Choice", "Int8Row", "choose_int8_mode", "estimated_size_ratio", "layer_sensitivity"]

@@ -41,7 +41,7 @@ import numpy as np
 
 from edgekit.errors import ConverterError, ExportError, UsageError
 from edgekit.export import calibration as cal
-from edgekit.export.base import Artifact, BaseFormat, DeviceRuntime, TensorSpec, Written
+from edgekit.export.base import Artifact, BaseFormat, DeviceRuntime, TensorSpec, Written, options_with_defaults
 from edgekit.export.converter import exception_text, quiet, unsupported_op
 
 DEFAULT_OPSET = 18
@@ -79,14 +79,7 @@ _INT8_OPS = {
 
 def resolve_options(options: dict[str, Any] | None, precision: str) -> dict[str, Any]:
     """The export options with defaults filled in; unknown names are a UsageError."""
-    options = dict(options or {})
-    unknown = sorted(set(options) - set(_OPTIONS))
-    if unknown:
-        raise UsageError(
-            f"unknown ONNX export option(s): {', '.join(unknown)}",
-            f"known options: {', '.join(sorted(k for k in _OPTIONS if k != 'metadata'))}",
-        )
-    resolved = {**_OPTIONS, **options}
+    resolved = options_with_defaults(options, _OPTIONS, "ONNX")
     if resolved["int8_mode"] not in ("static", "dynamic"):
         raise UsageError(f"unknown int8_mode {resolved['int8_mode']!r}", "choose 'static' or 'dynamic'")
     if resolved["activation_type"] not in ("uint8", "int8"):
@@ -236,19 +229,7 @@ class OnnxFormat(BaseFormat):
         notes = []
         if any(i.data_location == onnx.TensorProto.EXTERNAL for i in graph.initializer):
             notes.append("weights are stored in external data files next to the model")
-        artifact = Artifact(
-            path=path,
-            format="onnx",
-            precision=precision,
-            inputs=inputs,
-            outputs=outputs,
-            source_sha256=meta.get("source_sha256"),
-            opset=opset,
-            notes=notes,
-        )
-        if meta.get("version"):
-            artifact.versions["edgekit_exported_with"] = meta["version"]
-        return artifact
+        return self.inspected(path, meta, precision, inputs, outputs, opset=opset, notes=notes)
 
 
 FORMAT = OnnxFormat()

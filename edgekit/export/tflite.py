@@ -46,7 +46,7 @@ import numpy as np
 
 from edgekit.errors import ConverterError, ExportError, MissingDependencyError, UsageError
 from edgekit.export import calibration as cal
-from edgekit.export.base import Artifact, BaseFormat, DeviceRuntime, TensorSpec, Written
+from edgekit.export.base import Artifact, BaseFormat, DeviceRuntime, TensorSpec, Written, options_with_defaults
 from edgekit.export.converter import exception_text, quiet, unsupported_op
 from edgekit.notes import detail
 
@@ -80,14 +80,7 @@ def _need(module: str, what: str) -> None:
 
 
 def resolve_options(options: dict[str, Any] | None) -> dict[str, Any]:
-    options = dict(options or {})
-    unknown = sorted(set(options) - set(_OPTIONS))
-    if unknown:
-        raise UsageError(
-            f"unknown TFLite export option(s): {', '.join(unknown)}",
-            f"known options: {', '.join(sorted(k for k in _OPTIONS if k not in ('metadata', 'dynamic_batch')))}",
-        )
-    opts = {**_OPTIONS, **options}
+    opts = options_with_defaults(options, _OPTIONS, "TFLite", hidden=("metadata", "dynamic_batch"))
     if opts["dynamic_batch"]:
         raise UsageError(
             "TFLite export needs static shapes: dynamic_batch is not supported",
@@ -112,6 +105,8 @@ class TfliteFormat(BaseFormat):
     suffix = ".tflite"
     precisions = ("fp32", "fp16", "int8")
     int8_modes = ("full", "dynamic")
+    # litert's PT2E quantizer annotates no embedding lookup: full-integer files keep the tables float
+    int8_float_module_types = {"full": ("Embedding",)}
     extra = EXTRA
     device_runtimes = (
         DeviceRuntime("ai_edge_litert", "ai-edge-litert"),
@@ -202,16 +197,7 @@ class TfliteFormat(BaseFormat):
         outputs = [_spec_of(sg.Tensors(sg.Outputs(i))) for i in range(sg.OutputsLength())]
         meta = _read_metadata(model, data)
         precision = meta.get("precision") or _guess_precision(model, sg)
-        artifact = Artifact(
-            path=path,
-            format="tflite",
-            precision=precision,
-            inputs=inputs,
-            outputs=outputs,
-            source_sha256=meta.get("source_sha256"),
-        )
-        if meta.get("version"):
-            artifact.versions["edgekit_exported_with"] = meta["version"]
+        artifact = self.inspected(path, meta, precision, inputs, outputs)
         if any(s.shape and any(isinstance(d, str) for d in s.shape) for s in inputs):
             artifact.notes.append("dynamic input dimensions: the runtime resizes inputs per call")
         return artifact
@@ -781,6 +767,15 @@ class _Graph:
         pads = self.const(sg, op.inputs[1]) if len(op.inputs) > 1 else None
         return None if pads is None else pads.reshape(-1, 2).astype(np.int64)
 
+    def _sole_reader(self, sg: Any, users: dict[int, list[int]], outs: set[int], tensor: int,
+                     codes: tuple[int, ...]) -> int | None:
+        """The index of the one operator that reads ``tensor`` when its code is one of ``codes``
+        and nothing else reads it (no other operator, not the graph's outputs); else None."""
+        after = users.get(tensor, [])
+        if len(after) != 1 or tensor in outs or self.code(sg.operators[after[0]]) not in codes:
+            return None
+        return after[0]
+
     def _t_pad_t(self, sg: Any) -> bool:
         users, producers, outs = self._users(sg), self._producers(sg), self._graph_outputs(sg)
         for i, op in enumerate(sg.operators):
@@ -790,10 +785,9 @@ class _Graph:
             t1 = producers.get(a)
             if t1 is None or self.code(sg.operators[t1]) != self.op.TRANSPOSE or users.get(a) != [i] or a in outs:
                 continue
-            after = users.get(b, [])
-            if len(after) != 1 or b in outs or self.code(sg.operators[after[0]]) != self.op.TRANSPOSE:
+            t2 = self._sole_reader(sg, users, outs, b, (self.op.TRANSPOSE,))
+            if t2 is None:
                 continue
-            t2 = after[0]
             p1, p2, pads = self._perm(sg, sg.operators[t1]), self._perm(sg, sg.operators[t2]), self._pads(sg, op)
             if p1 is None or p2 is None or pads is None or len(p1) != len(p2) or any(p1[p2[k]] != k for k in range(len(p1))):
                 continue
@@ -814,10 +808,9 @@ class _Graph:
             if self.code(op) != self.op.PAD:
                 continue
             x, b = op.inputs[0], op.outputs[0]
-            after = users.get(b, [])
-            if len(after) != 1 or b in outs or self.code(sg.operators[after[0]]) != self.op.TRANSPOSE:
+            j = self._sole_reader(sg, users, outs, b, (self.op.TRANSPOSE,))
+            if j is None:
                 continue
-            j = after[0]
             t = sg.operators[j]
             perm, pads = self._perm(sg, t), self._pads(sg, op)
             if perm is None or pads is None or len(perm) != len(pads):
@@ -844,12 +837,10 @@ class _Graph:
             if self.code(op) != self.op.PAD:
                 continue
             x, b = op.inputs[0], op.outputs[0]
-            after = users.get(b, [])
-            if len(after) != 1 or b in outs:
+            reader = self._sole_reader(sg, users, outs, b, (self.op.CONV_2D, self.op.DEPTHWISE_CONV_2D))
+            if reader is None or sg.operators[reader].inputs[0] != b:
                 continue
-            conv = sg.operators[after[0]]
-            if self.code(conv) not in (self.op.CONV_2D, self.op.DEPTHWISE_CONV_2D) or conv.inputs[0] != b:
-                continue
+            conv = sg.operators[reader]
             opts = conv.builtinOptions
             if opts is None or opts.padding != self.s.Padding.VALID:
                 continue

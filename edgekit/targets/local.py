@@ -13,7 +13,6 @@ out by :meth:`LocalTarget.describe` and shown in every report.
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import shutil
@@ -26,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from edgekit.errors import DataError, RemoteOutOfMemoryError, RunnerFailedError
 from edgekit.notes import detail
+from edgekit.outputs import write_json_atomic
 from edgekit.resources import RUNNER_NAME, runner_module, runner_path
 from edgekit.targets.base import RunJob, RunResult, Target, TargetInfo, parse_result
 from edgekit.targets.limits import LimitedProcess, LimitPlan, Method, plan_limits
@@ -240,7 +240,7 @@ class LocalTarget(Target):
                     body["threads"] = self.inference_threads(self.threads)
                 elif body.get("threads") is not None:
                     self._job_threads.add(int(body["threads"]))
-                (run_dir / "job.json").write_text(json.dumps(body, indent=1, default=str))
+                write_json_atomic(run_dir / "job.json", body)
             argv.append(str(run_dir))
 
             stdout_path, stderr_path = tmp / "stdout.txt", tmp / "stderr.txt"

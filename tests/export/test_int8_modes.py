@@ -17,7 +17,7 @@ from torch import nn
 from edgekit.data import Dataset, load_data
 from edgekit.errors import DataError, ExportError, UsageError
 from edgekit.export.base import Artifact, sha256_file
-from edgekit.export.int8_modes import Int8Row, _pick, choose_int8_mode, layer_sensitivity
+from edgekit.export.int8_modes import Int8Row, _pick, choose_int8_mode, estimated_size_ratio, layer_sensitivity
 
 RATIO = 0.30
 
@@ -194,6 +194,51 @@ def test_failed_mode_is_a_row_and_another_is_chosen(tmp_path):
     assert dynamic.exported and dynamic.chosen
     assert "full failed" in choice.because
     _check_published(choice, tmp_path, "gru.int8", ".tflite")
+
+
+# -- a mode that cannot fit the size limit -------------------------------------------------------
+
+
+class EmbeddingNet(nn.Module):
+    """Token ids in: a lookup table that is nearly all the weights (as a sentence encoder's)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(4000, 128)  # wide rows: per-row scales stay small beside them
+        self.head = nn.Linear(128, 8)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.head(self.embed(ids).mean(dim=1))
+
+
+def test_size_estimate_counts_int8_weights_and_float_leftovers():
+    assert estimated_size_ratio(nn.Linear(100, 100)) == pytest.approx((10000 + 4 * 100) / (4 * 10100))
+    net = EmbeddingNet()
+    assert estimated_size_ratio(net) < RATIO
+    assert estimated_size_ratio(net, ("Embedding",)) > 0.9  # the table stays float: no int8 file of that mode fits
+
+
+@pytest.mark.slow
+def test_mode_that_cannot_fit_is_exported_only_when_nothing_else_fits(tmp_path):
+    """TFLite full-integer int8 leaves embedding tables float: for a model that is mostly a table,
+    it cannot be within 0.30× fp32, so it is not exported while dynamic-range int8 fits."""
+    torch.manual_seed(0)
+    ids = np.random.default_rng(3).integers(0, 4000, (48, 12)).astype(np.int64)
+    data = Dataset("ids", "synthetic", {"ids": ids})
+    said: list[str] = []
+    choice = choose_int8_mode(EmbeddingNet().eval(), torch.from_numpy(ids[:1]), "tflite", data, tmp_path, "emb.int8",
+                              say=said.append)
+    full, dynamic = choice.rows
+    assert full.status == "skipped" and "estimated" in full.error and full.size_bytes is None
+    assert dynamic.chosen and dynamic.size_ratio <= RATIO
+    assert any("full not exported first" in text for text in said)
+    # with a limit nothing can meet, every mode is exported and the most accurate kept
+    tight = choose_int8_mode(EmbeddingNet().eval(), torch.from_numpy(ids[:1]), "tflite", data, tmp_path / "tight",
+                             "emb.int8", max_size_ratio=0.01)
+    assert [r.status for r in tight.rows] == ["ok", "ok"]
+    # equal metrics, neither fits: the smaller file
+    if tight.rows[0].value == tight.rows[1].value:
+        assert tight.chosen.mode == "dynamic"
 
 
 # -- a forced mode, bad inputs ------------------------------------------------------------------

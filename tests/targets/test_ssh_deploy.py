@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from edgekit.data import Dataset
-from edgekit.deploy import DeployOptions, PreparedDeploy, _save_npz, _warnings, measure_on_target
+from edgekit.deploy import DeployOptions, PreparedDeploy, _warnings, measure_on_target, save_npz
 from edgekit.devices import get as get_profile
 from edgekit.export.base import Artifact, TensorSpec
 from edgekit.models import ResolvedModel
@@ -46,8 +46,8 @@ def make_prepared(work: Path, device: str = "pi4", size_bytes: int | None = None
     prepared = PreparedDeploy(
         model=str(model), profile=get_profile(device), resolved=ResolvedModel(name="tiny", file=model, file_format="onnx"),
         artifact=artifact, reference_size=None, because="deployed as given", evaluation=evaluation,
-        parity_inputs=parity_x, parity_npz=_save_npz(work / "parity_inputs.npz", parity_x), user_inputs_npz=None,
-        eval_npz=_save_npz(work / "eval.npz", evaluation.inputs), work=work,
+        parity_inputs=parity_x, parity_npz=save_npz(work / "parity_inputs.npz", parity_x), user_inputs_npz=None,
+        eval_npz=save_npz(work / "eval.npz", evaluation.inputs), work=work,
     )
     prepared._memo["reference"] = ("host runtime", [expected])
     return prepared
