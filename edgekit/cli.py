@@ -16,6 +16,7 @@ from typing import Any, Callable, Iterator, Sequence
 from edgekit import __version__
 from edgekit.errors import EdgekitError, ExitCode, UsageError
 from edgekit.export import FORMATS, int8_mode_names
+from edgekit.targets.ssh_options import DEFAULT_SITE_DIR
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -669,7 +670,7 @@ def _add_provision(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--runtime", action="append", default=[],
                    help="runtime[==version] to install (repeatable; default: the profile's first per format, "
                         "at this host's version)")
-    p.add_argument("--site-dir", default="~/.local/lib/edgekit-site", help="folder on the device for the runtimes")
+    p.add_argument("--site-dir", default=DEFAULT_SITE_DIR, help="folder on the device for the runtimes")
     p.add_argument("--offline", action="store_true", help="use only wheels already in the host's cache")
     p.add_argument("--force", action="store_true", help="reinstall even when the device has the same wheels")
     p.add_argument("--no-pin", action="store_true", help="newest runtime versions instead of this host's")
@@ -710,7 +711,7 @@ def _add_doctor(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("doctor", help="check a device: python, arch, runtimes, disk, memory, clock, temperature")
     p.add_argument("--device", required=True, help="device profile name")
     p.add_argument("--host", required=True, help="[user@]addr[:port] or an ~/.ssh/config alias")
-    p.add_argument("--site-dir", default="~/.local/lib/edgekit-site", help="where `edgekit provision` installs")
+    p.add_argument("--site-dir", default=DEFAULT_SITE_DIR, help="where `edgekit provision` installs")
     p.add_argument("--profile", action="append", default=[], help="extra device profile YAML (repeatable)")
     p.add_argument("--json", action="store_true")
     _add_ssh_flags(p)
@@ -983,12 +984,99 @@ def _print_export(artifact: Any, plan: Any, result: Any, verbose: bool) -> None:
 
 # --- main ---------------------------------------------------------------------------------------
 
+# --- optimize -----------------------------------------------------------------------------------
+
+def _add_optimize(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("optimize", help="search compressions for the most accurate model within a device budget, "
+                                        "each candidate measured on the target (docs/optimize.md)")
+    p.add_argument("model", help="example:NAME or a factory pkg.module:fn")
+    p.add_argument("--device", required=True, help="device profile name (see `edgekit devices`)")
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--emulate", action="store_true", help="measure on this host under the profile's limits")
+    where.add_argument("--host", help="[user@]addr[:port] or an ~/.ssh/config alias")
+    p.add_argument("--data", help="training data for the fine-tunes and int8 calibration (as for edgekit compress)")
+    p.add_argument("--eval", required=True, metavar="DATA", help="held-out data that scores the candidates")
+    p.add_argument("--eval-limit", type=_int_at_least(1), default=1000,
+                   help="samples of --eval that score each trial (default 1000; the recommendation is re-scored on all)")
+    p.add_argument("--final-eval-limit", type=_int_at_least(1), help="cap the final re-score too (default: all of --eval)")
+    p.add_argument("--max-latency", type=_number(positive=True), metavar="MS", help="budget: p50 latency on the target")
+    p.add_argument("--max-size", type=_number(positive=True), metavar="KB", help="budget: artifact size (1 KB = 1,000 bytes)")
+    p.add_argument("--max-drop", type=_number(0.0), metavar="PT", help="budget: metric drop vs the fp32 model, in points")
+    p.add_argument("--max-memory", type=_number(positive=True), metavar="MIB", help="budget: peak memory of the run on the target")
+    p.add_argument("--trials", type=_int_at_least(1), default=20, help="trials in the study, the baseline included (default 20)")
+    p.add_argument("--time-budget", type=_number(positive=True), metavar="MIN", help="start no trial after this many minutes")
+    p.add_argument("--strategy", choices=["netadapt", "tpe", "random"], default="netadapt",
+                   help="netadapt (measured, deterministic; default), tpe (Optuna: edgekit[optimize]), random (control)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the strategy and the fine-tunes (default 0)")
+    p.add_argument("--prune-ratios", metavar="R,R,...", help="channel prune ratios to search (default 0.25,0.375,0.5,0.625,0.75)")
+    p.add_argument("--exports", metavar="FMT/PREC,...", help="formats/precisions to search, e.g. tflite/int8,onnx/fp32 "
+                                                             "(default: the profile's preferences this install can export, "
+                                                             "each format's fp32 too)")
+    p.add_argument("--finetune-epochs", type=_int_at_least(0), default=1, help="fine-tune epochs per candidate (default 1)")
+    p.add_argument("--finetune-batches", type=_int_at_least(1), help="cap the batches of each fine-tune epoch")
+    p.add_argument("--threads", type=_int_at_least(1), help="runtime threads (default: the profile's)")
+    p.add_argument("--runs", type=_int_at_least(1), default=100, help="timed inferences per trial (default 100)")
+    p.add_argument("--weights", help="state_dict file for a pkg.module:fn model")
+    p.add_argument("--input-shape", help="input shape for a pkg.module:fn model, e.g. 1,3,224,224")
+    p.add_argument("--metric", choices=["classification", "agreement", "embedding"], help="task metric (default: inferred)")
+    p.add_argument("--profile", action="append", default=[], help="extra device profile YAML (repeatable)")
+    p.add_argument("--out", required=True, metavar="DIR",
+                   help="study folder: history, Pareto front, recommended artifact and recipe (rerun to resume)")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    _add_ssh_flags(p)
+    p.set_defaults(handler=_cmd_optimize)
+
+
+def _cmd_optimize(args: argparse.Namespace) -> int:
+    from edgekit.optimize import format_front, optimize
+
+    if args.host:
+        _check_addresses([args.host])
+    grid: dict[str, Any] = {}
+    try:
+        if args.prune_ratios:
+            grid["prune_ratios"] = [float(r) for r in args.prune_ratios.split(",")]
+        if args.exports:
+            grid["exports"] = [tuple(e.strip().split("/")) for e in args.exports.split(",")]
+    except ValueError:
+        raise UsageError(f"--prune-ratios takes numbers, e.g. 0.25,0.5, not {args.prune_ratios!r}") from None
+    if any(len(e) != 2 for e in grid.get("exports", [])):
+        raise UsageError(f"--exports takes FORMAT/PRECISION pairs, e.g. tflite/int8,onnx/fp32, not {args.exports!r}")
+    say = (lambda m: None) if (args.quiet or args.json) else (lambda m: _err(m))
+    result = optimize(
+        args.model, args.device, data=args.data, eval_data=args.eval, out=args.out, emulate=args.emulate,
+        host=args.host, max_latency_ms=args.max_latency, max_size_kb=args.max_size, max_drop_pt=args.max_drop,
+        max_memory_mib=args.max_memory, trials=args.trials, time_budget_min=args.time_budget, strategy=args.strategy,
+        seed=args.seed,
+        eval_limit=args.eval_limit, final_eval_limit=args.final_eval_limit, finetune_epochs=args.finetune_epochs,
+        finetune_batches=args.finetune_batches, threads=args.threads, runs=args.runs, weights=args.weights,
+        input_shape=args.input_shape, metric=args.metric, profile_files=args.profile,
+        ssh=_ssh_options(args) if args.host else None, progress=say, **grid,
+    )
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2))
+        return int(ExitCode.OK)
+    r = result.recommended
+    print(f"edgekit optimize  {args.model} → {args.device} ({result.strategy}, {len(result.trials)} trials: "
+          f"{result.measured} measured, {result.reused} from the history; {result.seconds / 60:.1f} min)")
+    print(f"budget       {result.budget.describe()}")
+    print(format_front(result))
+    print(f"recommended  trial {r.number}: {r.candidate.describe()} · {result.speedup:.2f}× faster (p50) · "
+          f"{result.recommended_final.metric * 100:.2f} % on {result.recommended_final.eval_samples:,} samples "
+          f"(fp32 {result.baseline_final.metric * 100:.2f} %, drop {result.drop_pt:+.2f} pt)")
+    print(f"wrote        {result.artifact.name}, {result.recipe.name}, history.jsonl, pareto.json, result.json to {result.out}")
+    for note in result.notes:
+        print(f"note         {note}")
+    return int(ExitCode.OK)
+
+
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_deploy, _add_devices]
 COMMANDS += [_add_report, _add_runs, _add_compare]
 COMMANDS += [_add_emulator, _add_provision, _add_doctor]
 COMMANDS += [_add_device]
 COMMANDS += [_add_compress]
 COMMANDS += [_add_export]
+COMMANDS += [_add_optimize]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,132 @@
+"""`edgekit optimize` acceptance run (issue 14): the example CNN on the emulated pi4, 1 thread.
+
+    python benchmarks/optimize.py                      # NetAdapt, ≤ 0.5 pt drop, 30-minute budget
+    python benchmarks/optimize.py --strategy tpe --trials 16
+    python benchmarks/optimize.py --compare --seeds 0,1,2 --trials 8   # front hypervolume per strategy
+    python benchmarks/optimize.py --quick              # a smoke run: 3 trials, tiny fine-tunes, 500 test images
+
+Target: a recommended model ≥ 2.0× faster (p50) than the fp32 baseline at ≤ 0.5 pt drop on the
+10,000 Fashion-MNIST test images, within 30 minutes on this host. Every trial is measured by the
+edgekit runner on this host under the pi4 profile's limits: ratios between trials mean something,
+absolute milliseconds are this host's, and whether int8 pays depends on the host's CPU (VNNI or
+not), which is why it is measured and why every row carries ``host_kind``.
+
+Studies live in ``benchmarks/results/optimize/<strategy>-seed<N>/`` and resume when rerun.
+Prints a table and writes ``benchmarks/results/optimize.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from hostkind import stamp  # noqa: E402
+
+from edgekit.errors import EdgekitError  # noqa: E402
+from edgekit.optimize import BudgetNotMetError, format_front, hypervolume, optimize  # noqa: E402
+
+RESULTS = ROOT / "benchmarks" / "results" / "optimize.json"
+STUDIES = ROOT / "benchmarks" / "results" / "optimize"
+TARGET_SPEEDUP = 2.0
+TARGET_DROP_PT = 0.5
+TARGET_MINUTES = 30.0
+
+
+def settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The study's settings: the acceptance run's, or a smoke run's with ``--quick``."""
+    base = dict(data="example:fashion-mnist", eval_data="example:fashion-mnist", emulate=True, threads=1)
+    if args.quick:
+        return {**base, "eval_limit": 200, "final_eval_limit": 500, "finetune_epochs": 1, "finetune_batches": 5,
+                "runs": 30, "prune_ratios": [0.5, 0.75]}
+    return {**base, "eval_limit": args.eval_limit, "final_eval_limit": None, "finetune_epochs": args.finetune_epochs,
+            "runs": 100}
+
+
+def run_one(args: argparse.Namespace, strategy: str, seed: int, max_drop: float | None) -> dict[str, Any]:
+    """One study; its row (also when no candidate met the budget)."""
+    folder = STUDIES / (f"{strategy}-seed{seed}" + ("-quick" if args.quick else ""))
+    start = time.monotonic()
+    row: dict[str, Any] = {"strategy": strategy, "seed": seed, "study": str(folder.relative_to(ROOT)),
+                           "budget_max_drop_pt": max_drop}
+    try:
+        result = optimize("example:fashion-cnn", "pi4", out=folder, trials=args.trials, strategy=strategy, seed=seed,
+                          time_budget_min=args.time_budget, max_drop_pt=max_drop,
+                          progress=lambda m: print(f"  [{strategy} {seed}] {m}", flush=True), **settings(args))
+    except BudgetNotMetError as exc:
+        row.update(met=False, error=str(exc), seconds=round(time.monotonic() - start, 1))
+        return row
+    print(format_front(result))
+    hv_ref = result.baseline.latency_p50_ms * 1.05
+    row.update(
+        trials=len(result.trials), measured=result.measured, seconds=round(result.seconds, 1),
+        baseline_p50_ms=result.baseline.latency_p50_ms, baseline_metric_full=result.baseline_final.metric,
+        recommended=result.recommended.to_dict(), recommended_metric_full=result.recommended_final.metric,
+        eval_samples_full=result.recommended_final.eval_samples, drop_pt_full=round(result.drop_pt, 3),
+        speedup_p50=round(result.speedup, 3), hypervolume=hypervolume(result.trials, ref_latency_ms=hv_ref),
+        hypervolume_ref_latency_ms=hv_ref, front=[r.to_dict() for r in result.front],
+        trials_per_minute=round(len(result.trials) / max(result.seconds / 60, 1e-9), 2),
+    )
+    row["met"] = (row["speedup_p50"] >= TARGET_SPEEDUP and row["drop_pt_full"] <= TARGET_DROP_PT
+                  and row["seconds"] <= TARGET_MINUTES * 60 and not args.quick)
+    return row
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--strategy", default="netadapt", choices=["netadapt", "tpe", "random"])
+    p.add_argument("--trials", type=int, default=16)
+    p.add_argument("--time-budget", type=float, default=TARGET_MINUTES, help="minutes")
+    p.add_argument("--finetune-epochs", type=int, default=2)
+    p.add_argument("--eval-limit", type=int, default=1000, help="test images that score each trial")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--compare", action="store_true", help="all three strategies × --seeds; hypervolume of each front")
+    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--quick", action="store_true", help="smoke run: tiny fine-tunes and evaluation; targets not judged")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.trials = min(args.trials, 3)
+    rows = []
+    try:
+        if args.compare:
+            for strategy in ("random", "netadapt", "tpe"):
+                for seed in (int(s) for s in args.seeds.split(",")):
+                    rows.append(run_one(args, strategy, seed, None))
+        else:
+            rows.append(run_one(args, args.strategy, args.seed, TARGET_DROP_PT))
+    except EdgekitError as exc:
+        print(f"error: {exc.one_line()}", file=sys.stderr)
+        return 1
+    print_table(rows)
+    result = {"benchmark": "optimize", "when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+              "quick": args.quick, "device": "pi4 (--emulate, 1 thread)", "model": "example:fashion-cnn",
+              "targets": {"speedup_p50": TARGET_SPEEDUP, "drop_pt": TARGET_DROP_PT, "minutes": TARGET_MINUTES},
+              "rows": rows}
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(stamp(result), indent=2) + "\n")
+    print(f"wrote {RESULTS.relative_to(ROOT)}  (host: {result['host_kind']['label']})")
+    return 0
+
+
+def print_table(rows: list[dict[str, Any]]) -> None:
+    print(f"{'strategy':<9} {'seed':>4} {'trials':>6} {'min':>6} {'speed-up':>8} {'drop pt':>8} {'metric':>8} "
+          f"{'n':>6} {'hypervol':>9}  target")
+    for r in rows:
+        if "recommended" not in r:
+            print(f"{r['strategy']:<9} {r['seed']:>4} {'':>6} {r['seconds'] / 60:>6.1f}  {r['error']}")
+            continue
+        print(f"{r['strategy']:<9} {r['seed']:>4} {r['trials']:>6} {r['seconds'] / 60:>6.1f} {r['speedup_p50']:>7.2f}× "
+              f"{r['drop_pt_full']:>+8.2f} {r['recommended_metric_full'] * 100:>7.2f}% {r['eval_samples_full']:>6} "
+              f"{r['hypervolume']:>9.5f}  {'met' if r['met'] else 'not judged (--quick)' if 'quick' in r['study'] else 'missed'}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

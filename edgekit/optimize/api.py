@@ -1,0 +1,349 @@
+"""``edgekit.optimize``: the most accurate model that meets a device budget, measured on the device.
+
+The order: check budgets and options → resolve the model once (to name its Linear layers) →
+the study folder (``study.json``, ``history.jsonl``: a rerun continues) → the baseline trial →
+the strategy's trials until ``trials`` or ``time_budget_min`` → the Pareto front → the
+recommendation, re-scored with the baseline on the full evaluation set → files in ``out``.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import yaml
+
+from edgekit.errors import EdgekitError, UsageError
+from edgekit.optimize.budget import Budget, closest, drop_pt, pareto_front, recommend
+from edgekit.optimize.history import History, TrialRecord, check_study
+from edgekit.optimize.space import PRUNE_GRID, Candidate, SearchSpace, exports_of
+from edgekit.optimize.strategies import STRATEGIES, make_strategy
+from edgekit.optimize.trial import TrialSettings, deploy_options, headline_metric, run_trial
+from edgekit.outputs import write_json_atomic, write_text_atomic
+
+RESULT_FILE = "result.json"
+PARETO_FILE = "pareto.json"
+RECIPE_FILE = "recipe.yaml"
+
+
+class BudgetNotMetError(EdgekitError):
+    """No trial of the study met every budget (exit 1); ``closest`` is the nearest miss."""
+
+    def __init__(self, message: str, hint: str | None = None, closest: TrialRecord | None = None) -> None:
+        super().__init__(message, hint)
+        self.closest = closest
+
+
+@dataclass
+class FinalScore:
+    """A model re-scored on the full evaluation set, in the device runtime."""
+
+    metric: float
+    eval_samples: int
+    latency_p50_ms: float
+    latency_p90_ms: float
+
+
+@dataclass
+class OptimizeResult:
+    """What ``optimize`` found. ``recommended`` meets every budget; the files are in ``out``."""
+
+    out: Path
+    budget: Budget
+    strategy: str
+    baseline: TrialRecord
+    trials: list[TrialRecord]  # this study's trials in proposal order, the baseline first
+    measured: int  # trials measured by this call (the rest came from the history)
+    reused: int
+    front: list[TrialRecord]
+    recommended: TrialRecord
+    recommended_final: FinalScore
+    baseline_final: FinalScore
+    artifact: Path
+    recipe: Path
+    seconds: float
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def drop_pt(self) -> float:
+        """Drop of the recommendation on the full evaluation set, against the baseline's."""
+        return drop_pt(self.baseline_final.metric, self.recommended_final.metric)
+
+    @property
+    def speedup(self) -> float:
+        return self.baseline.latency_p50_ms / self.recommended.latency_p50_ms
+
+    def to_dict(self) -> dict[str, Any]:
+        from dataclasses import asdict
+
+        return {
+            "out": str(self.out), "budget": asdict(self.budget), "strategy": self.strategy,
+            "baseline": self.baseline.to_dict(), "recommended": self.recommended.to_dict(),
+            "recommended_final": asdict(self.recommended_final), "baseline_final": asdict(self.baseline_final),
+            "drop_pt": round(self.drop_pt, 3), "speedup_p50": round(self.speedup, 3),
+            "artifact": str(self.artifact), "recipe": str(self.recipe),
+            "trials": len(self.trials), "measured": self.measured, "reused": self.reused,
+            "front": [r.number for r in self.front], "seconds": round(self.seconds, 1), "notes": self.notes,
+        }
+
+
+def optimize(
+    model: str,
+    device: str,
+    *,
+    data: str | None = None,
+    eval_data: str | None = None,
+    out: str | Path,
+    emulate: bool = False,
+    host: str | None = None,
+    max_latency_ms: float | None = None,
+    max_size_kb: float | None = None,
+    max_drop_pt: float | None = None,
+    max_memory_mib: float | None = None,
+    trials: int = 20,
+    time_budget_min: float | None = None,
+    strategy: str = "netadapt",
+    seed: int = 0,
+    eval_limit: int | None = 1000,
+    final_eval_limit: int | None = None,
+    finetune_epochs: int = 1,
+    finetune_batches: int | None = None,
+    prune_ratios: Sequence[float] = PRUNE_GRID,
+    prune_groups: Sequence[str] | None = None,
+    exports: Sequence[tuple[str, str]] | None = None,
+    threads: int | None = None,
+    runs: int = 100,
+    weights: str | None = None,
+    input_shape: Any = None,
+    metric: str | None = None,
+    preprocess: Any = None,
+    profile_files: Sequence[str] = (),
+    ssh: Any = None,
+    progress: Callable[[str], None] | None = None,
+    deploy: Callable[..., Any] | None = None,
+) -> OptimizeResult:
+    """Search compressions of MODEL for DEVICE; return the most accurate that meets every budget.
+
+    Every candidate is compressed on the host, exported and measured on the target (latency at the
+    profile's threads, the metric in the device runtime on ``eval_limit`` samples of ``eval_data``).
+    Raises ``BudgetNotMetError`` (exit 1) naming the closest trial when none meets the budget.
+    ``deploy`` replaces ``edgekit.deploy`` (a seam for a fleet, or a target that fails on purpose).
+    """
+    say = progress or (lambda _m: None)
+    budget = Budget(max_latency_ms, max_size_kb, max_drop_pt, max_memory_mib)
+    _check(budget, trials, time_budget_min, strategy, emulate, host, eval_data, eval_limit, final_eval_limit)
+    from edgekit.devices import get as get_profile
+
+    profile = get_profile(device, profile_files)
+    space = _space(model, profile, weights, input_shape, prune_ratios, prune_groups, exports, finetune_epochs,
+                   finetune_batches)
+    folder = Path(out)
+    if folder.exists() and not folder.is_dir():
+        raise UsageError(f"{folder} exists and is not a folder", "choose another --out")
+    folder.mkdir(parents=True, exist_ok=True)
+    study = {"model": model, "device": device, "target": "emulate" if emulate else host, "data": data,
+             "eval": eval_data, "eval_limit": eval_limit, "weights": weights, "threads": threads, "runs": runs,
+             "metric": metric, "strategy": strategy, "seed": seed, "space": space.to_dict()}
+    resumed = check_study(folder, study)
+    settings = TrialSettings(model=model, device=device, folder=folder, space=space, data=data,
+                             eval_data=eval_data, eval_limit=eval_limit, emulate=emulate, host=host,
+                             weights=weights, input_shape=input_shape, threads=threads, runs=runs,
+                             metric=metric, preprocess=preprocess, profile_files=tuple(profile_files), ssh=ssh,
+                             seed=seed)
+    start = time.monotonic()
+    history = History(folder)
+    if resumed:
+        say(f"resuming: {len(history.records)} trials in {folder / 'history.jsonl'}")
+    done, measured = _search(settings, history, make_strategy(strategy, space, seed, budget), budget, trials,
+                             time_budget_min, start, say, deploy)
+    baseline = done[0]
+    front = pareto_front(done)
+    write_json_atomic(folder / PARETO_FILE, {"budget": budget.describe(), "baseline": baseline.number,
+                                             "front": [_row(r, baseline) for r in front]})
+    best = recommend(done, budget, baseline.metric)
+    if best is None:
+        near = closest(done, budget, baseline.metric)
+        missed = "; ".join(budget.violations(near, baseline.metric)) if near else "every trial failed"
+        near_text = f"trial {near.number} ({near.candidate.describe()}: {missed})" if near else missed
+        raise BudgetNotMetError(f"no candidate met {budget.describe()} in {len(done)} trials; closest: {near_text}",
+                                "raise a budget, or run more --trials (the study resumes from its history)", near)
+    say(f"re-scoring trial {best.number} and the baseline on the full evaluation set")
+    best_final = _final_score(settings, folder / best.artifact, final_eval_limit, deploy)
+    base_final = (best_final if best.number == baseline.number
+                  else _final_score(settings, folder / baseline.artifact, final_eval_limit, deploy))
+    artifact, recipe = _publish(folder, best, space, settings)
+    result = OptimizeResult(out=folder, budget=budget, strategy=strategy, baseline=baseline, trials=done,
+                            measured=measured, reused=len(done) - measured, front=front, recommended=best,
+                            recommended_final=best_final, baseline_final=base_final, artifact=artifact,
+                            recipe=recipe, seconds=time.monotonic() - start, notes=_notes(done, settings))
+    write_json_atomic(folder / RESULT_FILE, result.to_dict())
+    return result
+
+
+def _check(budget: Budget, trials: int, time_budget_min: float | None, strategy: str, emulate: bool,
+           host: str | None, eval_data: str | None, eval_limit: int | None, final_eval_limit: int | None) -> None:
+    """Refuse bad budgets and counts with one line, before any work."""
+    budget.check()
+    if isinstance(trials, bool) or not isinstance(trials, int) or trials < 1:
+        raise UsageError(f"trials must be an integer >= 1, not {trials!r}")
+    if time_budget_min is not None and (isinstance(time_budget_min, bool) or not time_budget_min > 0):
+        raise UsageError(f"time_budget_min must be a number > 0, not {time_budget_min!r}")
+    for name, value in (("eval_limit", eval_limit), ("final_eval_limit", final_eval_limit)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise UsageError(f"{name} must be an integer >= 1, not {value!r}")
+    if strategy not in STRATEGIES:
+        raise UsageError(f"unknown strategy {strategy!r}", f"choose one of {', '.join(STRATEGIES)}")
+    if emulate == bool(host):
+        raise UsageError("choose where to measure: --emulate or --host [user@]addr[:port]", "pass exactly one of them")
+    if not eval_data:
+        raise UsageError("optimize selects candidates on held-out data", "pass --eval DATA")
+
+
+def _space(model: str, profile: Any, weights: str | None, input_shape: Any, prune_ratios: Sequence[float],
+           prune_groups: Sequence[str] | None, exports: Sequence[tuple[str, str]] | None, finetune_epochs: int,
+           finetune_batches: int | None) -> SearchSpace:
+    """The study's grids: the profile's exports this install has, the model's hidden Linear layers and
+    its layer groups (every conv and Linear layer but the output, unless ``prune_groups`` names them)."""
+    import torch
+
+    from edgekit.export import get_format
+    from edgekit.models import resolve_model
+
+    def available(fmt: str, precision: str) -> bool:
+        exporter = get_format(fmt)
+        return precision in exporter.precisions and exporter.available()
+
+    pairs = tuple((str(f), str(p)) for f, p in exports) if exports else exports_of(profile.preferred, available)
+    for fmt, precision in pairs if exports else ():
+        if not available(fmt, precision):
+            raise UsageError(f"{fmt}/{precision} cannot be exported by this install",
+                             "choose formats/precisions the exporter supports (`edgekit export --help`)")
+    if not pairs:
+        raise UsageError(f"none of {profile.name}'s preferred formats can be exported here",
+                         "install the missing extra (edgekit[tflite]) or choose others with --exports")
+    ratios = tuple(sorted({0.0, *(float(r) for r in prune_ratios)}))
+    if any(not 0 <= r < 1 for r in ratios):
+        raise UsageError(f"prune ratios must be in [0, 1), not {list(prune_ratios)}")
+    resolved = resolve_model(model, weights=weights, input_shape=input_shape)
+    if resolved.module is None:
+        raise UsageError(f"{model} is an exported file; optimize compresses torch models",
+                         "pass example:NAME or a factory pkg.module:fn (with --weights)")
+    modules = dict(resolved.module.named_modules())
+    linears = [n for n, m in modules.items() if isinstance(m, torch.nn.Linear)]
+    layers = [n for n, m in modules.items() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))][:-1]
+    if prune_groups is not None:
+        unknown = [g for g in prune_groups if g not in layers]
+        if unknown:
+            raise UsageError(f"prune groups {unknown} are not prunable layers of {model}",
+                             f"choose among {', '.join(layers)}")
+        layers = list(prune_groups)
+    return SearchSpace(exports=pairs, prune_ratios=ratios, low_rank_layers=tuple(linears[:-1]),
+                       prune_groups=tuple(layers), finetune_epochs=finetune_epochs, finetune_batches=finetune_batches)
+
+
+def _search(settings: TrialSettings, history: History, strategy: Any, budget: Budget, trials: int,
+            time_budget_min: float | None, start: float, say: Callable[[str], None],
+            deploy: Callable[..., Any] | None) -> tuple[list[TrialRecord], int]:
+    """The trials in proposal order (from the history where done, else measured); and how many were measured."""
+    done: list[TrialRecord] = []
+    measured = 0
+
+    def take(candidate: Candidate, note: str, first: bool = False) -> None:
+        nonlocal measured
+        record = history.find(candidate)
+        if record is None:
+            say(f"trial {history.next_number()}: {candidate.describe()} ({note})")
+            record = run_trial(settings, candidate, history.next_number(), note, deploy=deploy, raise_errors=first)
+            history.append(record)
+            measured += 1
+            say(f"  → {_brief(record)}")
+        done.append(record)
+
+    take(settings.space.baseline(), "baseline: the model as it is, fp32", first=True)
+    if not done[0].ok:
+        raise UsageError(f"the baseline trial failed: {done[0].error}", "fix the error above and rerun")
+    while len(done) < trials:
+        if time_budget_min is not None and time.monotonic() - start > time_budget_min * 60:
+            say(f"time budget of {time_budget_min:g} min spent after {len(done)} trials")
+            break
+        proposal = strategy.propose(done)
+        if proposal is None:
+            say(f"{strategy.name} has nothing left to propose after {len(done)} trials")
+            break
+        take(*proposal)
+    return done, measured
+
+
+def _final_score(settings: TrialSettings, artifact: Path, limit: int | None,
+                 deploy: Callable[..., Any] | None) -> FinalScore:
+    """The artifact deployed as is, evaluated on the full evaluation set (or ``limit`` samples)."""
+    if deploy is None:
+        from edgekit.deploy import deploy
+    options = deploy_options(settings, eval_limit=limit, calibration=None)
+    report = deploy(str(artifact), settings.device, options)
+    value, _name, samples = headline_metric(report)
+    return FinalScore(value, samples, report.latency.p50_ms, report.latency.p90_ms)
+
+
+def _publish(folder: Path, best: TrialRecord, space: SearchSpace, settings: TrialSettings) -> tuple[Path, Path]:
+    """Copy the recommended artifact (and its manifest) to ``out`` and write its recipe."""
+    src = folder / best.artifact
+    dest = folder / f"recommended{''.join(src.suffixes[-1:])}"
+    shutil.copyfile(src, dest)
+    manifest = src.with_name(src.name + ".manifest.json")
+    if manifest.is_file():
+        shutil.copyfile(manifest, dest.with_name(dest.name + ".manifest.json"))
+    c = best.candidate
+    header = (f"# edgekit optimize: trial {best.number} ({c.describe()}), recommended for {settings.device}\n"
+              f"# rerun: edgekit compress {settings.model} --recipe {RECIPE_FILE} --data {settings.data or 'DATA'} -o out/\n"
+              f"# then export {c.format}/{c.precision}: edgekit deploy {settings.model} --device {settings.device} "
+              f"--recipe {RECIPE_FILE} --data {settings.data or 'DATA'} --format {c.format} --precision {c.precision}\n")
+    steps = space.recipe(c)
+    body = yaml.safe_dump({"name": f"optimize-trial-{best.number}", "steps": steps}, sort_keys=False)
+    recipe = write_text_atomic(folder / RECIPE_FILE, header + body)
+    return dest, recipe
+
+
+def _row(r: TrialRecord, baseline: TrialRecord) -> dict[str, Any]:
+    return {"trial": r.number, "candidate": json.loads(r.candidate.key()), "metric": r.metric,
+            "drop_pt": round(drop_pt(baseline.metric, r.metric), 3), "latency_p50_ms": r.latency_p50_ms,
+            "latency_p90_ms": r.latency_p90_ms, "size_bytes": r.size_bytes,
+            "speedup_p50": round(baseline.latency_p50_ms / r.latency_p50_ms, 3), "artifact": r.artifact}
+
+
+def _brief(r: TrialRecord) -> str:
+    if not r.ok:
+        return f"failed: {r.error}"
+    return (f"{r.metric * 100:.2f} % · p50 {r.latency_p50_ms:.4g} ms · {r.size_bytes / 1000:.1f} KB "
+            f"[{r.seconds:.0f} s]")
+
+
+def _notes(done: Sequence[TrialRecord], settings: TrialSettings) -> list[str]:
+    notes = []
+    failed = [r for r in done if r.status != "ok"]
+    if failed:
+        notes.append(f"{len(failed)} trial(s) failed and were skipped: " + "; ".join(
+            f"{r.number}: {r.error}" for r in failed[:3]))
+    if settings.emulate:
+        notes.append("latency measured on this host under the profile's limits (--emulate), not on the device")
+    return notes
+
+
+def format_front(result: OptimizeResult) -> str:
+    """The Pareto front as a text table, the recommendation marked."""
+    base = result.baseline
+    lines = [f"{'':2}{'trial':>5}  {'candidate':<34} {'metric':>8} {'drop':>7} {'p50 ms':>9} {'p90 ms':>9} "
+             f"{'KB':>7} {'speed-up':>8}"]
+    for r in result.front:
+        mark = "★" if r.number == result.recommended.number else " "
+        lines.append(f"{mark:2}{r.number:>5}  {r.candidate.describe():<34} {r.metric * 100:>7.2f}% "
+                     f"{drop_pt(base.metric, r.metric):>+6.2f}pt {r.latency_p50_ms:>9.4f} {r.latency_p90_ms:>9.4f} "
+                     f"{r.size_bytes / 1000:>7.1f} {base.latency_p50_ms / r.latency_p50_ms:>7.2f}×")
+    return "\n".join(lines)
+
+
+__all__ = ["BudgetNotMetError", "FinalScore", "OptimizeResult", "format_front", "optimize"]

@@ -1,0 +1,199 @@
+"""How the next candidate is chosen: random (the control), NetAdapt (measured, deterministic), TPE.
+
+A strategy is asked for one candidate at a time with every trial of the study so far (in the
+order they were proposed, the baseline first) and answers ``(candidate, note)`` or None when it
+has nothing left to propose. Strategies are deterministic given their seed and the results, so a
+resumed study proposes the same candidates again and finds them in the history.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import replace
+from typing import Any, Callable, Sequence
+
+from edgekit.errors import MissingDependencyError, UsageError
+from edgekit.optimize.budget import Budget, drop_pt
+from edgekit.optimize.history import TrialRecord
+from edgekit.optimize.space import Candidate, SearchSpace
+
+Proposal = "tuple[Candidate, str] | None"
+STRATEGIES = ("random", "netadapt", "tpe")
+
+
+class RandomSearch:
+    """Uniform draws over the grids, never repeating a candidate: the control the others must beat."""
+
+    name = "random"
+
+    def __init__(self, space: SearchSpace, seed: int, budget: Budget) -> None:
+        self.space = space
+        self.rng = random.Random(seed)
+
+    def propose(self, done: Sequence[TrialRecord]) -> Proposal:
+        seen = {r.candidate.key() for r in done}
+        for _ in range(500):
+            fmt, precision = self.rng.choice(self.space.exports)
+            low_ranks = self.space.low_ranks if self.space.low_rank_layers else (None,)
+            c = Candidate(self.rng.choice(self.space.prune_ratios), self.rng.choice(low_ranks), fmt, precision)
+            if c.key() not in seen:
+                return c, "random draw"
+        return None
+
+
+class NetAdapt:
+    """NetAdapt (Yang et al., ECCV 2018) over edgekit's grids, against latency measured on the target.
+
+    Each step sets a latency target (the current model's measured p50 × (1 − ``reduction``)),
+    proposes one shrink per knob from the current model (each layer group's next prune ratio, or
+    the next global ratio when the space has no groups; the next low-rank rank; each int8 export
+    of the profile), measures each (every candidate's recipe has the
+    short fine-tune), and keeps the most accurate proposal that meets the target; if none does,
+    the fastest proposal faster than the current model. It stops when the latency budget is met
+    or no proposal is faster.
+    """
+
+    name = "netadapt"
+
+    def __init__(self, space: SearchSpace, seed: int, budget: Budget, reduction: float = 0.2) -> None:
+        self.space = space
+        self.budget = budget
+        self.reduction = reduction
+
+    def _neighbours(self, c: Candidate) -> list[Candidate]:
+        out = []
+        ratios = self.space.prune_ratios
+        if self.space.prune_groups:  # one shrink per layer group: the group's next prune ratio
+            for layer in self.space.prune_groups:
+                bigger = [r for r in ratios if r > c.ratio_of(layer)]
+                if bigger:
+                    out.append(c.with_layer_ratio(layer, bigger[0]))
+        elif c.prune_ratio in ratios and ratios.index(c.prune_ratio) + 1 < len(ratios):
+            out.append(replace(c, prune_ratio=ratios[ratios.index(c.prune_ratio) + 1]))
+        ranks = self.space.low_ranks
+        if self.space.low_rank_layers and c.low_rank in ranks and ranks.index(c.low_rank) + 1 < len(ranks):
+            out.append(replace(c, low_rank=ranks[ranks.index(c.low_rank) + 1]))
+        for fmt, precision in self.space.exports:
+            if (fmt, precision) != (c.format, c.precision) and precision != "fp32":
+                out.append(replace(c, format=fmt, precision=precision))
+        return out
+
+    def propose(self, done: Sequence[TrialRecord]) -> Proposal:
+        """Replay the steps from ``done`` (so a resumed study takes the same path), then go on."""
+        by_key = {r.candidate.key(): r for r in done}
+        current = done[0]
+        step = 1
+        while True:
+            if not current.ok:
+                return None
+            if self.budget.max_latency_ms is not None and current.latency_p50_ms <= self.budget.max_latency_ms:
+                return None
+            target = current.latency_p50_ms * (1 - self.reduction)
+            proposals = self._neighbours(current.candidate)
+            for c in proposals:
+                if c.key() not in by_key:
+                    return c, f"netadapt step {step}: target p50 ≤ {target:.3g} ms from {current.candidate.describe()}"
+            measured = [by_key[c.key()] for c in proposals if by_key[c.key()].ok]
+            meeting = [r for r in measured if r.latency_p50_ms <= target]
+            if meeting:
+                current = max(meeting, key=lambda r: (r.metric, -r.latency_p50_ms))
+            else:
+                faster = [r for r in measured if r.latency_p50_ms < current.latency_p50_ms]
+                if not faster:
+                    return None
+                current = min(faster, key=lambda r: r.latency_p50_ms)
+            step += 1
+
+
+class TPESearch:
+    """Optuna's multi-objective TPE (metric up, p50 down) with the budgets as constraints.
+
+    The Optuna study lives in memory and is rebuilt from the history on every run (each finished
+    trial added with its parameters and values), so a resumed study continues from what was measured.
+    """
+
+    name = "tpe"
+
+    def __init__(self, space: SearchSpace, seed: int, budget: Budget) -> None:
+        optuna = import_optuna()
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        self.optuna = optuna
+        self.space = space
+        self.budget = budget
+        self.exports = [f"{f}/{p}" for f, p in space.exports]
+        low_ranks = list(space.low_ranks) if space.low_rank_layers else [None]
+        self.distributions = {
+            "prune_ratio": optuna.distributions.CategoricalDistribution(list(space.prune_ratios)),
+            "low_rank": optuna.distributions.CategoricalDistribution(low_ranks),
+            "export": optuna.distributions.CategoricalDistribution(self.exports),
+        }
+        sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=4, multivariate=True)
+        self.study = optuna.create_study(directions=["maximize", "minimize"], sampler=sampler)
+        self.told: set[str] = set()
+        self.fallback = RandomSearch(space, seed, budget)  # when TPE keeps asking for measured points
+        self.baseline_metric: float | None = None
+
+    def _constraints(self, r: TrialRecord) -> list[float]:
+        b = self.budget
+        return [r.latency_p50_ms - b.max_latency_ms if b.max_latency_ms is not None else -1.0,
+                r.size_bytes / 1000 - b.max_size_kb if b.max_size_kb is not None else -1.0,
+                (drop_pt(self.baseline_metric, r.metric) - b.max_drop_pt
+                 if b.max_drop_pt is not None and self.baseline_metric is not None else -1.0),
+                ((r.peak_rss_mib or 0.0) - b.max_memory_mib if b.max_memory_mib is not None else -1.0)]
+
+    def _add(self, r: TrialRecord) -> None:
+        c = r.candidate
+        export = f"{c.format}/{c.precision}"
+        if export not in self.exports or c.prune_ratio not in self.space.prune_ratios or c.layer_ratios:
+            return  # not a point of TPE's space (NetAdapt's per-layer ratios are not searched by TPE)
+        params = {"prune_ratio": c.prune_ratio, "low_rank": c.low_rank, "export": export}
+        if r.ok:
+            trial = self.optuna.trial.create_trial(params=params, distributions=self.distributions,
+                                                   values=[r.metric, r.latency_p50_ms],
+                                                   constraints=dict(zip(("latency", "size", "drop", "memory"),
+                                                                        self._constraints(r))))
+        else:
+            trial = self.optuna.trial.create_trial(params=params, distributions=self.distributions,
+                                                   state=self.optuna.trial.TrialState.FAIL)
+        self.study.add_trial(trial)
+
+    def propose(self, done: Sequence[TrialRecord]) -> Proposal:
+        if self.baseline_metric is None and done and done[0].ok:
+            self.baseline_metric = done[0].metric
+        for r in done:
+            if r.candidate.key() not in self.told:
+                self.told.add(r.candidate.key())
+                self._add(r)
+        seen = {r.candidate.key() for r in done}
+        for _ in range(20):
+            trial = self.study.ask(self.distributions)
+            fmt, precision = trial.params["export"].split("/")
+            c = Candidate(trial.params["prune_ratio"], trial.params["low_rank"], fmt, precision)
+            # the asked trial is dropped either way: the measured one is added from the history
+            self.study.tell(trial, state=self.optuna.trial.TrialState.FAIL)
+            if c.key() not in seen:
+                return c, "tpe"
+        proposal = self.fallback.propose(done)  # a small grid: TPE's favourite points are all measured
+        return (proposal[0], "tpe (its picks were all measured: a random unmeasured point)") if proposal else None
+
+
+def import_optuna() -> Any:
+    try:
+        import optuna
+    except ImportError:
+        raise MissingDependencyError("--strategy tpe needs Optuna (5 or later)", "pip install 'edgekit[optimize]' (or pip install optuna)",
+                                     extra="optimize") from None
+    if int(optuna.__version__.split(".")[0]) < 5:  # create_trial(constraints=...) arrived in Optuna 5
+        raise MissingDependencyError(f"--strategy tpe needs Optuna 5 or later, not {optuna.__version__}",
+                                     "pip install -U 'edgekit[optimize]'", extra="optimize")
+    return optuna
+
+
+def make_strategy(name: str, space: SearchSpace, seed: int, budget: Budget) -> Any:
+    table: dict[str, Callable[..., Any]] = {"random": RandomSearch, "netadapt": NetAdapt, "tpe": TPESearch}
+    if name not in table:
+        raise UsageError(f"unknown strategy {name!r}", f"choose one of {', '.join(STRATEGIES)}")
+    return table[name](space, seed, budget)
+
+
+__all__ = ["NetAdapt", "RandomSearch", "STRATEGIES", "TPESearch", "import_optuna", "make_strategy"]

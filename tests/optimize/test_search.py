@@ -1,0 +1,210 @@
+"""The search's parts on recorded figures: budgets, the Pareto front, the recommendation, the
+strategies' proposals, the history and the study key. No trial runs here (test_study.py runs them)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from edgekit.errors import MissingDependencyError, UsageError
+from edgekit.optimize import Budget, Candidate, History, SearchSpace, TrialRecord, hypervolume, pareto_front
+from edgekit.optimize.budget import closest, recommend
+from edgekit.optimize.history import check_study
+from edgekit.optimize.strategies import NetAdapt, RandomSearch, make_strategy
+
+SPACE = SearchSpace(exports=(("tflite", "int8"), ("tflite", "fp32")), prune_ratios=(0.0, 0.25, 0.5),
+                    low_ranks=(None, 0.5), low_rank_layers=("classifier.1",))
+
+
+def rec(n: int, metric: float, p50: float, size: int, cand: Candidate | None = None, status: str = "ok") -> TrialRecord:
+    return TrialRecord(n, cand or Candidate(prune_ratio=n / 100), status=status, metric=metric,
+                       latency_p50_ms=p50, latency_p90_ms=p50 * 1.1, size_bytes=size)
+
+
+@pytest.mark.parametrize("kwargs, fragment", [
+    ({"max_latency_ms": -1.0}, "max_latency_ms must be a number > 0"),
+    ({"max_latency_ms": 0.0}, "max_latency_ms must be a number > 0"),
+    ({"max_size_kb": float("nan")}, "max_size_kb"),
+    ({"max_drop_pt": -0.5}, "max_drop_pt must be a number >= 0"),
+    ({"max_memory_mib": 0}, "max_memory_mib must be a number > 0"),
+])
+def test_bad_budgets_are_refused(kwargs: dict, fragment: str) -> None:
+    with pytest.raises(UsageError, match=fragment):
+        Budget(**kwargs).check()
+    Budget(max_drop_pt=0.0).check()  # no drop at all is a valid (strict) budget
+
+
+def test_violations_name_each_missed_limit() -> None:
+    budget = Budget(max_latency_ms=0.05, max_size_kb=100, max_drop_pt=0.5)
+    r = rec(1, metric=0.90, p50=0.06, size=150_000)
+    missed = budget.violations(r, baseline_metric=0.92)
+    assert missed == ["p50 0.06 ms > 0.05 ms", "size 150.0 KB > 100 KB", "drop 2.00 pt > 0.5 pt"]
+    assert budget.violations(rec(2, 0.918, 0.04, 90_000), 0.92) == []
+    memory = Budget(max_memory_mib=60)
+    r.peak_rss_mib = 83.5
+    assert memory.violations(r, 0.92) == ["peak memory 83.5 MiB > 60 MiB"]
+    r.peak_rss_mib = None  # a target that could not measure it does not pass a memory budget
+    assert memory.violations(r, 0.92) == ["peak memory not measured on this target"]
+
+
+def test_pareto_front_drops_dominated_and_duplicate_points() -> None:
+    records = [rec(0, 0.92, 0.10, 400_000), rec(1, 0.91, 0.05, 100_000), rec(2, 0.90, 0.06, 120_000),
+               rec(3, 0.91, 0.05, 100_000), rec(4, 0.50, 0.02, 20_000), rec(5, 0.0, 0.01, 1, status="failed")]
+    records[5].metric = None
+    front = pareto_front(records)
+    assert [r.number for r in front] == [4, 1, 0]  # 2 is dominated by 1; 3 duplicates 1; 5 failed
+
+
+def test_recommend_is_the_most_accurate_within_budget_and_closest_otherwise() -> None:
+    records = [rec(0, 0.92, 0.10, 400_000), rec(1, 0.91, 0.05, 100_000), rec(2, 0.915, 0.07, 110_000),
+               rec(3, 0.80, 0.03, 30_000)]
+    assert recommend(records, Budget(max_latency_ms=0.08), 0.92).number == 2
+    assert recommend(records, Budget(max_latency_ms=0.08, max_drop_pt=0.3), 0.92) is None
+    assert recommend(records, Budget(), 0.92).number == 0
+    assert closest(records, Budget(max_latency_ms=0.08, max_drop_pt=0.3), 0.92).number == 2
+
+
+def test_hypervolume_grows_with_a_better_front() -> None:
+    worse = [rec(0, 0.92, 0.10, 1), rec(1, 0.80, 0.05, 1)]
+    better = worse + [rec(2, 0.91, 0.05, 1)]
+    assert hypervolume(better, ref_latency_ms=0.2) > hypervolume(worse, ref_latency_ms=0.2) > 0
+    # exact area: [0.05, 0.10) at 0.80, [0.10, 0.20) at 0.92
+    assert hypervolume(worse, ref_latency_ms=0.2) == pytest.approx(0.05 * 0.80 + 0.10 * 0.92)
+
+
+def test_candidate_recipe_is_an_edgekit_recipe() -> None:
+    from edgekit.compress.recipe import load_recipe
+
+    space = SearchSpace(exports=(("onnx", "fp32"),), low_rank_layers=("classifier.1",), finetune_epochs=2,
+                        finetune_batches=7)
+    steps = space.recipe(Candidate(0.5, 0.25, "onnx", "fp32"))
+    recipe = load_recipe(steps)  # validated as `edgekit compress` would
+    assert [s["prune"]["ratio"] if "prune" in s else None for s in steps][0] == 0.5
+    assert steps[1] == {"low_rank": {"rank_ratio": 0.25, "layers": ["classifier.1"]}}
+    assert steps[2]["finetune"] == {"epochs": 2, "lr": 1e-3, "max_batches": 7}
+    assert len(recipe.steps) == 3
+    assert space.recipe(Candidate(0.0, None, "onnx", "int8")) == []  # export only: nothing to compress
+
+
+def test_random_search_is_seeded_and_never_repeats() -> None:
+    def draws(seed: int) -> list[str]:
+        strategy, done = RandomSearch(SPACE, seed, Budget()), [rec(0, 0.9, 0.1, 1, SPACE.baseline())]
+        while (p := strategy.propose(done)) is not None:
+            done.append(rec(len(done), 0.9, 0.1, 1, p[0]))
+        return [r.candidate.key() for r in done]
+
+    a, b = draws(1), draws(1)
+    assert a == b
+    assert len(set(a)) == len(a) == 3 * 2 * 2  # the whole space, each once, then None
+    assert draws(2) != a
+
+
+def _netadapt_run(latency: dict, metric: dict, budget: Budget) -> list[TrialRecord]:
+    """NetAdapt driven to its end with figures looked up per candidate."""
+    strategy = NetAdapt(SPACE, 0, budget)
+    done = [rec(0, 0.92, 0.10, 400_000, SPACE.baseline())]
+    while (p := strategy.propose(done)) is not None:
+        c = p[0]
+        done.append(rec(len(done), metric(c), latency(c), 1000))
+        done[-1].candidate = c
+        assert "netadapt step" in p[1]
+    return done
+
+
+def test_netadapt_keeps_the_most_accurate_proposal_that_meets_each_step_target() -> None:
+    def latency(c: Candidate) -> float:
+        return 0.10 * (1 - c.prune_ratio) * (0.4 if c.precision == "int8" else 1) * (0.9 if c.low_rank else 1)
+
+    def metric(c: Candidate) -> float:
+        return 0.92 - c.prune_ratio * 0.05 - (0.001 if c.precision == "int8" else 0) - (0.02 if c.low_rank else 0)
+
+    done = _netadapt_run(latency, metric, Budget())
+    cands = [r.candidate for r in done]
+    # step 1 from the baseline: prune 0.25, low-rank 0.5, tflite/int8; target 0.08 ms: int8 (0.04) and
+    # prune 0.25 (0.075) meet it, int8 is the more accurate: step 2 starts from int8
+    assert cands[1:4] == [Candidate(0.25, None, "tflite", "fp32"), Candidate(0.0, 0.5, "tflite", "fp32"),
+                          Candidate(0.0, None, "tflite", "int8")]
+    assert cands[4] == Candidate(0.25, None, "tflite", "int8")
+    assert len({c.key() for c in cands}) == len(cands)
+    # replaying the same figures gives the same path (what resuming relies on)
+    assert [r.candidate for r in _netadapt_run(latency, metric, Budget())] == cands
+    # a latency budget met by the step-1 choice ends the search there
+    short = _netadapt_run(latency, metric, Budget(max_latency_ms=0.05))
+    assert len(short) == 4
+
+
+def test_netadapt_shrinks_one_layer_group_per_proposal() -> None:
+    space = SearchSpace(exports=(("onnx", "fp32"),), prune_ratios=(0.0, 0.25, 0.5), low_ranks=(None,),
+                        prune_groups=("features.0.0", "features.1.0"))
+    cost = {"features.0.0": 0.01, "features.1.0": 0.04}  # ms saved per unit of ratio: layer 1 is the heavy one
+
+    def latency(c: Candidate) -> float:
+        return 0.1 - sum(cost[n] * r for n, r in c.layer_ratios)
+
+    strategy = NetAdapt(space, 0, Budget())
+    done = [rec(0, 0.92, 0.10, 1000, space.baseline())]
+    while (p := strategy.propose(done)) is not None:
+        c = p[0]
+        done.append(rec(len(done), 0.92 - 0.01 * sum(r for _n, r in c.layer_ratios), latency(c), 1000, c))
+    cands = [r.candidate for r in done]
+    assert cands[1] == Candidate(0.0, None, "onnx", "fp32", (("features.0.0", 0.25),))
+    assert cands[2] == Candidate(0.0, None, "onnx", "fp32", (("features.1.0", 0.25),))
+    # neither cut meets step 1's 20 % target (0.08 ms): the faster one, the heavy layer's, is kept
+    assert cands[3].layer_ratios == (("features.0.0", 0.25), ("features.1.0", 0.25))
+    assert cands[4].layer_ratios == (("features.1.0", 0.5),)
+    steps = space.recipe(cands[4])
+    assert steps[0]["prune"]["layer_ratios"] == {"features.1.0": 0.5} and steps[0]["prune"]["ratio"] == 0.0
+    assert Candidate.from_dict(json.loads(cands[3].key())) == cands[3]  # survives the history's JSON
+
+
+def test_history_round_trip_and_a_line_cut_short(tmp_path: Path) -> None:
+    h = History(tmp_path)
+    h.append(rec(0, 0.9, 0.1, 10, Candidate()))
+    h.append(rec(1, 0.8, 0.05, 5, Candidate(0.5)))
+    with open(h.path, "a") as f:
+        f.write('{"number": 2, "candid')  # killed mid-write
+    again = History(tmp_path)
+    assert [r.number for r in again.records] == [0, 1]
+    assert again.find(Candidate(0.5)).metric == 0.8
+    assert again.find(Candidate(0.25)) is None
+    again.append(rec(2, 0.7, 0.04, 4, Candidate(0.75)))  # the trial reran: a whole line again
+    assert [r.number for r in History(tmp_path).records] == [0, 1, 2]
+    (tmp_path / "history.jsonl").write_text('{"number": 0}\n' + h.path.read_text())
+    with pytest.raises(UsageError, match="line 1 is not a trial record"):
+        History(tmp_path)
+
+
+def test_a_different_study_in_the_same_folder_is_refused(tmp_path: Path) -> None:
+    study = {"model": "example:fashion-cnn", "strategy": "random", "seed": 0}
+    assert check_study(tmp_path, study) is False
+    assert check_study(tmp_path, study) is True
+    with pytest.raises(UsageError, match="different study .*changed: seed"):
+        check_study(tmp_path, {**study, "seed": 1})
+    assert json.loads((tmp_path / "study.json").read_text()) == study
+
+
+def test_tpe_without_optuna_names_the_pip_command(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "optuna", None)  # as if it were not installed
+    with pytest.raises(MissingDependencyError, match="needs Optuna") as info:
+        make_strategy("tpe", SPACE, 0, Budget())
+    assert "pip install 'edgekit[optimize]'" in info.value.one_line()
+    assert info.value.extra == "optimize"
+
+
+def test_tpe_proposes_new_candidates_of_the_space_and_resumes_from_records() -> None:
+    pytest.importorskip("optuna")
+    budget = Budget(max_latency_ms=0.05)
+    strategy = make_strategy("tpe", SPACE, 3, budget)
+    done = [rec(0, 0.92, 0.10, 400_000, SPACE.baseline())]
+    for _ in range(8):
+        c, note = strategy.propose(done)
+        assert SPACE.candidates_allowed(c) and note.startswith("tpe")
+        done.append(rec(len(done), 0.9 - c.prune_ratio / 10, 0.1 * (1 - c.prune_ratio), 1000, c))
+    assert len({r.candidate.key() for r in done}) == len(done)
+    fresh = make_strategy("tpe", SPACE, 3, budget)  # a resumed run: the history is told first
+    c, _ = fresh.propose(done)
+    assert c.key() not in {r.candidate.key() for r in done}
+    assert len(fresh.study.trials) >= len(done)
