@@ -106,6 +106,9 @@ class OnnxFormat(BaseFormat):
     precisions = ("fp32", "fp16", "int8")
     int8_modes = ("static", "dynamic")
     float_modules_mode = "static"
+    # dynamic quantization covers MatMul/Gemm/Attention/LSTM/Gather only: convolutions stay float
+    int8_float_module_types = {"dynamic": ("Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d",
+                                           "ConvTranspose3d")}
     extra = None
     device_runtimes = (DeviceRuntime("onnxruntime", "onnxruntime"),)
 
