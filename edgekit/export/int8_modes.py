@@ -540,14 +540,15 @@ def _macs_hook(total: list[int]) -> Callable[..., None]:
 
 def estimated_size_ratio(model: Any, float_types: Sequence[str] = ()) -> float:
     """The int8 file's size as a fraction of the fp32 file's, from the parameters alone: one byte
-    per weight of a 2-D+ tensor, four for biases, norms and the weights of modules whose type is
-    in ``float_types`` (an int8 mode that leaves them float). Scales and graph are left out: the
+    per weight of a 2-D+ tensor, four for biases, norms and the weights of modules whose type (or a
+    base class: EfficientNet's padded convs are Conv2d subclasses) is in ``float_types`` (an int8
+    mode that leaves them float). Scales and graph are left out: the
     estimate is a little low, so a mode is never skipped for a size it would not have."""
     total = kept = 0
     for module in model.modules():
         for param in module.parameters(recurse=False):
             total += 4 * param.numel()
-            float_weight = param.dim() < 2 or type(module).__name__ in float_types
+            float_weight = param.dim() < 2 or any(c.__name__ in float_types for c in type(module).__mro__)
             kept += (4 if float_weight else 1) * param.numel()
     return kept / total if total else 0.0
 

@@ -371,4 +371,10 @@ def test_onnx_dynamic_is_not_exported_first_for_a_convolutional_model():
     conv(torch.zeros(1, 3, 8, 8))
     float_types = get_format("onnx").int8_float_module_types["dynamic"]
     assert estimated_size_ratio(conv, float_types) > 0.9  # dynamic leaves the convolutions float
+
+    class PaddedConv(nn.Conv2d):  # EfficientNet's "same" padding convs are subclasses
+        pass
+
+    conv[0] = PaddedConv(3, 64, 3)
+    assert estimated_size_ratio(conv, float_types) > 0.9
     assert estimated_size_ratio(conv, get_format("onnx").int8_float_module_types.get("static", ())) < 0.3
