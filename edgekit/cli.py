@@ -1003,6 +1003,8 @@ def _add_optimize(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-size", type=_number(positive=True), metavar="KB", help="budget: artifact size (1 KB = 1,000 bytes)")
     p.add_argument("--max-drop", type=_number(0.0), metavar="PT", help="budget: metric drop vs the fp32 model, in points")
     p.add_argument("--max-memory", type=_number(positive=True), metavar="MIB", help="budget: peak memory of the run on the target")
+    p.add_argument("--min-speedup", type=_number(positive=True), metavar="X",
+                   help="budget: p50 at least X times faster than the baseline measured on the target (e.g. 2)")
     p.add_argument("--trials", type=_int_at_least(1), default=20, help="trials in the study, the baseline included (default 20)")
     p.add_argument("--time-budget", type=_number(positive=True), metavar="MIN", help="start no trial after this many minutes")
     p.add_argument("--strategy", choices=["netadapt", "tpe", "random"], default="netadapt",
@@ -1046,7 +1048,7 @@ def _cmd_optimize(args: argparse.Namespace) -> int:
     result = optimize(
         args.model, args.device, data=args.data, eval_data=args.eval, out=args.out, emulate=args.emulate,
         host=args.host, max_latency_ms=args.max_latency, max_size_kb=args.max_size, max_drop_pt=args.max_drop,
-        max_memory_mib=args.max_memory, trials=args.trials, time_budget_min=args.time_budget, strategy=args.strategy,
+        max_memory_mib=args.max_memory, min_speedup=args.min_speedup, trials=args.trials, time_budget_min=args.time_budget, strategy=args.strategy,
         seed=args.seed,
         eval_limit=args.eval_limit, final_eval_limit=args.final_eval_limit, finetune_epochs=args.finetune_epochs,
         finetune_batches=args.finetune_batches, threads=args.threads, runs=args.runs, weights=args.weights,

@@ -104,6 +104,7 @@ def optimize(
     max_size_kb: float | None = None,
     max_drop_pt: float | None = None,
     max_memory_mib: float | None = None,
+    min_speedup: float | None = None,
     trials: int = 20,
     time_budget_min: float | None = None,
     strategy: str = "netadapt",
@@ -134,7 +135,7 @@ def optimize(
     ``deploy`` replaces ``edgekit.deploy`` (a seam for a fleet, or a target that fails on purpose).
     """
     say = progress or (lambda _m: None)
-    budget = Budget(max_latency_ms, max_size_kb, max_drop_pt, max_memory_mib)
+    budget = Budget(max_latency_ms, max_size_kb, max_drop_pt, max_memory_mib, min_speedup)
     _check(budget, trials, time_budget_min, strategy, emulate, host, eval_data, eval_limit, final_eval_limit)
     from edgekit.devices import get as get_profile
 
@@ -161,6 +162,7 @@ def optimize(
     done, measured = _search(settings, history, make_strategy(strategy, space, seed, budget), budget, trials,
                              time_budget_min, start, say, deploy)
     baseline = done[0]
+    budget = budget.for_baseline(baseline.latency_p50_ms)
     front = pareto_front(done)
     write_json_atomic(folder / PARETO_FILE, {"budget": budget.describe(), "baseline": baseline.number,
                                              "front": [_row(r, baseline) for r in front]})
@@ -266,6 +268,7 @@ def _search(settings: TrialSettings, history: History, strategy: Any, budget: Bu
     take(settings.space.baseline(), "baseline: the model as it is, fp32", first=True)
     if not done[0].ok:
         raise UsageError(f"the baseline trial failed: {done[0].error}", "fix the error above and rerun")
+    strategy.budget = budget.for_baseline(done[0].latency_p50_ms)  # a speed-up budget is a p50 limit from now on
     while len(done) < trials:
         if time_budget_min is not None and time.monotonic() - start > time_budget_min * 60:
             say(f"time budget of {time_budget_min:g} min spent after {len(done)} trials")

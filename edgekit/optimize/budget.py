@@ -1,6 +1,6 @@
 """Budgets, the Pareto front and the one recommended trial.
 
-A budget is any subset of: p50 latency (ms), artifact size (KB = 1,000 bytes), peak memory of the
+A budget is any subset of: p50 latency (ms) or a speed-up over the baseline, artifact size (KB = 1,000 bytes), peak memory of the
 runner process on the target (MiB) and metric drop (percentage points below the baseline: the
 uncompressed model at fp32, measured the same way).
 The recommendation is the most accurate trial that meets every budget; ties go to the faster.
@@ -9,7 +9,7 @@ The recommendation is the most accurate trial that meets every budget; ties go t
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Sequence
 
 from edgekit.errors import UsageError
@@ -24,19 +24,31 @@ class Budget:
     max_size_kb: float | None = None
     max_drop_pt: float | None = None
     max_memory_mib: float | None = None
+    min_speedup: float | None = None  # p50 at least this many times faster than the baseline's
+    baseline_p50_ms: float | None = None  # set by ``for_baseline`` once the baseline is measured
 
     def check(self) -> None:
         """Refuse negative, zero (latency, size) or non-finite limits with one line."""
         for name, value, zero_ok in (("max_latency_ms", self.max_latency_ms, False),
                                      ("max_size_kb", self.max_size_kb, False),
                                      ("max_drop_pt", self.max_drop_pt, True),
-                                     ("max_memory_mib", self.max_memory_mib, False)):
+                                     ("max_memory_mib", self.max_memory_mib, False),
+                                     ("min_speedup", self.min_speedup, False)):
             if value is None:
                 continue
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
                     or value < 0 or (value == 0 and not zero_ok):
                 bound = ">= 0" if zero_ok else "> 0"
                 raise UsageError(f"{name} must be a number {bound}, not {value!r}")
+
+    def for_baseline(self, baseline_p50_ms: float) -> "Budget":
+        """This budget with ``min_speedup`` turned into a p50 limit against the measured baseline."""
+        if self.min_speedup is None:
+            return self
+        limit = baseline_p50_ms / self.min_speedup
+        if self.max_latency_ms is not None:
+            limit = min(limit, self.max_latency_ms)
+        return replace(self, max_latency_ms=limit, baseline_p50_ms=baseline_p50_ms)
 
     def violations(self, record: TrialRecord, baseline_metric: float | None) -> list[str]:
         """What ``record`` misses, each as a short phrase ("p50 0.41 ms > 0.30 ms"); empty: it meets all."""
@@ -60,8 +72,10 @@ class Budget:
 
     def describe(self) -> str:
         parts = []
+        if self.min_speedup is not None:
+            parts.append(f"≥ {self.min_speedup:g}× faster than the baseline")
         if self.max_latency_ms is not None:
-            parts.append(f"p50 ≤ {self.max_latency_ms:g} ms")
+            parts.append(f"p50 ≤ {self.max_latency_ms:.4g} ms")
         if self.max_size_kb is not None:
             parts.append(f"size ≤ {self.max_size_kb:g} KB")
         if self.max_memory_mib is not None:

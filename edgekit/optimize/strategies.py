@@ -28,6 +28,7 @@ class RandomSearch:
 
     def __init__(self, space: SearchSpace, seed: int, budget: Budget) -> None:
         self.space = space
+        self.budget = budget
         self.rng = random.Random(seed)
 
     def propose(self, done: Sequence[TrialRecord]) -> Proposal:
@@ -45,12 +46,13 @@ class NetAdapt:
     """NetAdapt (Yang et al., ECCV 2018) over edgekit's grids, against latency measured on the target.
 
     Each step sets a latency target (the current model's measured p50 × (1 − ``reduction``)),
-    proposes one shrink per knob from the current model (each layer group's next prune ratio, or
-    the next global ratio when the space has no groups; the next low-rank rank; each int8 export
-    of the profile), measures each (every candidate's recipe has the
-    short fine-tune), and keeps the most accurate proposal that meets the target; if none does,
-    the fastest proposal faster than the current model. It stops when the latency budget is met
-    or no proposal is faster.
+    proposes one shrink per knob from the current model (each layer group's next prune ratio, the
+    next global ratio — the big step while per-layer steps are small —, the next low-rank rank,
+    each int8 export of the profile), measures each (every candidate's recipe has the short
+    fine-tune), and keeps the most accurate proposal that meets the target; if none does, the
+    fastest proposal faster than the current model. An export measured no faster than the model
+    it was proposed for is not proposed again (int8 on an x86 host without VNNI). It stops when the
+    latency budget is met or no proposal is faster.
     """
 
     name = "netadapt"
@@ -60,21 +62,22 @@ class NetAdapt:
         self.budget = budget
         self.reduction = reduction
 
-    def _neighbours(self, c: Candidate) -> list[Candidate]:
+    def _neighbours(self, c: Candidate, retired: set[tuple[str, str]]) -> list[Candidate]:
         out = []
         ratios = self.space.prune_ratios
-        if self.space.prune_groups:  # one shrink per layer group: the group's next prune ratio
-            for layer in self.space.prune_groups:
-                bigger = [r for r in ratios if r > c.ratio_of(layer)]
-                if bigger:
-                    out.append(c.with_layer_ratio(layer, bigger[0]))
-        elif c.prune_ratio in ratios and ratios.index(c.prune_ratio) + 1 < len(ratios):
-            out.append(replace(c, prune_ratio=ratios[ratios.index(c.prune_ratio) + 1]))
+        for layer in self.space.prune_groups:  # one shrink per layer group: the group's next prune ratio
+            bigger = [r for r in ratios if r > c.ratio_of(layer)]
+            if bigger:
+                out.append(c.with_layer_ratio(layer, bigger[0]))
+        bigger = [r for r in ratios if r > c.prune_ratio]
+        if bigger:  # and one global shrink: the next ratio for every layer not already cut deeper
+            deeper = tuple((n, r) for n, r in c.layer_ratios if r > bigger[0])
+            out.append(replace(c, prune_ratio=bigger[0], layer_ratios=deeper))
         ranks = self.space.low_ranks
         if self.space.low_rank_layers and c.low_rank in ranks and ranks.index(c.low_rank) + 1 < len(ranks):
             out.append(replace(c, low_rank=ranks[ranks.index(c.low_rank) + 1]))
         for fmt, precision in self.space.exports:
-            if (fmt, precision) != (c.format, c.precision) and precision != "fp32":
+            if (fmt, precision) != (c.format, c.precision) and precision != "fp32" and (fmt, precision) not in retired:
                 out.append(replace(c, format=fmt, precision=precision))
         return out
 
@@ -82,6 +85,7 @@ class NetAdapt:
         """Replay the steps from ``done`` (so a resumed study takes the same path), then go on."""
         by_key = {r.candidate.key(): r for r in done}
         current = done[0]
+        retired: set[tuple[str, str]] = set()  # exports measured no faster than the model they were proposed for
         step = 1
         while True:
             if not current.ok:
@@ -89,10 +93,15 @@ class NetAdapt:
             if self.budget.max_latency_ms is not None and current.latency_p50_ms <= self.budget.max_latency_ms:
                 return None
             target = current.latency_p50_ms * (1 - self.reduction)
-            proposals = self._neighbours(current.candidate)
+            proposals = self._neighbours(current.candidate, retired)
             for c in proposals:
                 if c.key() not in by_key:
                     return c, f"netadapt step {step}: target p50 ≤ {target:.3g} ms from {current.candidate.describe()}"
+            for c in proposals:
+                r = by_key[c.key()]
+                switched = (c.format, c.precision) != (current.candidate.format, current.candidate.precision)
+                if switched and (not r.ok or r.latency_p50_ms >= current.latency_p50_ms):
+                    retired.add((c.format, c.precision))  # it did not pay on this target: stop spending trials on it
             measured = [by_key[c.key()] for c in proposals if by_key[c.key()].ok]
             meeting = [r for r in measured if r.latency_p50_ms <= target]
             if meeting:

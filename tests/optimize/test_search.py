@@ -136,28 +136,61 @@ def test_netadapt_keeps_the_most_accurate_proposal_that_meets_each_step_target()
     assert len(short) == 4
 
 
-def test_netadapt_shrinks_one_layer_group_per_proposal() -> None:
+def test_netadapt_shrinks_one_layer_group_per_proposal_and_globally() -> None:
     space = SearchSpace(exports=(("onnx", "fp32"),), prune_ratios=(0.0, 0.25, 0.5), low_ranks=(None,),
                         prune_groups=("features.0.0", "features.1.0"))
     cost = {"features.0.0": 0.01, "features.1.0": 0.04}  # ms saved per unit of ratio: layer 1 is the heavy one
 
     def latency(c: Candidate) -> float:
-        return 0.1 - sum(cost[n] * r for n, r in c.layer_ratios)
+        return 0.1 - sum(cost[n] * c.ratio_of(n) for n in cost)
 
     strategy = NetAdapt(space, 0, Budget())
     done = [rec(0, 0.92, 0.10, 1000, space.baseline())]
     while (p := strategy.propose(done)) is not None:
         c = p[0]
-        done.append(rec(len(done), 0.92 - 0.01 * sum(r for _n, r in c.layer_ratios), latency(c), 1000, c))
+        done.append(rec(len(done), 0.92 - 0.01 * sum(c.ratio_of(n) for n in cost), latency(c), 1000, c))
     cands = [r.candidate for r in done]
+    # step 1: each group's next ratio, then the next global ratio
     assert cands[1] == Candidate(0.0, None, "onnx", "fp32", (("features.0.0", 0.25),))
     assert cands[2] == Candidate(0.0, None, "onnx", "fp32", (("features.1.0", 0.25),))
-    # neither cut meets step 1's 20 % target (0.08 ms): the faster one, the heavy layer's, is kept
-    assert cands[3].layer_ratios == (("features.0.0", 0.25), ("features.1.0", 0.25))
-    assert cands[4].layer_ratios == (("features.1.0", 0.5),)
-    steps = space.recipe(cands[4])
-    assert steps[0]["prune"]["layer_ratios"] == {"features.1.0": 0.5} and steps[0]["prune"]["ratio"] == 0.0
-    assert Candidate.from_dict(json.loads(cands[3].key())) == cands[3]  # survives the history's JSON
+    assert cands[3] == Candidate(0.25, None, "onnx", "fp32")
+    # none meets step 1's 20 % target (0.08 ms): the fastest, the global cut (0.0875 ms), is kept;
+    # step 2 cuts each group deeper than the global ratio, then everything to 0.5
+    assert cands[4] == Candidate(0.25, None, "onnx", "fp32", (("features.0.0", 0.5),))
+    assert cands[5] == Candidate(0.25, None, "onnx", "fp32", (("features.1.0", 0.5),))
+    assert cands[6] == Candidate(0.5, None, "onnx", "fp32")
+    assert len(cands) == 7  # nothing left above 0.5: the search ends
+    steps = space.recipe(cands[5])
+    assert steps[0]["prune"]["layer_ratios"] == {"features.1.0": 0.5} and steps[0]["prune"]["ratio"] == 0.25
+    assert Candidate.from_dict(json.loads(cands[5].key())) == cands[5]  # survives the history's JSON
+
+
+def test_netadapt_stops_proposing_an_export_that_measured_slower() -> None:
+    space = SearchSpace(exports=(("tflite", "fp32"), ("tflite", "int8")), prune_ratios=(0.0, 0.25, 0.5, 0.75),
+                        low_ranks=(None,))
+
+    def latency(c: Candidate) -> float:  # an AVX2 host: int8 slower than fp32
+        return 0.1 * (1 - c.prune_ratio) * (1.3 if c.precision == "int8" else 1)
+
+    strategy = NetAdapt(space, 0, Budget())
+    done = [rec(0, 0.92, 0.10, 1000, space.baseline())]
+    while (p := strategy.propose(done)) is not None:
+        c = p[0]
+        done.append(rec(len(done), 0.92 - 0.01 * c.prune_ratio, latency(c), 1000, c))
+    int8 = [r.candidate for r in done if r.candidate.precision == "int8"]
+    assert int8 == [Candidate(0.0, None, "tflite", "int8")]  # measured once, at step 1, then retired
+    assert [r.candidate.prune_ratio for r in done if r.candidate.precision == "fp32"] == [0.0, 0.25, 0.5, 0.75]
+
+
+def test_a_speedup_budget_becomes_a_latency_limit_once_the_baseline_is_measured() -> None:
+    budget = Budget(min_speedup=2.0, max_drop_pt=0.5)
+    resolved = budget.for_baseline(0.08)
+    assert resolved.max_latency_ms == pytest.approx(0.04)
+    assert "≥ 2× faster" in resolved.describe() and "p50 ≤ 0.04 ms" in resolved.describe()
+    assert Budget(max_latency_ms=0.03, min_speedup=2.0).for_baseline(0.08).max_latency_ms == 0.03  # the tighter
+    assert resolved.violations(rec(1, 0.92, 0.05, 10, Candidate()), 0.92) == ["p50 0.05 ms > 0.04 ms"]
+    with pytest.raises(UsageError, match="min_speedup"):
+        Budget(min_speedup=0).check()
 
 
 def test_history_round_trip_and_a_line_cut_short(tmp_path: Path) -> None:

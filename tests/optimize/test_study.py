@@ -116,6 +116,7 @@ def test_an_infeasible_budget_fails_naming_the_closest_trial(study: tuple[Path, 
     (["--max-latency", "-1"], "--max-latency: must be a positive number"),
     (["--max-latency", "0"], "--max-latency: must be a positive number"),
     (["--max-drop", "-0.5"], "--max-drop: must be a number >= 0"),
+    (["--min-speedup", "0"], "--min-speedup: must be a positive number"),
     (["--strategy", "grid"], "invalid choice: 'grid'"),
 ])
 def test_bad_budgets_and_counts_are_refused_with_one_line(argv: list[str], fragment: str, tmp_path: Path,
