@@ -1017,7 +1017,9 @@ def _add_optimize(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--finetune-epochs", type=_int_at_least(0), default=1, help="fine-tune epochs per candidate (default 1)")
     p.add_argument("--finetune-batches", type=_int_at_least(1), help="cap the batches of each fine-tune epoch")
     p.add_argument("--threads", type=_int_at_least(1), help="runtime threads (default: the profile's)")
-    p.add_argument("--runs", type=_int_at_least(1), default=100, help="timed inferences per trial (default 100)")
+    p.add_argument("--runs", type=_int_at_least(1), default=100, help="timed inferences per trial, at least (default 100)")
+    p.add_argument("--min-seconds", type=_number(0.0), default=1.0,
+                   help="time each trial at least this long (default 1: steadier p50s for fast models)")
     p.add_argument("--weights", help="state_dict file for a pkg.module:fn model")
     p.add_argument("--input-shape", help="input shape for a pkg.module:fn model, e.g. 1,3,224,224")
     p.add_argument("--metric", choices=["classification", "agreement", "embedding"], help="task metric (default: inferred)")
@@ -1048,10 +1050,12 @@ def _cmd_optimize(args: argparse.Namespace) -> int:
     result = optimize(
         args.model, args.device, data=args.data, eval_data=args.eval, out=args.out, emulate=args.emulate,
         host=args.host, max_latency_ms=args.max_latency, max_size_kb=args.max_size, max_drop_pt=args.max_drop,
-        max_memory_mib=args.max_memory, min_speedup=args.min_speedup, trials=args.trials, time_budget_min=args.time_budget, strategy=args.strategy,
+        max_memory_mib=args.max_memory, min_speedup=args.min_speedup, trials=args.trials,
+        time_budget_min=args.time_budget, strategy=args.strategy,
         seed=args.seed,
         eval_limit=args.eval_limit, final_eval_limit=args.final_eval_limit, finetune_epochs=args.finetune_epochs,
-        finetune_batches=args.finetune_batches, threads=args.threads, runs=args.runs, weights=args.weights,
+        finetune_batches=args.finetune_batches, threads=args.threads, runs=args.runs, min_seconds=args.min_seconds,
+        weights=args.weights,
         input_shape=args.input_shape, metric=args.metric, profile_files=args.profile,
         ssh=_ssh_options(args) if args.host else None, progress=say, **grid,
     )

@@ -118,6 +118,7 @@ def optimize(
     exports: Sequence[tuple[str, str]] | None = None,
     threads: int | None = None,
     runs: int = 100,
+    min_seconds: float = 1.0,
     weights: str | None = None,
     input_shape: Any = None,
     metric: str | None = None,
@@ -137,6 +138,8 @@ def optimize(
     say = progress or (lambda _m: None)
     budget = Budget(max_latency_ms, max_size_kb, max_drop_pt, max_memory_mib, min_speedup)
     _check(budget, trials, time_budget_min, strategy, emulate, host, eval_data, eval_limit, final_eval_limit)
+    if isinstance(min_seconds, bool) or not isinstance(min_seconds, (int, float)) or not min_seconds >= 0:
+        raise UsageError(f"min_seconds must be a number >= 0, not {min_seconds!r}")
     from edgekit.devices import get as get_profile
 
     profile = get_profile(device, profile_files)
@@ -148,11 +151,13 @@ def optimize(
     folder.mkdir(parents=True, exist_ok=True)
     study = {"model": model, "device": device, "target": "emulate" if emulate else host, "data": data,
              "eval": eval_data, "eval_limit": eval_limit, "weights": weights, "threads": threads, "runs": runs,
+             "min_seconds": min_seconds,
              "metric": metric, "strategy": strategy, "seed": seed, "space": space.to_dict()}
     resumed = check_study(folder, study)
     settings = TrialSettings(model=model, device=device, folder=folder, space=space, data=data,
                              eval_data=eval_data, eval_limit=eval_limit, emulate=emulate, host=host,
                              weights=weights, input_shape=input_shape, threads=threads, runs=runs,
+                             min_seconds=min_seconds,
                              metric=metric, preprocess=preprocess, profile_files=tuple(profile_files), ssh=ssh,
                              seed=seed)
     start = time.monotonic()

@@ -43,7 +43,7 @@ def test_a_study_measures_each_trial_on_the_target_and_writes_its_files(study: t
     base = rows[0]
     assert base["candidate"] == {"prune_ratio": 0.0, "low_rank": None, "format": "onnx", "precision": "fp32",
                                  "layer_ratios": []}
-    assert base["eval_samples"] == 200 and base["extra"]["threads"] == 1 and base["extra"]["runs"] == 20
+    assert base["eval_samples"] == 200 and base["extra"]["threads"] == 1 and base["extra"]["runs"] >= 20  # timed >= 1 s
     assert 0.85 < base["metric"] <= 1.0  # the trained example on the first 200 test images, in onnxruntime
     for r in rows[1:]:
         assert r["status"] == "ok" and r["candidate"]["prune_ratio"] in (0.5, 0.75)
