@@ -83,6 +83,7 @@ class Metric(ABC):
     needs_reference: ClassVar[bool] = False
     # True when the float model's own figure is informative (computed on the labels)
     compares_float: ClassVar[bool] = False
+    higher_is_better: ClassVar[bool] = True  # the headline's direction (what a search maximizes)
 
     @abstractmethod
     def compute(self, outputs: np.ndarray, labels: np.ndarray | None = None,
@@ -146,6 +147,7 @@ class Embedding(Metric):
 
 class Regression(Metric):
     name = "regression"
+    higher_is_better = False
 
     def compute(self, outputs: np.ndarray, labels: np.ndarray | None = None,
                 reference_outputs: np.ndarray | None = None) -> MetricResult:

@@ -500,7 +500,7 @@ def layer_sensitivity(model: Any, arrays: Sequence[np.ndarray], batch: int | Non
     n = _sensitivity_samples(len(arrays[0]), macs[0], len(ranges), batch)
     if n < len(arrays[0]):
         arrays = [a[:n] for a in arrays]
-        reference = _run(work, arrays, batch)
+        reference = _run(work, arrays, batch)  # at the passes' own batch size: no batch-size rounding in the error
     ref_energy = sum(float((r.double() ** 2).sum()) for r in reference) or 1.0
     scores = {}
     with torch.no_grad():

@@ -140,8 +140,9 @@ def optimize(
     say = progress or (lambda _m: None)
     budget = Budget(max_latency_ms, max_size_kb, max_drop_pt, max_memory_mib, min_speedup)
     _check(budget, trials, time_budget_min, strategy, emulate, host, eval_data, eval_limit, final_eval_limit)
-    if isinstance(min_seconds, bool) or not isinstance(min_seconds, (int, float)) or not min_seconds >= 0:
-        raise UsageError(f"min_seconds must be a number >= 0, not {min_seconds!r}")
+    from edgekit.deploy import DeployOptions, check_options
+
+    check_options(DeployOptions(runs=runs, min_seconds=min_seconds, threads=threads))  # deploy's own checks, up front
     from edgekit.devices import get as get_profile
 
     profile = get_profile(device, profile_files)

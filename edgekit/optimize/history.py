@@ -19,7 +19,7 @@ from typing import Any, Iterator
 
 from edgekit.errors import UsageError
 from edgekit.optimize.space import Candidate
-from edgekit.outputs import write_json_atomic
+from edgekit.outputs import write_json_atomic, write_text_atomic
 
 HISTORY_FILE = "history.jsonl"
 STUDY_FILE = "study.json"
@@ -68,24 +68,19 @@ class History:
     def __init__(self, folder: Path) -> None:
         self.folder = Path(folder)
         self.path = self.folder / HISTORY_FILE
-        self._drop_partial_line()
-        self.records: list[TrialRecord] = list(self._read())
+        self.records: list[TrialRecord] = list(self._load())
         self._by_key = {r.candidate.key(): r for r in self.records}
 
-    def _drop_partial_line(self) -> None:
-        """A kill mid-write leaves a last line without its newline: remove it, so appends stay whole lines."""
+    def _load(self) -> Iterator[TrialRecord]:
+        """The records in the file. A kill mid-write leaves a last line without its newline: it is
+        removed from the file (so appends stay whole lines) and that trial reruns."""
         if not self.path.is_file():
             return
         text = self.path.read_text()
         if text and not text.endswith("\n"):
-            from edgekit.outputs import write_text_atomic
-
-            write_text_atomic(self.path, text[: text.rfind("\n") + 1])
-
-    def _read(self) -> Iterator[TrialRecord]:
-        if not self.path.is_file():
-            return
-        lines = self.path.read_text().splitlines()
+            text = text[: text.rfind("\n") + 1]
+            write_text_atomic(self.path, text)
+        lines = text.splitlines()
         for n, line in enumerate(lines, 1):
             if not line.strip():
                 continue

@@ -20,9 +20,6 @@ from edgekit.errors import EdgekitError, UsageError
 from edgekit.optimize.history import TrialRecord
 from edgekit.optimize.space import Candidate, SearchSpace
 
-HIGHER_IS_BETTER = {"classification", "agreement", "embedding"}
-
-
 @dataclass
 class TrialSettings:
     """What every trial of a study shares: the model, where it runs, the data, the timing."""
@@ -124,7 +121,10 @@ def headline_metric(report: Any) -> tuple[float, str, int]:
     acc = report.accuracy
     if acc is None:
         raise UsageError("optimize needs evaluation data to score candidates", "pass --eval DATA")
-    if acc.metric not in HIGHER_IS_BETTER or not acc.headline:
+    from edgekit.metrics import METRICS
+
+    metric = METRICS.get(acc.metric)
+    if metric is None or not metric.higher_is_better or not acc.headline:
         raise UsageError(f"optimize ranks candidates by a metric where higher is better; {acc.metric} is not one",
                          "pass --metric classification, agreement or embedding")
     return float(acc.values[acc.headline]), f"{acc.metric}:{acc.headline}", int(acc.n)
