@@ -8,7 +8,8 @@ onnxruntime, ai-edge-litert with XNNPACK; interleaved rounds, median) and the sp
 of the same format, and the task metric on real data (``edgekit.metrics``).
 
 Variants: onnx fp32, fp16, int8 static (QDQ, GPTQ-rounded weights, calibrated activations), int8
-dynamic; tflite fp32, fp16, int8 full-integer (PT2E, GPTQ), int8 dynamic-range; per format
+dynamic; tflite fp32, fp16, int8 full-integer (PT2E, GPTQ), int8 dynamic-range; executorch
+(``.pte``, XNNPACK; the [executorch] extra) fp32, int8 static (PT2E, GPTQ), int8 dynamic; per format
 "int8 chosen": edgekit's default int8 path (``export --precision int8`` without ``--int8-mode``:
 edgekit.export.int8_modes tries each mode on held-out calibration samples, keeps the most
 accurate within 0.30× fp32; its export seconds are the whole search); for ONNX "ort dynamic":
@@ -18,6 +19,8 @@ Targets (issue 12; met or not is in the table's last lines and the JSON's "targe
   * minilm: "int8 chosen" reaches mean cosine >= 0.99 in both formats, and >= ORT's dynamic;
   * minilm and resnet18: every int8 export (each mode, and the chosen path) <= 120 s on this
     host (the JSON names the host kind: CPU, flags, cores).
+Target (issue 15): efficientnet-lite0 executorch int8 static: top-1 agreement with float >= 95 %
+on the photo crops and <= 0.30x the fp32 .pte's size.
 
 Models
   fashion-cnn        the shipped example (trained); calibration: 500 train images; metric:
@@ -39,7 +42,7 @@ Models
   two-input          an image and its 28 row means, conv branch + MLP branch, trained likewise;
                      classification on test.
 
-    .venv/bin/python benchmarks/models.py [--quick] [--models resnet18,minilm] [--formats onnx]
+    .venv/bin/python benchmarks/models.py [--quick] [--models resnet18,minilm] [--formats onnx,executorch]
         [--rounds 3] [--runs 10]
 
 --quick: 2,000 test images, fewer latency rounds. Writes benchmarks/results/models.json.
@@ -51,7 +54,6 @@ from __future__ import annotations
 
 import argparse
 import faulthandler
-import importlib.util
 import os
 import statistics
 import sys
@@ -77,6 +79,7 @@ VARIANTS = {
              ("int8", "dynamic", "int8 dynamic")],
     "tflite": [("fp32", None, "fp32"), ("fp16", None, "fp16"), ("int8", "full", "int8 full"),
                ("int8", "dynamic", "int8 dynamic")],
+    "executorch": [("fp32", None, "fp32"), ("int8", "static", "int8 static"), ("int8", "dynamic", "int8 dynamic")],
 }
 
 
@@ -294,6 +297,7 @@ def ort_quantize_dynamic(name: str, spec: dict[str, Any], fmt: str, out_dir: Pat
 EXTRA_VARIANTS: dict[str, list[tuple[str, Callable[..., tuple[Any, dict]]]]] = {
     "onnx": [("int8 chosen", chosen_int8), ("ort dynamic", ort_quantize_dynamic)],
     "tflite": [("int8 chosen", chosen_int8)],
+    "executorch": [("int8 chosen", chosen_int8)],
 }
 
 
@@ -381,6 +385,8 @@ def run_model(name: str, spec: dict[str, Any], formats: list[str], args: argpars
 
 MIN_COSINE = 0.99
 MAX_INT8_EXPORT_S = 120.0
+MIN_EFFNET_AGREEMENT = 0.95  # issue 15: ExecuTorch int8 EfficientNet-Lite0 vs float, on the real photos
+MAX_INT8_SIZE_RATIO = 0.30
 
 
 def targets(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -406,7 +412,23 @@ def targets(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             goals.append({"target": f"{r['model']} {r['format']} {r['variant']} export <= {MAX_INT8_EXPORT_S:.0f} s",
                           "model": r["model"], "format": r["format"], "measured": f"{r['export_s']:.1f} s",
                           "met": r["status"] == "ok" and r["export_s"] <= MAX_INT8_EXPORT_S})
+    goals += _executorch_targets(by)
     return goals
+
+
+def _executorch_targets(by: dict[tuple[str, str, str], dict[str, Any]]) -> list[dict[str, Any]]:
+    """ExecuTorch int8 EfficientNet-Lite0: >= 95 % top-1 agreement with float, <= 0.30x fp32 size."""
+    row = by.get(("efficientnet-lite0", "executorch", "int8 static"))
+    if row is None:
+        return []
+    target = (f"efficientnet-lite0 executorch int8 static: agreement >= {100 * MIN_EFFNET_AGREEMENT:.0f} % "
+              f"and <= {MAX_INT8_SIZE_RATIO:.2f}x fp32 size")
+    if row["status"] != "ok" or "size_ratio" not in row:
+        return [{"target": target, "model": row["model"], "format": "executorch", "measured": row["status"], "met": False}]
+    agreement, ratio = row["metric"]["value"], row["size_ratio"]
+    return [{"target": target, "model": row["model"], "format": "executorch",
+             "measured": f"{100 * agreement:.1f} %, {ratio:.3f}x",
+             "met": agreement >= MIN_EFFNET_AGREEMENT and ratio <= MAX_INT8_SIZE_RATIO}]
 
 
 # -- report ---------------------------------------------------------------------------------------
@@ -451,7 +473,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="2,000 test images, fewer latency rounds")
     parser.add_argument("--models", default=",".join(MODELS), help=f"default: {','.join(MODELS)}")
-    parser.add_argument("--formats", default="onnx,tflite")
+    parser.add_argument("--formats", default="onnx,tflite,executorch")
     parser.add_argument("--variants", default=None,
                         help="only these, e.g. fp32,int8-static (default: fp32,fp16,int8-static|full,int8-dynamic)")
     parser.add_argument("--rounds", type=int, default=None, help="latency rounds (default 5, --quick 3)")
@@ -469,7 +491,9 @@ def main(argv: list[str] | None = None) -> int:
     import export as export_bench
 
     torch.set_num_threads(min(2, os.cpu_count() or 1))
-    formats = [f for f in args.formats.split(",") if f != "tflite" or importlib.util.find_spec("litert_torch")]
+    from edgekit.export import get_format
+
+    formats = [f for f in args.formats.split(",") if get_format(f).available()]  # a missing extra: not run
     env = export_bench.environment()
     rows: list[dict[str, Any]] = []
     skipped = []

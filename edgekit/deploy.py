@@ -528,6 +528,7 @@ def _base_job(artifact: Artifact, profile: DeviceProfile, options: DeployOptions
         "mode": mode,
         "model": artifact.path.name,
         "format": artifact.format,
+        "precision": artifact.precision,  # the tensorrt runtime builds its engine at this precision
         "runtimes": profile.runtimes.get(artifact.format, []),
         "providers": profile.onnx_providers,
         "threads": _threads(target, profile, options),

@@ -55,6 +55,11 @@ MANIFEST_NAME = "edgekit-site.json"
 WHEEL_CACHE_ENV = "EDGEKIT_WHEEL_CACHE"
 # runner runtime name -> PyPI project, as each registered format declares its device runtimes
 RUNTIME_PROJECTS = {r.name: r.project for r in device_runtimes()}
+# runtimes the device's OS image provides, never pip-installed: why, for the error message
+SYSTEM_RUNTIMES = {"tensorrt": "TensorRT and its trtexec come with NVIDIA JetPack (the PyPI tensorrt wheels "
+                               "are not built for Jetson)"}
+# runtime name -> what its wheel needs on the device, where that is not its own requirements
+DEVICE_REQUIRES = {r.name: r.device_requires for r in device_runtimes() if r.device_requires is not None}
 # installed by default: the first of the profile's runtimes per format that has device wheels
 # (a format marks the others, e.g. tensorflow: ~1 GB, installed only when asked for)
 DEFAULT_CANDIDATES = tuple(r.name for r in device_runtimes() if r.default)
@@ -280,10 +285,12 @@ class WheelResolver:
         return pins
 
     def _pip_download(self, reqs: list[str], pins: dict[str, str], *, no_index: bool,
-                      dest: Path) -> tuple[bool, str]:
+                      dest: Path, no_deps: bool = False) -> tuple[bool, str]:
+        if not reqs:
+            return True, ""
         argv = [sys.executable, "-m", "pip", "download", "--disable-pip-version-check", "--progress-bar", "off",
                 "--only-binary=:all:", "--python-version", self.facts.python_tag, "--implementation", "cp",
-                "-d", str(dest), "--find-links", str(self.cache)]
+                "-d", str(dest), "--find-links", str(self.cache)] + (["--no-deps"] if no_deps else [])
         for platform in self.platforms:
             argv += ["--platform", platform]
         if no_index:
@@ -299,11 +306,13 @@ class WheelResolver:
         lines = [ln.strip() for ln in text.splitlines() if ln.startswith("ERROR") or "conflict" in ln.lower()]
         return False, "; ".join(lines[:6]) or text.strip()[-600:]
 
-    def resolve(self, requirements: Iterable[str]) -> tuple[list[WheelChoice], dict[str, str]]:
-        """(wheels to install, the device's distributions reused as they are)."""
+    def resolve(self, requirements: Iterable[str], alone: Iterable[str] = ()) -> tuple[list[WheelChoice], dict[str, str]]:
+        """(wheels to install, the device's distributions reused as they are); ``alone``: wheels
+        downloaded without their dependencies (see ``split_requirements``)."""
         import tempfile
 
         reqs = list(requirements)
+        alone = list(alone)
         self.cache.mkdir(parents=True, exist_ok=True)
         pins = self.device_constraints()
         attempts = [("the device's packages", pins)]
@@ -318,8 +327,10 @@ class WheelResolver:
                     dest = Path(tmp) / "wheels"
                     dest.mkdir()
                     if not no_index:
-                        self.say(f"downloading wheels for {self.facts.platform_key}: {', '.join(reqs)}")
+                        self.say(f"downloading wheels for {self.facts.platform_key}: {', '.join(reqs + alone)}")
                     ok, error = self._pip_download(reqs, constraint, no_index=no_index, dest=dest)
+                    if ok:
+                        ok, error = self._pip_download(alone, {}, no_index=no_index, dest=dest, no_deps=True)
                     if not ok:
                         if not no_index:
                             errors.append(f"with {label} pinned: {error}")
@@ -330,7 +341,7 @@ class WheelResolver:
                     return self._collect(dest)
         if self.offline:
             raise ProvisionError(
-                f"the wheel cache {self.cache} lacks wheels for {', '.join(reqs)} and --offline forbids downloading",
+                f"the wheel cache {self.cache} lacks wheels for {', '.join(reqs + alone)} and --offline forbids downloading",
                 "run once with network access, or put the wheels into that folder",
             )
         raise ProvisionError(
@@ -399,17 +410,42 @@ def runtime_requirements(runtimes: Iterable[str], *, pin_to_host: bool = True) -
     reqs = []
     for item in runtimes:
         name, sep, version = item.partition("==")
-        name = name.strip()
-        project = RUNTIME_PROJECTS.get(name) or RUNTIME_PROJECTS.get(name.replace("-", "_"))
+        if _runtime_name(name) in SYSTEM_RUNTIMES:
+            raise UsageError(f"edgekit does not install {name.strip()}: {SYSTEM_RUNTIMES[_runtime_name(name)]}",
+                             "install JetPack on the board (sudo apt install nvidia-jetpack); the runner "
+                             "finds /usr/src/tensorrt/bin/trtexec")
+        project = RUNTIME_PROJECTS.get(_runtime_name(name))
         if project is None:
-            raise UsageError(f"unknown runtime {name!r}", f"choose from {', '.join(RUNTIME_PROJECTS)}")
-        if sep:
-            reqs.append(f"{project}=={version.strip()}")
-        elif pin_to_host and (host := _host_version(project)):
-            reqs.append(f"{project}=={host}")
-        else:
-            reqs.append(project)
+            raise UsageError(f"unknown runtime {name.strip()!r}", f"choose from {', '.join(RUNTIME_PROJECTS)}")
+        reqs.append(f"{project}=={version.strip()}" if sep else _pinned(project, pin_to_host))
     return reqs
+
+
+def _runtime_name(item: str) -> str:
+    name = item.partition("==")[0].strip()
+    return name if name in RUNTIME_PROJECTS else name.replace("-", "_")
+
+
+def _pinned(project: str, pin_to_host: bool) -> str:
+    host = _host_version(project) if pin_to_host else None
+    return f"{project}=={host}" if host else project
+
+
+def split_requirements(runtimes: list[str], reqs: list[str], *, pin_to_host: bool = True) -> tuple[list[str], list[str]]:
+    """(requirements resolved with their dependencies, requirements installed without them): a
+    runtime with ``device_requires`` (executorch) goes on alone, its device needs (torch) with deps."""
+    with_deps: list[str] = []
+    alone: list[str] = []
+    for item, req in zip(runtimes, reqs):
+        needs = DEVICE_REQUIRES.get(_runtime_name(item))
+        if needs is None:
+            with_deps.append(req)
+            continue
+        alone.append(req)
+        # numpy: the device's own works (the runner takes 1.x and 2.x); the others are built together
+        with_deps += [p if p == "numpy" else _pinned(p, pin_to_host) for p in needs
+                      if not any(r.split("==")[0] == p for r in with_deps)]
+    return with_deps, alone
 
 
 # ------------------------------------------------------------------------------------ provision
@@ -545,18 +581,34 @@ def _resolve_runtimes(resolver: WheelResolver, wanted: list[str], pin_to_host: b
     """The device's wheels of ``wanted`` (the host's versions when pinned and found, else the newest)."""
     reqs = runtime_requirements(wanted, pin_to_host=pin_to_host)
     try:
-        choices, provided = resolver.resolve(reqs)
+        choices, provided = resolver.resolve(*split_requirements(wanted, reqs, pin_to_host=pin_to_host))
     except ProvisionError as exc:
         pinned = [r for r, w in zip(reqs, wanted) if "==" in r and "==" not in w]
         if not pinned or offline:
             raise
         notes.append(f"no device wheel of the host's versions ({', '.join(pinned)}): {exc.message}; "
                      "took the newest instead")
-        choices, provided = resolver.resolve(runtime_requirements(wanted, pin_to_host=False))
-    notes += resolver.notes
+        loose = runtime_requirements(wanted, pin_to_host=False)
+        choices, provided = resolver.resolve(*split_requirements(wanted, loose, pin_to_host=False))
+    notes += resolver.notes + _device_requires_notes(wanted, choices)
     for name, version in provided.items():
         notes.append(f"{name} {version} is provided by the device (not installed)")
     return choices, provided
+
+
+def _device_requires_notes(wanted: list[str], choices: list[WheelChoice]) -> list[str]:
+    """What a runtime with ``device_requires`` brings along, with the wheels' sizes (torch is big)."""
+    notes = []
+    by_name = {c.name: c for c in choices}
+    for item in wanted:
+        needs = DEVICE_REQUIRES.get(_runtime_name(item))
+        if not needs:
+            continue
+        sizes = [f"{p} {by_name[p].version} ({Path(by_name[p].path).stat().st_size / (1 << 20):.0f} MiB wheel)"
+                 for p in needs if p in by_name]
+        notes.append(f"{_runtime_name(item)} is installed without its own requirements (export tools); its runtime "
+                     f"needs {', '.join(needs)} on the device" + (f": {', '.join(sizes)}" if sizes else ""))
+    return notes
 
 
 def _install_unless_present(target: Any, python: str, facts: DeviceFacts, choices: list[WheelChoice],

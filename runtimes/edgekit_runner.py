@@ -29,14 +29,17 @@ open_model(), RunnerError, device_facts(), device_state() and main(argv).
 """
 
 import glob
+import hashlib
 import importlib
 import json
+import math
 import os
 import platform
 import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import traceback
 
@@ -65,11 +68,14 @@ ERROR_KINDS = (
 
 # Runtimes per model format, in the default order of preference (on Android, see
 # default_runtimes: Termux packages tflite_runtime, and no ai_edge_litert build runs there).
+# "tensorrt" (Jetson) is not a Python module: trtexec builds and runs an engine from the .onnx, see
+# the TensorRT section below; device profiles put it first where JetPack ships it.
 FORMAT_RUNTIMES = {
-    "onnx": ("onnxruntime",),
+    "onnx": ("onnxruntime", "tensorrt"),
     "tflite": ("ai_edge_litert", "tflite_runtime", "tensorflow"),
+    "executorch": ("executorch",),
 }
-KNOWN_RUNTIMES = ("onnxruntime", "ai_edge_litert", "tflite_runtime", "tensorflow")
+KNOWN_RUNTIMES = ("onnxruntime", "tensorrt", "ai_edge_litert", "tflite_runtime", "tensorflow", "executorch")
 
 DEFAULT_MAX_RUNS = 100000
 MODES = ("benchmark", "outputs", "evaluate")
@@ -441,8 +447,102 @@ def read_throttled():
     return decode_throttled(int(match.group(1), 0))
 
 
+# Jetson: L4T installs nvpmodel in /usr/sbin and jetson_clocks in /usr/bin, often outside a
+# non-root user's PATH, so the usual places are tried too.
+_JETSON_TOOLS = {
+    "nvpmodel": ("/usr/sbin/nvpmodel", "/usr/bin/nvpmodel"),
+    "jetson_clocks": ("/usr/bin/jetson_clocks", "/usr/sbin/jetson_clocks"),
+}
+
+
+def _jetson_tool(name):
+    found = shutil.which(name)
+    if found:
+        return found
+    for candidate in _JETSON_TOOLS[name]:
+        if os.access(candidate, os.X_OK):
+            return candidate
+    return None
+
+
+def _tool_output(argv, timeout=5):
+    """stdout + stderr of a short command, or None (missing, failing, hanging: never a crash)."""
+    try:
+        proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              stdin=subprocess.DEVNULL, universal_newlines=True, timeout=timeout)
+    except Exception:
+        return None
+    return proc.stdout if proc.returncode == 0 else None
+
+
+def parse_nvpmodel(text):
+    """{"name": "MAXN", "id": 0} from `nvpmodel -q` ("NV Power Mode: MAXN", then the mode id
+    on a line of its own), or None. The id is None when only the name is printed."""
+    if not text:
+        return None
+    match = re.search(r"NV Power Mode\s*:\s*(\S[^\n]*?)\s*$", text, re.M)
+    if not match:
+        return None
+    after = text[match.end():]
+    mode_id = re.search(r"^\s*(\d+)\s*$", after, re.M)
+    return {"name": match.group(1), "id": int(mode_id.group(1)) if mode_id else None}
+
+
+def parse_jetson_clocks(text):
+    """`jetson_clocks --show`: {"on", "gpu": {min/max/cur Hz}, "emc", "cpu_pinned"}, or None.
+
+    jetson_clocks pins every CPU, the GPU and the EMC (memory) clock at its maximum: it is "on"
+    when each of them shows MinFreq == MaxFreq (and the EMC an override), "off" otherwise.
+    """
+    if not text:
+        return None
+    clocks = {}
+    for line in text.splitlines():
+        head = line.split(":", 1)[0].strip() if re.match(r"^\s*cpu\d+:", line) else line.split(" ", 1)[0]
+        freqs = dict((k, int(v)) for k, v in re.findall(r"(MinFreq|MaxFreq|CurrentFreq|FreqOverride)=(\d+)", line))
+        if "MinFreq" in freqs and "MaxFreq" in freqs:
+            clocks[head] = freqs
+    if not clocks:
+        return None
+    cpus = [v for k, v in clocks.items() if k.startswith("cpu")]
+    gpu = clocks.get("GPU")
+    emc = clocks.get("EMC")
+    pinned = [c["MinFreq"] == c["MaxFreq"] for c in cpus + ([gpu] if gpu else [])]
+    if emc is not None:
+        pinned.append(emc["MinFreq"] == emc["MaxFreq"] or emc.get("FreqOverride") == 1)
+    return {
+        "on": all(pinned),
+        "cpu_pinned": all(c["MinFreq"] == c["MaxFreq"] for c in cpus) if cpus else None,
+        "gpu": _freqs(gpu),
+        "emc": _freqs(emc),
+    }
+
+
+def _freqs(entry):
+    if entry is None:
+        return None
+    return {"min_hz": entry["MinFreq"], "max_hz": entry["MaxFreq"], "cur_hz": entry.get("CurrentFreq")}
+
+
+def read_jetson():
+    """Jetson power mode (nvpmodel -q) and jetson_clocks state; None off a Jetson.
+
+    `jetson_clocks --show` reads clocks that need root on some L4T releases: then its part is None
+    (never sudo: a password prompt would hang the run).
+    """
+    nvpmodel = _jetson_tool("nvpmodel")
+    clocks = _jetson_tool("jetson_clocks")
+    if not nvpmodel and not clocks:
+        return None
+    return {
+        "power_mode": parse_nvpmodel(_tool_output([nvpmodel, "-q"])) if nvpmodel else None,
+        "jetson_clocks": parse_jetson_clocks(_tool_output([clocks, "--show"])) if clocks else None,
+    }
+
+
 def device_state():
-    """Governor, CPU0 frequency, hottest thermal zone (degC), Raspberry Pi throttling."""
+    """Governor, CPU0 frequency, hottest thermal zone (degC), Raspberry Pi throttling, Jetson
+    power mode and clocks."""
     base = "/sys/devices/system/cpu/cpu0/cpufreq/"
     governor = _read_text(base + "scaling_governor", 256)
     cur = _read_int(base + "scaling_cur_freq")
@@ -462,6 +562,7 @@ def device_state():
         "max_freq_khz": top,
         "temperature_c": round(max(temps), 1) if temps else None,
         "throttled": read_throttled(),
+        "jetson": read_jetson(),
     }
 
 
@@ -474,6 +575,9 @@ def _import_one(name):
     if name == "onnxruntime":
         module = importlib.import_module("onnxruntime")
         return module, getattr(module, "__version__", None)
+    if name == "tensorrt":
+        tool = find_trtexec()  # ImportError when JetPack's trtexec is not there
+        return tool, tool.version
     if name == "ai_edge_litert":
         module = importlib.import_module("ai_edge_litert.interpreter")
         top = sys.modules.get("ai_edge_litert")
@@ -485,6 +589,13 @@ def _import_one(name):
     if name == "tensorflow":
         top = importlib.import_module("tensorflow")
         return top.lite, getattr(top, "__version__", None)
+    if name == "executorch":
+        module = importlib.import_module("executorch.runtime")
+        try:
+            version = importlib.import_module("executorch.version").__version__
+        except Exception:
+            version = None
+        return module, version
     raise ImportError("unknown runtime {!r}".format(name))
 
 
@@ -514,7 +625,8 @@ def default_runtimes(fmt):
 def import_runtime(fmt, runtimes=None):
     """Import the first runtime that can run `fmt` (restricted to `runtimes` when given)."""
     if fmt not in FORMAT_RUNTIMES:
-        raise RunnerError("bad_job", "unknown model format {!r} (known: onnx, tflite)".format(fmt))
+        raise RunnerError("bad_job", "unknown model format {!r} (known: {})".format(
+            fmt, ", ".join(sorted(FORMAT_RUNTIMES))))
     candidates = default_runtimes(fmt)
     if runtimes:
         unknown = [r for r in runtimes if r not in KNOWN_RUNTIMES]
@@ -1001,23 +1113,637 @@ class TfliteSession(Session):
         return [self._interp.get_tensor(spec.index) for spec in self._out]
 
 
-def _open_with(rt, path, fmt, providers=None, threads=None, io_quantization=None):
+# ExecuTorch's ScalarType codes (MethodMeta's TensorInfo.dtype()) as numpy dtypes
+_EXECUTORCH_DTYPES = {0: "uint8", 1: "int8", 2: "int16", 3: "int32", 4: "int64", 5: "float16",
+                      6: "float32", 7: "float64", 11: "bool"}
+EXECUTORCH_METADATA_METHOD = "edgekit_metadata"  # a constant method: edgekit's JSON (I/O names, precision)
+
+
+class ExecutorchSession(Session):
+    """A .pte program's "forward" through ExecuTorch's Python runtime (executorch.runtime).
+
+    The runtime takes and returns torch tensors (it links torch's libraries, so torch is on the
+    device anyway); numpy arrays are wrapped without a copy. Delegates (XNNPACK) are inside
+    the program. Threads: the runtime's shared threadpool, reset to `threads`.
+    """
+
+    def __init__(self, module, version, path, threads=None, io_quantization=None):
+        Session.__init__(self)
+        self._torch = importlib.import_module("torch")  # imported by name: the runner's imports stay numpy only
+        if threads is None:
+            threads = _affinity_count() or 1
+            self.notes.append("threads not set: using {} (the cores this process may run on)"
+                              .format(threads))
+        try:
+            lib = importlib.import_module("executorch.extension.pybindings.portable_lib")
+            lib._unsafe_reset_threadpool(int(threads))
+        except Exception as exc:  # an older or differently built runtime: say so, run anyway
+            self.notes.append("could not set the ExecuTorch threadpool to {} threads: {}".format(threads, exc))
+        try:
+            program = module.Runtime.get().load_program(str(path))
+            self._method = program.load_method("forward")
+            meta = self._method.metadata
+            names = self._names(program)
+        except Exception as exc:
+            raise _wrap("model_load", "executorch could not load {}".format(path), exc)
+        self._in = [self._spec(meta.input_tensor_meta(i), names.get("inputs"), i, "input")
+                    for i in range(meta.num_inputs())]
+        self._out = [self._spec(meta.output_tensor_meta(i), names.get("outputs"), i, "output")
+                     for i in range(meta.num_outputs())]
+        self._args = None
+        self._last = None
+        backends = []
+        try:
+            backends = list(module.Runtime.get().backend_registry.registered_backend_names)
+        except Exception:
+            pass
+        self.runtime = {"name": "executorch", "version": version, "providers": backends or None,
+                        "threads": int(threads)}
+
+    @staticmethod
+    def _names(program):
+        """edgekit's I/O names from the program's metadata method ({} for a foreign .pte)."""
+        if EXECUTORCH_METADATA_METHOD not in program.method_names:
+            return {}
+        try:
+            text = program.load_method(EXECUTORCH_METADATA_METHOD).execute([])[0]
+            return json.loads(text)
+        except Exception:
+            return {}
+
+    @staticmethod
+    def _spec(info, names, index, kind):
+        name = names[index] if names and index < len(names) else "{}_{}".format(kind, index)
+        dtype = _EXECUTORCH_DTYPES.get(int(info.dtype()), "float32")
+        return _Tensor(name, [int(s) for s in info.sizes()], dtype, None, index)
+
+    def _tensors(self, native):
+        return [self._torch.from_numpy(np.ascontiguousarray(native[spec.name])) for spec in self._in]
+
+    def _execute(self, args):
+        try:
+            return self._method.execute(args)
+        except RuntimeError as exc:
+            # the runtime logs the reason (a static shape, a dtype) on stderr, and raises a code
+            raise _wrap("inference", "executorch failed to run the model (inputs {})".format(
+                [list(a.shape) for a in args]), exc)
+
+    def run_native(self, native):
+        return [o.numpy() for o in self._execute(self._tensors(native))]
+
+    def bind(self, native, outputs_like=None):
+        self._args = self._tensors(native)
+        method, args = self._method, self._args
+
+        def invoke():
+            self._last = method.execute(args)
+        return invoke
+
+    def bound_outputs(self):
+        return [o.numpy() for o in (self._last or [])]
+
+
+# ---------------------------------------------------------------------------------------------
+# TensorRT (Jetson): engines built on the device by trtexec
+#
+# JetPack ships TensorRT with its command-line tool trtexec (/usr/src/tensorrt/bin/trtexec, not on
+# PATH); nothing is pip-installed. The runner drives trtexec for everything, never the `tensorrt`
+# Python bindings: those need a CUDA memory API besides (pycuda or cuda-python, which JetPack does
+# not always ship) and changed between TensorRT 8.2 (Jetson Nano, Python 3.6) and 10 (Orin), while
+# trtexec's flags and reports are the same on both.
+#   * build: `trtexec --onnx=M --saveEngine=E --skipInference` plus the precision flags, once per
+#     (ONNX sha256, TensorRT version, flags), cached in ENGINE_CACHE_ENV / job "engine_cache" /
+#     ~/.cache/edgekit/engines: a build takes minutes on a Jetson.
+#   * outputs: `trtexec --loadEngine=E --loadInputs=name:file.bin --exportOutput=out.json`.
+#   * timing: `trtexec --loadEngine=E --exportTimes=times.json`: trtexec times its own loop with CUDA
+#     events (H2D + GPU compute + D2H per query); a process per inference would time process starts.
+# NOT VERIFIED ON HARDWARE: written against NVIDIA's documented trtexec interface (samples/trtexec,
+# samples/common/sampleReporting.cpp) and tested here with a stand-in trtexec only.
+
+TRTEXEC_ENV = "EDGEKIT_TRTEXEC"
+JETPACK_TRTEXEC = "/usr/src/tensorrt/bin/trtexec"
+ENGINE_CACHE_ENV = "EDGEKIT_ENGINE_CACHE"
+TRT_PRECISIONS = ("fp32", "fp16", "int8")
+TRTEXEC_WARMUP_MS = 200  # trtexec's own default; its warm-up is a time, not a count of runs
+TRTEXEC_BUILD_TIMEOUT_S = 3600  # an engine build on a Jetson Nano can take many minutes
+TRTEXEC_RUN_TIMEOUT_S = 900
+
+# ONNX TensorProto.DataType codes as numpy dtypes
+_ONNX_DTYPES = {1: "float32", 2: "uint8", 3: "int8", 4: "uint16", 5: "int16", 6: "int32", 7: "int64",
+                9: "bool", 10: "float16", 11: "float64", 12: "uint32", 13: "uint64"}
+
+
+class Trtexec(object):
+    """What "importing" the tensorrt runtime finds: the trtexec binary and its TensorRT version."""
+
+    def __init__(self, path, version):
+        self.path = path
+        self.version = version
+
+    @property
+    def major(self):
+        try:
+            return int(str(self.version).split(".")[0])
+        except ValueError:
+            return None
+
+
+def trtexec_candidates():
+    """Where trtexec is looked for, in order: $EDGEKIT_TRTEXEC, PATH, JetPack's place."""
+    found = []
+    if os.environ.get(TRTEXEC_ENV):
+        found.append(os.environ[TRTEXEC_ENV])
+    on_path = shutil.which("trtexec")
+    if on_path:
+        found.append(on_path)
+    found.append(JETPACK_TRTEXEC)
+    return found
+
+
+def find_trtexec():
+    """The first executable trtexec with its version; ImportError (the runner then falls back to
+    the next runtime with a note) when there is none."""
+    for path in trtexec_candidates():
+        if os.path.isfile(path) and os.access(path, os.X_OK):
+            code, text = _run_tool([path, "--help"], 120)
+            return Trtexec(path, parse_trtexec_version(text))
+    raise ImportError("no trtexec (looked at ${}, PATH and {}): TensorRT comes with JetPack".format(
+        TRTEXEC_ENV, JETPACK_TRTEXEC))
+
+
+def _run_tool(argv, timeout):
+    """(exit status, stdout + stderr) of a command; (None, reason) when it cannot run or times out."""
+    try:
+        proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              stdin=subprocess.DEVNULL, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return None, "{} timed out after {} s".format(os.path.basename(argv[0]), timeout)
+    except OSError as exc:
+        return None, "cannot run {}: {}".format(argv[0], exc)
+    # bytes, decoded leniently: a log line in another encoding must not fail the run
+    return proc.returncode, (proc.stdout or b"").decode("utf-8", "replace")
+
+
+def parse_trtexec_version(text):
+    """"10.6.0" from trtexec's banner "&&&& RUNNING TensorRT.trtexec [TensorRT v100600] ...".
+
+    The number is NV_TENSORRT_VERSION: major * 1000 + minor * 100 + patch up to TensorRT 8
+    (v8201 = 8.2.1), major * 10000 + minor * 100 + patch from TensorRT 10 (v100600 = 10.6.0).
+    """
+    match = re.search(r"\[TensorRT v(\d+)\]", text or "")
+    if not match:
+        return None
+    number = int(match.group(1))
+    if number >= 10000:
+        return "{}.{}.{}".format(number // 10000, number // 100 % 100, number % 100)
+    return "{}.{}.{}".format(number // 1000, number // 100 % 10, number % 100)
+
+
+def precision_flags(precision, trt_major=None):
+    """trtexec's build flags for an edgekit precision.
+
+    int8 is edgekit's explicitly quantized (QDQ) ONNX: TensorRT takes the scales from the Q/DQ
+    nodes, no calibrator (the implicit calibrators are deprecated since TensorRT 10.1, see
+    docs.nvidia.com/deeplearning/tensorrt/api/c_api/deprecated.html). "To enable any quantization
+    operations, the INT8 flag must be set in the builder config" (TensorRT 8.x developer guide,
+    Explicit vs Implicit Quantization), and --fp16 lets the layers between Q/DQ pairs run in fp16
+    as NVIDIA's QDQ examples do. TensorRT 11 removes the INT8/FP16 builder flags (migration guide
+    "tensorrt-10x-to-11x"): a strongly typed network takes its types from the Q/DQ nodes.
+    """
+    if precision not in TRT_PRECISIONS:
+        raise RunnerError("bad_job", "precision must be one of {}, not {!r}".format(
+            ", ".join(TRT_PRECISIONS), precision))
+    strongly_typed_only = trt_major is not None and trt_major >= 11
+    if precision == "fp32":
+        return []
+    if precision == "fp16":
+        if strongly_typed_only:
+            raise RunnerError("model_load", "TensorRT {} has no --fp16: it needs an fp16 ONNX (strong "
+                              "typing)".format(trt_major))
+        return ["--fp16"]
+    return ["--stronglyTyped"] if strongly_typed_only else ["--int8", "--fp16"]
+
+
+def _trt_name(name):
+    """A tensor name as trtexec's shape/input specs take it: quoted when it holds a colon."""
+    return "'{}'".format(name) if ":" in name else name
+
+
+def shape_spec(inputs):
+    """"x:1x3x224x224,y:1x8" for [(name, shape)], or None when every input is static."""
+    if all(None not in shape for _name, shape in inputs):
+        return None
+    return ",".join("{}:{}".format(_trt_name(name), "x".join(str(d if d is not None else 1) for d in shape))
+                    for name, shape in inputs)
+
+
+def shape_flags(inputs):
+    """Dynamic dims are built as 1 (one optimization profile, min = opt = max): the engine runs
+    the shapes the runner feeds it, one sample at a time when the batch is dynamic."""
+    spec = shape_spec(inputs)
+    if spec is None:
+        return []
+    return ["--minShapes=" + spec, "--optShapes=" + spec, "--maxShapes=" + spec]
+
+
+def trtexec_build_command(trtexec, onnx, engine, precision, trt_major=None, inputs=()):
+    """The argv that builds `engine` from `onnx` (and runs no inference)."""
+    return ([trtexec, "--onnx=" + onnx, "--saveEngine=" + engine, "--skipInference"]
+            + precision_flags(precision, trt_major) + shape_flags(inputs))
+
+
+def engine_cache_key(onnx_sha256, trt_version, flags):
+    """The name of a cached engine: anything that changes the built engine changes it."""
+    blob = json.dumps({"onnx_sha256": onnx_sha256, "tensorrt": trt_version or "unknown",
+                       "flags": list(flags)}, sort_keys=True)
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:32]
+
+
+def engine_cache_dir(job_value=None):
+    """The job's "engine_cache", else $EDGEKIT_ENGINE_CACHE, else ~/.cache/edgekit/engines."""
+    chosen = job_value or os.environ.get(ENGINE_CACHE_ENV) or os.path.join("~", ".cache", "edgekit", "engines")
+    return os.path.abspath(os.path.expanduser(chosen))
+
+
+def _sha256_file(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _tail(text, lines=15):
+    return "\n".join((text or "").strip().splitlines()[-lines:])
+
+
+def cached_engine(tool, onnx, precision, inputs, cache_dir):
+    """(engine path, what happened) for `onnx`: the cached engine, else one trtexec builds now.
+
+    The engine is written under a temporary name and renamed when trtexec succeeded, so an
+    interrupted build never leaves a broken engine behind to be "reused".
+    """
+    flags = precision_flags(precision, tool.major) + shape_flags(inputs)
+    onnx_sha256 = _sha256_file(onnx)
+    key = engine_cache_key(onnx_sha256, tool.version, flags)
+    engine = os.path.join(cache_dir, key + ".engine")
+    info = {"key": key, "path": engine, "cache_hit": True, "build_seconds": None, "flags": flags,
+            "onnx_sha256": onnx_sha256}
+    if os.path.isfile(engine) and os.path.getsize(engine) > 0:
+        return engine, info
+    try:
+        os.makedirs(cache_dir, exist_ok=True)
+    except OSError as exc:
+        raise RunnerError("model_load", "cannot create the engine cache {}: {}".format(cache_dir, exc))
+    partial = "{}.tmp-{}".format(engine, os.getpid())
+    command = trtexec_build_command(tool.path, onnx, partial, precision, tool.major, inputs)
+    start = time.perf_counter()
+    code, text = _run_tool(command, TRTEXEC_BUILD_TIMEOUT_S)
+    seconds = time.perf_counter() - start
+    if code != 0 or not os.path.isfile(partial):
+        _remove(partial)
+        kind = "out_of_memory" if _looks_like_oom(RuntimeError(text)) else "model_load"
+        raise RunnerError(kind, "trtexec could not build a {} engine from {} (exit {}):\n{}".format(
+            precision, onnx, code, _tail(text)))
+    os.replace(partial, engine)
+    info.update(cache_hit=False, build_seconds=seconds)
+    sidecar = dict(info, tensorrt=tool.version, command=command, built_at=time.strftime("%Y-%m-%dT%H:%M:%S"))
+    try:
+        write_json_atomic(os.path.join(cache_dir, key + ".json"), sidecar)
+    except Exception:
+        pass  # the sidecar only explains the engine to a human
+    return engine, info
+
+
+def _remove(path):
+    try:
+        os.remove(path)
+    except OSError:
+        pass
+
+
+def _varint(buf, i):
+    result = 0
+    shift = 0
+    while True:
+        byte = buf[i]
+        i += 1
+        result |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return result, i
+        shift += 7
+
+
+def _protobuf_fields(buf):
+    """(field number, value) of one protobuf message: ints for varints, memoryviews otherwise."""
+    i = 0
+    end = len(buf)
+    while i < end:
+        key, i = _varint(buf, i)
+        wire = key & 7
+        if wire == 0:
+            value, i = _varint(buf, i)
+        elif wire == 1:
+            value, i = buf[i:i + 8], i + 8
+        elif wire == 2:
+            length, i = _varint(buf, i)
+            value, i = buf[i:i + length], i + length
+        elif wire == 5:
+            value, i = buf[i:i + 4], i + 4
+        else:
+            raise ValueError("unsupported protobuf wire type {}".format(wire))
+        yield key >> 3, value
+
+
+def _onnx_value_info(buf):
+    """(name, shape with None for dynamic dims, numpy dtype name) of an ONNX ValueInfoProto."""
+    name, elem_type, shape = "", 0, []
+    for field, value in _protobuf_fields(buf):
+        if field == 1:
+            name = bytes(value).decode("utf-8")
+        elif field == 2:  # TypeProto
+            for tfield, tensor in _protobuf_fields(value):
+                if tfield != 1:  # tensor_type (sequences, maps: not for TensorRT)
+                    continue
+                for sfield, svalue in _protobuf_fields(tensor):
+                    if sfield == 1:
+                        elem_type = svalue
+                    elif sfield == 2:  # TensorShapeProto: dims
+                        for _dfield, dim in _protobuf_fields(svalue):
+                            size = None
+                            for kind, dvalue in _protobuf_fields(dim):
+                                if kind == 1 and dvalue < (1 << 63):
+                                    size = int(dvalue)
+                            shape.append(size)
+    return name, shape, _ONNX_DTYPES.get(elem_type)
+
+
+def onnx_io(path):
+    """{"inputs", "outputs": [(name, shape, dtype)], "metadata": {key: value}} of an ONNX file, read
+    with a few lines of protobuf decoding: trtexec needs the inputs' names and shapes, and neither
+    onnx nor onnxruntime has to be on a Jetson for it."""
+    with open(path, "rb") as handle:
+        data = memoryview(handle.read())
+    inputs, outputs, initializers, metadata = [], [], set(), {}
+    for field, value in _protobuf_fields(data):
+        if field == 14:  # ModelProto.metadata_props
+            entry = dict((k, bytes(v).decode("utf-8")) for k, v in _protobuf_fields(value) if k in (1, 2))
+            metadata[entry.get(1, "")] = entry.get(2, "")
+        elif field == 7:  # ModelProto.graph
+            for gfield, gvalue in _protobuf_fields(value):
+                if gfield == 5:  # initializer: old exporters list weights among the inputs too
+                    for tfield, tvalue in _protobuf_fields(gvalue):
+                        if tfield == 8:
+                            initializers.add(bytes(tvalue).decode("utf-8"))
+                elif gfield == 11:
+                    inputs.append(_onnx_value_info(gvalue))
+                elif gfield == 12:
+                    outputs.append(_onnx_value_info(gvalue))
+    inputs = [i for i in inputs if i[0] not in initializers]
+    return {"inputs": inputs, "outputs": outputs, "metadata": metadata}
+
+
+_NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|[-+]?inf|nan"
+_PERF_LINE = re.compile(r"(Latency|End-to-End Host Latency|Enqueue Time|H2D Latency|GPU Compute Time|D2H Latency)"
+                        r": min = (" + _NUMBER + r") ms, max = (" + _NUMBER + r") ms, mean = (" + _NUMBER
+                        + r") ms, median = (" + _NUMBER + r") ms(.*)$")
+_PERF_KEYS = {"Latency": "latency", "End-to-End Host Latency": "end_to_end", "Enqueue Time": "enqueue",
+              "H2D Latency": "h2d", "GPU Compute Time": "gpu_compute", "D2H Latency": "d2h"}
+
+
+def parse_trtexec_timing(text):
+    """trtexec's "=== Performance summary ===" as numbers (ms, qps, s); {} when there is none.
+
+    Lines as samples/common/sampleReporting.cpp prints them (each behind a "[date] [I] " prefix):
+    "Throughput: 123.4 qps", "Latency: min = a ms, max = b ms, mean = c ms, median = d ms,
+    percentile(90%) = e ms[, percentile(95%) = ...]" likewise for End-to-End Host Latency, Enqueue
+    Time, H2D Latency, GPU Compute Time and D2H Latency, "Total Host Walltime: 3.0 s" and
+    "Total GPU Compute Time: 2.9 s".
+    """
+    summary = {}
+    for line in (text or "").splitlines():
+        match = _PERF_LINE.search(line)
+        if match:  # the leftmost match: "End-to-End Host Latency" wins over its "Latency"
+            stats = {"min": float(match.group(2)), "max": float(match.group(3)),
+                     "mean": float(match.group(4)), "median": float(match.group(5))}
+            percentiles = re.findall(r"percentile\(([\d.]+)%\) = (" + _NUMBER + r") ms", match.group(6))
+            stats["percentiles"] = dict((p, float(v)) for p, v in percentiles)
+            summary[_PERF_KEYS[match.group(1)]] = stats
+            continue
+        match = re.search(r"Throughput: (" + _NUMBER + r") qps", line)
+        if match:
+            summary["throughput_qps"] = float(match.group(1))
+            continue
+        match = re.search(r"Total (Host Walltime|GPU Compute Time): (" + _NUMBER + r") s", line)
+        if match:
+            key = "total_host_walltime_s" if match.group(1) == "Host Walltime" else "total_gpu_compute_s"
+            summary[key] = float(match.group(2))
+    return summary
+
+
+def parse_trtexec_times(text, warmup_ms=0.0):
+    """(warm-up latencies, timed latencies) in ms from an --exportTimes trace.
+
+    The trace is a JSON list with one object per query ("startComputeMs", "latencyMs" = H2D +
+    GPU compute + D2H, "computeMs", ...), warm-up included; trtexec counts a query as warm-up
+    when its compute started before --warmUp ms, and so does this.
+    """
+    try:
+        trace = json.loads(text)
+    except ValueError as exc:
+        raise RunnerError("inference", "trtexec's --exportTimes file is not JSON: {}".format(exc))
+    warm, timed = [], []
+    for query in trace:
+        if not isinstance(query, dict) or "latencyMs" not in query:
+            continue
+        (timed if float(query.get("startComputeMs", 0.0)) >= warmup_ms else warm).append(float(query["latencyMs"]))
+    return warm, timed
+
+
+def parse_trtexec_outputs(text):
+    """{name: (dims, values)} from an --exportOutput file:
+    [{"name": "out", "dimensions": "1x10", "values": [0.1, ...]}, ...]. trtexec prints non-finite
+    values as C++ streams do (nan, inf), which JSON spells NaN and Infinity."""
+    text = re.sub(r"(?<![\w\"])-?nan(?![\w\"])", "NaN", text or "", flags=re.I)
+    text = re.sub(r"(?<![\w\"])(-?)inf(?![\w\"])", r"\1Infinity", text, flags=re.I)
+    try:
+        entries = json.loads(text)
+    except ValueError as exc:
+        raise RunnerError("inference", "trtexec's --exportOutput file is not JSON: {}".format(exc))
+    found = {}
+    for entry in entries:
+        dims = [int(d) for d in re.findall(r"\d+", str(entry.get("dimensions", "")))]
+        found[entry["name"]] = (dims, entry.get("values") or [])
+    return found
+
+
+class TrtexecSession(Session):
+    """An ONNX model as a TensorRT engine that trtexec built on this device (see the section's top).
+
+    `precision` (fp32, fp16, int8): the job's, else the model's "edgekit.precision" metadata, else
+    fp32. Every inference is a trtexec process (the engine deserialized each time): fine for
+    outputs and evaluation, useless for timing, which time_runs() leaves to trtexec's own loop.
+    """
+
+    def __init__(self, tool, path, precision=None, cache_dir=None, io_quantization=None):
+        Session.__init__(self)
+        self._tool = tool
+        try:
+            io = onnx_io(path)
+        except Exception as exc:
+            raise _wrap("model_load", "cannot read the inputs and outputs of {}".format(path), exc)
+        precision = precision or io["metadata"].get("edgekit.precision") or "fp32"
+        io_quantization = io_quantization or {}
+        self._in = [self._spec(entry, io_quantization.get("inputs") or {}) for entry in io["inputs"]]
+        self._out = [self._spec(entry, io_quantization.get("outputs") or {}) for entry in io["outputs"]]
+        dynamic = [(name, shape) for name, shape, _dtype in io["inputs"] if None in shape]
+        self._shapes = shape_spec([(name, shape) for name, shape, _dtype in io["inputs"]])
+        if dynamic:
+            self.notes.append("TensorRT engine built for dynamic dims = 1 ({}): one sample per "
+                              "inference".format(self._shapes))
+        self._engine, engine = cached_engine(tool, str(path), precision, [(n, s) for n, s, _d in io["inputs"]],
+                                             engine_cache_dir(cache_dir))
+        self.notes.append("TensorRT engine {} ({}): {}".format(
+            engine["key"], precision, "reused from the cache" if engine["cache_hit"]
+            else "built in {:.1f} s".format(engine["build_seconds"])))
+        self._last = None
+        self.runtime = {"name": "tensorrt", "version": tool.version, "providers": None, "threads": None,
+                        "trtexec": tool.path, "precision": precision, "engine": engine, "summary": None}
+
+    @staticmethod
+    def _spec(entry, job_quant):
+        name, shape, dtype = entry
+        if dtype is None:
+            raise RunnerError("model_load", "{!r} has a type TensorRT's I/O does not take".format(name))
+        fixed = [d if d is not None else 1 for d in shape]  # as the engine was built
+        return _Tensor(name, fixed, dtype, _quant_from_job(job_quant.get(name), np.dtype(dtype)))
+
+    def _base_command(self):
+        command = [self._tool.path, "--loadEngine=" + self._engine]
+        if self._shapes:
+            command.append("--shapes=" + self._shapes)
+        return command
+
+    def _input_files(self, native, folder):
+        """--loadInputs for `native`: raw little-endian arrays as numpy's tofile writes them (as
+        samples/trtexec/README.md shows). TensorRT before 10 has no int64 I/O: int32 then."""
+        specs = []
+        for spec in self._in:
+            arr = np.ascontiguousarray(native[spec.name])
+            if arr.dtype == np.int64 and (self._tool.major or 0) < 10:
+                arr = arr.astype(np.int32)
+            target = os.path.join(folder, "input{}.bin".format(len(specs)))
+            arr.tofile(target)
+            specs.append("{}:{}".format(_trt_name(spec.name), target))
+        return "--loadInputs=" + ",".join(specs)
+
+    def _run(self, extra, folder, what):
+        code, text = _run_tool(self._base_command() + extra, TRTEXEC_RUN_TIMEOUT_S)
+        if code != 0:
+            kind = "out_of_memory" if _looks_like_oom(RuntimeError(text)) else "inference"
+            raise RunnerError(kind, "trtexec failed {} (exit {}):\n{}".format(what, code, _tail(text)))
+        return text
+
+    def run_native(self, native):
+        folder = tempfile.mkdtemp(prefix="edgekit-trt-")
+        try:
+            out_file = os.path.join(folder, "outputs.json")
+            self._run([self._input_files(native, folder), "--exportOutput=" + out_file,
+                       "--iterations=1", "--warmUp=0", "--duration=0", "--avgRuns=1"], folder,
+                      "running the engine")
+            with open(out_file) as handle:
+                found = parse_trtexec_outputs(handle.read())
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+        outputs = []
+        for spec in self._out:
+            if spec.name not in found:
+                raise RunnerError("inference", "trtexec wrote no output {!r} (it wrote {})".format(
+                    spec.name, sorted(found)))
+            dims, values = found[spec.name]
+            outputs.append(np.asarray(values, dtype=np.float64).astype(spec.dtype).reshape(dims))
+        return outputs
+
+    def bind(self, native, outputs_like=None):
+        def invoke():
+            self._last = self.run_native(native)
+        return invoke
+
+    def bound_outputs(self):
+        return list(self._last or [])
+
+    def time_runs(self, native, warmup, runs, min_seconds=0.0, max_runs=DEFAULT_MAX_RUNS):
+        """(warm-up ms, timed ms) from trtexec's own loop: at least `runs` queries and `min_seconds`.
+
+        trtexec warms up for a time (TRTEXEC_WARMUP_MS), not `warmup` runs; each sample is its
+        "latencyMs" (H2D + GPU compute + D2H, timed with CUDA events), not time.perf_counter.
+        """
+        folder = tempfile.mkdtemp(prefix="edgekit-trt-")
+        try:
+            times = os.path.join(folder, "times.json")
+            text = self._run([self._input_files(native, folder), "--exportTimes=" + times,
+                              "--iterations={}".format(max(1, runs)),
+                              "--duration={}".format(int(math.ceil(min_seconds or 0))),
+                              "--warmUp={}".format(TRTEXEC_WARMUP_MS), "--avgRuns=1"], folder,
+                             "timing the engine")
+            with open(times) as handle:
+                warm, timed = parse_trtexec_times(handle.read(), TRTEXEC_WARMUP_MS)
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+        self.runtime["summary"] = parse_trtexec_timing(text) or None
+        self.notes.append("timed by trtexec: {} ms warm-up (not {} runs), samples are its per-query "
+                          "latency (H2D + GPU compute + D2H)".format(TRTEXEC_WARMUP_MS, warmup))
+        return warm, timed[:max(runs, max_runs)]
+
+
+def _trtexec_session(rt, path, providers, threads, io_quantization, engine_options=None):
+    engine_options = engine_options or {}
+    return TrtexecSession(rt.module, path, engine_options.get("precision"), engine_options.get("engine_cache"),
+                          io_quantization)
+
+
+def _ort_session(rt, path, providers, threads, io_quantization):
+    return OrtSession(rt.module, rt.version, path, providers, threads, io_quantization)
+
+
+def _tflite_session(rt, path, providers, threads, io_quantization):
+    return TfliteSession(rt.module, rt.name, rt.version, path, threads, io_quantization)
+
+
+def _executorch_session(rt, path, providers, threads, io_quantization):
+    return ExecutorchSession(rt.module, rt.version, path, threads, io_quantization)
+
+
+# runtime name -> how it opens a model: (imported runtime, path, providers, threads, io quantization)
+SESSIONS = {
+    "onnxruntime": _ort_session,
+    "ai_edge_litert": _tflite_session,
+    "tflite_runtime": _tflite_session,
+    "tensorflow": _tflite_session,
+    "executorch": _executorch_session,
+    "tensorrt": _trtexec_session,
+}
+
+
+def _open_with(rt, path, fmt, providers=None, threads=None, io_quantization=None, engine_options=None):
     path = str(path)
     if not os.path.isfile(path):
         raise RunnerError("model_load", "model file not found: {}".format(path))
-    if fmt == "onnx":
-        session = OrtSession(rt.module, rt.version, path, providers, threads, io_quantization)
+    if rt.name == "tensorrt":  # the engine it builds depends on the job's precision and cache
+        session = _trtexec_session(rt, path, providers, threads, io_quantization, engine_options)
     else:
-        session = TfliteSession(rt.module, rt.name, rt.version, path, threads, io_quantization)
+        session = SESSIONS[rt.name](rt, path, providers, threads, io_quantization)
     session.notes = list(rt.notes) + session.notes
     return session
 
 
-def open_model(path, fmt, runtimes=None, providers=None, threads=None, io_quantization=None):
-    """Load `path` (format "onnx" or "tflite") with the first usable runtime; see Session."""
+def open_model(path, fmt, runtimes=None, providers=None, threads=None, io_quantization=None,
+               engine_options=None):
+    """Load `path` (a format of FORMAT_RUNTIMES) with the first usable runtime; see Session.
+    engine_options: {"precision", "engine_cache"} for the tensorrt runtime (job.json's keys)."""
     _need_numpy()
     rt = import_runtime(fmt, runtimes)
-    return _open_with(rt, path, fmt, providers, threads, io_quantization)
+    return _open_with(rt, path, fmt, providers, threads, io_quantization, engine_options)
 
 
 def random_feeds(session, seed=0, ranges=None):
@@ -1097,10 +1823,13 @@ def read_job(run_dir):
         raise RunnerError("bad_job", "mode must be benchmark, outputs or evaluate, not {!r}".format(
             job.get("mode")))
     if job.get("format") not in FORMAT_RUNTIMES:
-        raise RunnerError("bad_job", "format must be onnx or tflite, not {!r}".format(
-            job.get("format")))
+        raise RunnerError("bad_job", "format must be one of {}, not {!r}".format(
+            ", ".join(sorted(FORMAT_RUNTIMES)), job.get("format")))
     if not isinstance(job.get("model"), str) or not job.get("model"):
         raise RunnerError("bad_job", "model must be a file name")
+    for key in ("precision", "engine_cache"):
+        if job.get(key) is not None and not isinstance(job.get(key), str):
+            raise RunnerError("bad_job", "{} must be a string or null".format(key))
     for key in ("runtimes", "providers"):
         value = job.get(key)
         if value is not None and not (isinstance(value, list)
@@ -1166,7 +1895,13 @@ def _benchmark(job, run_dir, session, result):
         target = _resolve(run_dir, job["save_outputs"])
         with open(target, "wb") as handle:
             np.savez(handle, **dict((spec.name, out) for spec, out in zip(session._out, outputs)))
+    own_timing = getattr(session, "time_runs", None)  # TensorRT: trtexec times its own loop
     try:
+        if own_timing is not None:
+            known = len(session.notes)
+            result["warmup_ms"], result["samples_ms"] = own_timing(native, warmup, runs, min_seconds, max_runs)
+            result["notes"].extend(session.notes[known:])
+            return
         invoke = session.bind(native, raw)
         result["warmup_ms"] = time_loop(invoke, warmup, 0.0, warmup)
         result["samples_ms"] = time_loop(invoke, runs, min_seconds, max_runs)
@@ -1369,7 +2104,8 @@ def run_job(run_dir, result):
     model_path = _resolve(run_dir, job["model"])
     t0 = time.perf_counter()
     session = _open_with(rt, model_path, fmt, job.get("providers"), job.get("threads"),
-                         job.get("io_quantization"))
+                         job.get("io_quantization"),
+                         {"precision": job.get("precision"), "engine_cache": job.get("engine_cache")})
     result["timings_ms"]["init"] = (time.perf_counter() - t0) * 1000.0
     result["notes"] = list(session.notes) + (result["notes"][-1:] if rt.was_loaded else [])
     result["runtime"] = session.runtime

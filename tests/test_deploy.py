@@ -108,3 +108,24 @@ def test_unknown_host_key_is_refused_with_one_line(ssh_device, tmp_path: Path,
     lines = [line for line in err.splitlines() if line.startswith("error")]
     assert len(lines) == 1 and "SHA256:" in lines[0] and "--accept-new-host-key" in lines[0]
     assert "Traceback" not in err
+
+
+@pytest.mark.slow
+@pytest.mark.executorch
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_executorch_deploys_under_emulate(precision: str, tmp_path: Path) -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("executorch") is None:
+        pytest.skip("needs the [executorch] extra")
+    report = deploy("example:fashion-cnn", "pi4", DeployOptions(
+        emulate=True, format="executorch", precision=precision, runs=10, warmup=2, eval_limit=1000,
+        out_dir=str(tmp_path)))
+    assert report.artifact.format == "executorch" and report.artifact.file.endswith(".pte")
+    assert report.runtime.name == "executorch"
+    assert report.parity.passed and report.parity.top1_agreement >= (0.95 if precision == "int8" else 1.0)
+    # the artifact's own accuracy in ExecuTorch on 1,000 real test images, beside torch's
+    assert report.accuracy.n == 1000
+    assert abs(report.accuracy.accuracy - report.accuracy.reference_accuracy) <= (0.01 if precision == "int8" else 0.001)
+    if precision == "int8":
+        assert report.artifact.size_bytes < 0.5 * report.artifact.reference_size_bytes

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 FORMATS: dict[str, str] = {
     "onnx": "edgekit.export.onnx:FORMAT",
     "tflite": "edgekit.export.tflite:FORMAT",
+    "executorch": "edgekit.export.executorch:FORMAT",
 }
 
 

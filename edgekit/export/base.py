@@ -100,6 +100,9 @@ class DeviceRuntime:
     name: str  # the runner's name for it, what the device imports: "ai_edge_litert"
     project: str  # the PyPI project that provides it: "ai-edge-litert"
     default: bool = True  # installed by ``edgekit provision`` when no runtime is named
+    # when set: the project's wheel goes on the device without its own requirements (they name
+    # host-side tools, some with no device wheels) and these projects go with it instead
+    device_requires: tuple[str, ...] | None = None
 
 
 @dataclass

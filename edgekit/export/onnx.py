@@ -110,7 +110,8 @@ class OnnxFormat(BaseFormat):
     int8_float_module_types = {"dynamic": ("Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d",
                                            "ConvTranspose3d")}
     extra = None
-    device_runtimes = (DeviceRuntime("onnxruntime", "onnxruntime"),)
+    # tensorrt: engines built on a Jetson by JetPack's trtexec, never pip-installed (provision refuses it)
+    device_runtimes = (DeviceRuntime("onnxruntime", "onnxruntime"), DeviceRuntime("tensorrt", "tensorrt", default=False))
 
     def available(self) -> bool:
         return all(importlib.util.find_spec(m) is not None for m in ("onnx", "onnxruntime", "onnxscript"))

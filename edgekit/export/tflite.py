@@ -46,6 +46,7 @@ import numpy as np
 
 from edgekit.errors import ConverterError, ExportError, MissingDependencyError, UsageError
 from edgekit.export import calibration as cal
+from edgekit.export import pt2e
 from edgekit.export.base import Artifact, BaseFormat, DeviceRuntime, TensorSpec, Written, options_with_defaults
 from edgekit.export.converter import exception_text, quiet, unsupported_op
 from edgekit.notes import detail
@@ -301,7 +302,7 @@ def torch2tflite_int8(
     quantizer = (EdgeQuantizer() if fixes else pq.PT2EQuantizer()).set_global(config)
     with quiet():
         prepared = quantize_pt2e.prepare_pt2e(graph, quantizer)
-    used = _calibrate(prepared, module, args, config, fixes, feeds, names, nhwc)
+    used = pt2e.calibrate(prepared, _prepare_at(module, config, fixes), args, feeds, names, nhwc)
     with quiet():
         converted = quantize_pt2e.convert_pt2e(prepared, fold_quantize=False)
     rerouted = route_through_dq(converted) if fixes else 0
@@ -309,86 +310,21 @@ def torch2tflite_int8(
     return {"samples_used": used, "pads_folded": folded, "float_edges_rerouted": rerouted}
 
 
-CALIBRATION_BATCH = 16  # samples per calibration call when the graph is exported for one
-
-
-def _calibrate(prepared: Any, module: Any, args: tuple[Any, ...], config: Any, fixes: bool,
-               feeds: dict[str, np.ndarray], names: list[str], nhwc: list[int]) -> int:
-    """Run the calibration samples through ``prepared``'s observers; the number used.
-
-    A graph exported for batch 1 would see the samples one call at a time, and a histogram
-    observer's fixed cost per call (re-binning 2048 bins × 128) dominated: 100 sentences through
-    a 6-layer encoder's ~100 observers took minutes. So the full batches go through a copy of the
-    graph exported and prepared for CALIBRATION_BATCH, whose observer state is then loaded into
-    ``prepared`` (same graph, same observers: checked, else one call per sample as before), and
-    the remainder goes through ``prepared`` itself: every sample observed once, no padding."""
-    batch = int(args[0].shape[0]) if args[0].dim() else 1
-    n = cal.sample_count(feeds)
-    start = used = 0
-    if batch == 1 and n >= 2 * CALIBRATION_BATCH:
-        big = _prepared_for_batch(module, args, config, fixes, CALIBRATION_BATCH)
-        if big is not None and _observers(big).keys() == _observers(prepared).keys():
-            start = n - n % CALIBRATION_BATCH
-            used = _observe(big, {k: v[:start] for k, v in feeds.items()}, names, nhwc, CALIBRATION_BATCH)
-            small = _observers(prepared)
-            for key, observer in _observers(big).items():
-                small[key].load_state_dict(observer.state_dict())
-    if start < n:
-        used += _observe(prepared, {k: v[start:] for k, v in feeds.items()}, names, nhwc, batch, pad=n - start < batch)
-    return used
-
-
-def _prepared_for_batch(module: Any, args: tuple[Any, ...], config: Any, fixes: bool, batch: int) -> Any:
-    """``module`` exported for ``batch`` samples and prepared like the batch-1 graph, or None when
-    it does not export at that batch (a model that hard-codes batch 1)."""
+def _prepare_at(module: Any, config: Any, fixes: bool) -> Any:
+    """``module`` exported for given inputs and prepared like ``torch2tflite_int8``'s graph
+    (edgekit.export.pt2e calibrates a batch-1 graph through a wider copy)."""
     import torch
     from litert_torch.quantize import pt2e_quantizer as pq
     from torchao.quantization.pt2e import quantize_pt2e
 
-    wide = tuple(a.expand(batch, *a.shape[1:]).contiguous() if a.dim() else a for a in args)
-    try:
-        with quiet():
-            graph = torch.export.export(module, wide, strict=False).module()
-            if fixes:
-                fold_pads(graph)
-            quantizer = (EdgeQuantizer() if fixes else pq.PT2EQuantizer()).set_global(config)
-            return quantize_pt2e.prepare_pt2e(graph, quantizer)
-    except Exception:  # noqa: BLE001 - any failure: calibrate one sample per call instead
-        return None
+    def prepare(args: tuple[Any, ...]) -> Any:
+        graph = torch.export.export(module, args, strict=False).module()
+        if fixes:
+            fold_pads(graph)
+        quantizer = (EdgeQuantizer() if fixes else pq.PT2EQuantizer()).set_global(config)
+        return quantize_pt2e.prepare_pt2e(graph, quantizer)
 
-
-def _observers(prepared: Any) -> dict[str, Any]:
-    """Observer modules by name, with the node each one observes (the same graph gives the same keys)."""
-    from torchao.quantization.pt2e.observer import ObserverBase
-
-    modules = dict(prepared.named_modules())
-    found = {}
-    for node in prepared.graph.nodes:
-        if node.op == "call_module" and isinstance(modules.get(node.target), ObserverBase):
-            source = node.args[0].name if node.args and hasattr(node.args[0], "name") else ""
-            found[(node.target, source, type(modules[node.target]).__name__)] = modules[node.target]
-    return {f"{k[0]}<{k[1]}:{k[2]}": v for k, v in found.items()}
-
-
-def _observe(prepared: Any, feeds: dict[str, np.ndarray], names: list[str], nhwc: list[int], batch: int,
-             pad: bool = False) -> int:
-    """Feed ``feeds`` to ``prepared`` ``batch`` samples per call; the number of real samples fed."""
-    import torch
-
-    used = 0
-    with torch.no_grad(), quiet():
-        for chunk, real in cal.batches(feeds, batch, pad=pad):
-            tensors = []
-            for i, name in enumerate(names):
-                arr = np.asarray(chunk[name])
-                if arr.dtype == np.float64:
-                    arr = arr.astype(np.float32)
-                if i in nhwc:
-                    arr = arr.transpose(0, 2, 3, 1)
-                tensors.append(torch.from_numpy(np.ascontiguousarray(arr)))
-            prepared(*tensors)
-            used += real
-    return used
+    return prepare
 
 
 def torch2tflite_program(program: Any, examples: tuple[Any, ...], out: Path, per_channel: bool,
@@ -437,72 +373,17 @@ def _export_error(exc: Exception, model: Any, examples: tuple[Any, ...]) -> Expo
 # -- PT2E graph fixes --------------------------------------------------------------------------
 
 
-def _aten() -> Any:
-    import torch
-
-    return torch.ops.aten
-
-
-def _annotated(node: Any) -> bool:
-    ann = node.meta.get("quantization_annotation")
-    return ann is not None and getattr(ann, "_annotated", False)
-
-
-def _fusable_activation(node: Any) -> bool:
-    """relu, relu6 (hardtanh 0..6) and hardtanh(-1, 1): activations TFLite fuses into conv/FC."""
-    aten = _aten()
-    if node.target in (aten.relu.default, aten.relu_.default):
-        return True
-    if node.target in (aten.hardtanh.default, aten.hardtanh_.default):
-        lo = node.args[1] if len(node.args) > 1 else node.kwargs.get("min_val", -1.0)
-        hi = node.args[2] if len(node.args) > 2 else node.kwargs.get("max_val", 1.0)
-        return (float(lo), float(hi)) in ((0.0, 6.0), (-1.0, 1.0))
-    return False
-
-
 def _make_quantizer_class() -> type:
     from litert_torch.quantize import pt2e_quantizer as pq
-    from torch.fx import Node
-    from torchao.quantization.pt2e.quantizer import QuantizationAnnotation, SharedQuantizationSpec
-
-    aten = _aten()
-    producers = {aten.conv1d.default, aten.conv2d.default, aten.convolution.default, aten.linear.default}
-    pads = {aten.pad.default, aten.constant_pad_nd.default}
 
     class _EdgeQuantizer(pq.PT2EQuantizer):
         """litert's PT2EQuantizer plus conv/linear→ReLU6 fusion and zero padding that keeps
-        its input's quantization parameters."""
+        its input's quantization parameters (edgekit.export.pt2e)."""
 
         def annotate(self, model: Any) -> Any:
-            config = self.global_config
-            if config is not None and config.input_activation is not None:
-                for node in model.graph.nodes:
-                    if node.op != "call_function" or not _fusable_activation(node):
-                        continue
-                    prod = node.args[0]
-                    if not isinstance(prod, Node) or prod.target not in producers or len(prod.users) != 1:
-                        continue
-                    if _annotated(prod) or _annotated(node):
-                        continue
-                    qmap = {prod.args[0]: config.input_activation, prod.args[1]: config.weight}
-                    if len(prod.args) > 2 and isinstance(prod.args[2], Node):
-                        qmap[prod.args[2]] = config.bias
-                    prod.meta["quantization_annotation"] = QuantizationAnnotation(input_qspec_map=qmap, _annotated=True)
-                    node.meta["quantization_annotation"] = QuantizationAnnotation(
-                        output_qspec=config.output_activation, _annotated=True
-                    )
+            pt2e.annotate_fused_activations(model, self.global_config)
             model = super().annotate(model)
-            for node in model.graph.nodes:
-                if node.op != "call_function" or node.target not in pads or _annotated(node):
-                    continue
-                src = node.args[0]
-                ann = src.meta.get("quantization_annotation") if isinstance(src, Node) else None
-                if ann is None or ann.output_qspec is None or not _zero_constant_pad(node):
-                    continue
-                shared = SharedQuantizationSpec(src)
-                node.meta["quantization_annotation"] = QuantizationAnnotation(
-                    input_qspec_map={src: shared}, output_qspec=shared, _annotated=True
-                )
+            pt2e.share_pad_quantization(model)
             return model
 
     return _EdgeQuantizer
@@ -518,26 +399,16 @@ def EdgeQuantizer() -> Any:  # noqa: N802 - a class made on first use (litert im
 _QUANTIZER_CLASS: type | None = None
 
 
-def _zero_constant_pad(node: Any) -> bool:
-    aten = _aten()
-    if node.target == aten.pad.default:
-        mode = node.args[2] if len(node.args) > 2 else node.kwargs.get("mode", "constant")
-        value = node.args[3] if len(node.args) > 3 else node.kwargs.get("value", None)
-    else:
-        mode, value = "constant", (node.args[2] if len(node.args) > 2 else node.kwargs.get("value", 0))
-    return mode == "constant" and value in (None, 0, 0.0)
-
-
 def fold_pads(gm: Any) -> int:
     """Fold symmetric zero padding of a conv2d's input into the conv's own padding."""
-    aten = _aten()
+    aten = pt2e.aten()
     pads = {aten.pad.default, aten.constant_pad_nd.default}
     folded = 0
     for node in list(gm.graph.nodes):
         if node.op != "call_function" or node.target != aten.conv2d.default:
             continue
         src = node.args[0]
-        if getattr(src, "target", None) not in pads or len(src.users) != 1 or not _zero_constant_pad(src):
+        if getattr(src, "target", None) not in pads or len(src.users) != 1 or not pt2e.zero_constant_pad(src):
             continue
         amounts = list(src.args[1])
         if len(amounts) != 4:

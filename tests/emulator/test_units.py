@@ -113,6 +113,43 @@ def test_runtime_requirements_pin_to_the_host():
         provision.runtime_requirements(["pytorch"])
 
 
+def test_executorch_goes_on_without_its_export_tools_but_with_torch():
+    """executorch's wheel names coremltools (no aarch64 wheel), pandas, scikit-learn...: provision
+    downloads it alone (--no-deps) and resolves what its runtime links (torch, pinned to the host's)
+    with dependencies; numpy is left to the device's."""
+    from importlib.metadata import version
+
+    wanted = ["onnxruntime", "executorch"]
+    reqs = provision.runtime_requirements(wanted)
+    with_deps, alone = provision.split_requirements(wanted, reqs)
+    assert alone == [f"executorch=={version('executorch')}"]
+    assert with_deps == [f"onnxruntime=={version('onnxruntime').split('+')[0]}",
+                         f"torch=={version('torch').split('+')[0]}", "numpy"]
+    loose = provision.split_requirements(wanted, provision.runtime_requirements(wanted, pin_to_host=False),
+                                         pin_to_host=False)
+    assert loose == (["onnxruntime", "torch", "numpy"], ["executorch"])
+    assert provision.split_requirements(["onnxruntime"], ["onnxruntime"]) == (["onnxruntime"], [])
+
+
+def test_pip_is_asked_for_the_lone_wheels_without_dependencies(monkeypatch, tmp_path):
+    calls = []
+
+    def fake_run(argv, **_kwargs):
+        calls.append(argv)
+        return subprocess.CompletedProcess(argv, 0, "", "")
+
+    monkeypatch.setattr(provision.subprocess, "run", fake_run)
+    facts = _facts(dists={})
+    resolver = provision.WheelResolver(facts, tmp_path, offline=True)
+    resolver.resolve(["torch==2.13.0"], ["executorch==1.4.1"])
+    assert [("--no-deps" in argv, argv[-1]) for argv in calls] == [(False, "torch==2.13.0"), (True, "executorch==1.4.1")]
+
+
+def test_tensorrt_is_never_pip_installed():
+    with pytest.raises(UsageError, match="JetPack"):
+        provision.runtime_requirements(["tensorrt"])
+
+
 def test_default_runtimes_follow_the_profile():
     from edgekit.devices import get
 

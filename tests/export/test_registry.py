@@ -34,8 +34,8 @@ def test_everything_reads_the_registry() -> None:
     assert list(RUNTIME_PROJECTS) == [r.name for r in device_runtimes()] == list(runner.KNOWN_RUNTIMES)
     assert RUNTIME_PROJECTS["ai_edge_litert"] == "ai-edge-litert"
     assert DEFAULT_CANDIDATES == ("onnxruntime", "ai_edge_litert", "tflite_runtime")  # tensorflow when asked for
-    assert suffixes() == {".onnx": "onnx", ".tflite": "tflite"}
-    assert _export_parser_choices("format") == ["onnx", "tflite"]
+    assert suffixes() == {".onnx": "onnx", ".tflite": "tflite", ".pte": "executorch"}
+    assert _export_parser_choices("format") == ["onnx", "tflite", "executorch"]
     assert _export_parser_choices("int8_mode") == ["static", "dynamic", "full"] == int8_mode_names()
 
 
@@ -64,8 +64,10 @@ def test_failure_hints_try_every_other_format(monkeypatch) -> None:
     from edgekit.export.failures import _candidates, describe
 
     assert _candidates("tflite", "int8", "full", calibrated=True) == [
-        ("onnx", "int8", "static"), ("onnx", "int8", "dynamic"), ("tflite", "int8", "dynamic")]
-    assert _candidates("onnx", "int8", None, calibrated=False) == [("tflite", "int8", "dynamic"), ("onnx", "int8", "dynamic")]
+        ("onnx", "int8", "static"), ("onnx", "int8", "dynamic"), ("executorch", "int8", "static"),
+        ("executorch", "int8", "dynamic"), ("tflite", "int8", "dynamic")]
+    assert _candidates("onnx", "int8", None, calibrated=False) == [
+        ("tflite", "int8", "dynamic"), ("executorch", "int8", "dynamic"), ("onnx", "int8", "dynamic")]
     assert describe("tflite", "int8") == "tflite int8 full"
     monkeypatch.setitem(FORMATS, "toy", TOY)
     assert _candidates("onnx", "fp16", None, calibrated=False) == [("tflite", "fp16", None)]  # toy has no fp16

@@ -195,10 +195,10 @@ def test_missing_extra_names_the_pip_command(export_case, tmp_path, monkeypatch:
 
 
 def test_batch_one_graphs_calibrate_in_batches_with_the_same_result(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Full batches go through a copy of the graph exported for CALIBRATION_BATCH and its observer
+    """Full batches go through a copy of the graph exported for pt2e.CALIBRATION_BATCH and its observer
     state is loaded into the batch-1 graph; with min/max observers (order-free) the file equals the
     one calibrated a sample per call, and every sample is counted once."""
-    from edgekit.export import tflite
+    from edgekit.export import pt2e
 
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.ReLU(), torch.nn.Flatten(),
@@ -206,13 +206,13 @@ def test_batch_one_graphs_calibrate_in_batches_with_the_same_result(tmp_path, mo
     calibration = np.random.default_rng(1).standard_normal((37, 1, 8, 8)).astype(np.float32)
     options = {"calibration_method": "minmax", "weight_rounding": "nearest"}
     calls: list[int] = []
-    real_observe = tflite._observe
-    monkeypatch.setattr(tflite, "_observe", lambda prepared, feeds, names, nhwc, batch, pad=False:
+    real_observe = pt2e.observe
+    monkeypatch.setattr(pt2e, "observe", lambda prepared, feeds, names, nhwc, batch, pad=False:
                         calls.append(batch) or real_observe(prepared, feeds, names, nhwc, batch, pad))
     batched = export(model, torch.zeros(1, 1, 8, 8), "tflite", "int8", calibration=calibration, options=options,
                      out_dir=tmp_path / "batched")
-    assert calls == [tflite.CALIBRATION_BATCH, 1]  # 32 in batches of 16, the last 5 one by one
-    monkeypatch.setattr(tflite, "CALIBRATION_BATCH", 10**6)  # too few samples to batch: one per call
+    assert calls == [pt2e.CALIBRATION_BATCH, 1]  # 32 in batches of 16, the last 5 one by one
+    monkeypatch.setattr(pt2e, "CALIBRATION_BATCH", 10**6)  # too few samples to batch: one per call
     single = export(model, torch.zeros(1, 1, 8, 8), "tflite", "int8", calibration=calibration, options=options,
                     out_dir=tmp_path / "single")
     assert calls[2:] == [1]

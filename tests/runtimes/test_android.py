@@ -69,7 +69,8 @@ def test_probe_and_benchmark_work_as_android(onnx_model, tmp_path):
     device = probe["device"]
     assert device["system"] == "Android" and device["cores"] == len(os.sched_getaffinity(0))
     assert device["memory_total_kib"] > 0 and device["machine"]
-    assert set(probe["state_before"]) == {"governor", "cur_freq_khz", "max_freq_khz", "temperature_c", "throttled"}
+    assert set(probe["state_before"]) == {"governor", "cur_freq_khz", "max_freq_khz", "temperature_c", "throttled",
+                                          "jetson"}
     result = run_runner(write_job(tmp_path / "bench", onnx_model, "onnx"))
     assert result["ok"] and len(result["samples_ms"]) == 5
     assert result["runtime"]["name"] == "onnxruntime" and result["runtime"]["threads"] == 1
@@ -122,7 +123,7 @@ def test_default_runtime_order_follows_the_platform(runner, monkeypatch):
     monkeypatch.setattr(sys, "platform", "android")
     assert runner.is_android()
     assert runner.default_runtimes("tflite") == ["tflite_runtime", "ai_edge_litert", "tensorflow"]
-    assert runner.default_runtimes("onnx") == ["onnxruntime"]
+    assert runner.default_runtimes("onnx") == ["onnxruntime", "tensorrt"]
 
 
 SD8GEN2_CPUINFO = "".join(

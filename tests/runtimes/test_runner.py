@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -208,7 +209,7 @@ def test_benchmark_result_is_complete_and_plausible(runner, request, tmp_path, f
     assert device["numpy"] == np.__version__ and device["emulated_by"] is None
     for state in (result["state_before"], result["state_after"]):
         assert set(state) == {"governor", "cur_freq_khz", "max_freq_khz", "temperature_c",
-                              "throttled"}
+                              "throttled", "jetson"}
     assert sorted(p.name for p in run_dir.iterdir()) == ["job.json", "result.json"]
 
 
@@ -444,8 +445,12 @@ def test_probe_reports_device_and_runtimes(tmp_path):
     ort = result["runtimes"]["onnxruntime"]
     assert ort["available"] and ort["version"] == onnxruntime.__version__
     assert "CPUExecutionProvider" in ort["providers"]
-    assert set(result["runtimes"]) == {"onnxruntime", "ai_edge_litert", "tflite_runtime",
-                                       "tensorflow"}
+    from edgekit.resources import runner_module
+
+    assert set(result["runtimes"]) == set(runner_module().KNOWN_RUNTIMES)  # every runtime is probed
+    assert {"onnxruntime", "tensorrt", "ai_edge_litert", "tflite_runtime", "tensorflow"} <= set(result["runtimes"])
+    if not shutil.which("trtexec") and not os.path.exists("/usr/src/tensorrt/bin/trtexec"):
+        assert "no trtexec" in result["runtimes"]["tensorrt"]["error"]  # JetPack's TensorRT: not here
     for name, entry in result["runtimes"].items():
         assert entry["available"] == (entry["error"] is None), name
     assert result["device"]["cores"] == len(os.sched_getaffinity(0))
