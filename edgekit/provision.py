@@ -442,9 +442,10 @@ def split_requirements(runtimes: list[str], reqs: list[str], *, pin_to_host: boo
             with_deps.append(req)
             continue
         alone.append(req)
-        # numpy: the device's own works (the runner takes 1.x and 2.x); the others are built together
-        with_deps += [p if p == "numpy" else _pinned(p, pin_to_host) for p in needs
-                      if not any(r.split("==")[0] == p for r in with_deps)]
+        for need in needs:
+            project, _, pin = need.partition("==")
+            if not any(r.split("==")[0] == project for r in with_deps):
+                with_deps.append(_pinned(project, pin_to_host) if pin == "host" else need)
     return with_deps, alone
 
 
@@ -604,10 +605,11 @@ def _device_requires_notes(wanted: list[str], choices: list[WheelChoice]) -> lis
         needs = DEVICE_REQUIRES.get(_runtime_name(item))
         if not needs:
             continue
+        projects = [n.partition("==")[0] for n in needs]
         sizes = [f"{p} {by_name[p].version} ({Path(by_name[p].path).stat().st_size / (1 << 20):.0f} MiB wheel)"
-                 for p in needs if p in by_name]
+                 for p in projects if p in by_name]
         notes.append(f"{_runtime_name(item)} is installed without its own requirements (export tools); its runtime "
-                     f"needs {', '.join(needs)} on the device" + (f": {', '.join(sizes)}" if sizes else ""))
+                     f"needs {', '.join(projects)} on the device" + (f": {', '.join(sizes)}" if sizes else ""))
     return notes
 
 

@@ -101,7 +101,8 @@ class DeviceRuntime:
     project: str  # the PyPI project that provides it: "ai-edge-litert"
     default: bool = True  # installed by ``edgekit provision`` when no runtime is named
     # when set: the project's wheel goes on the device without its own requirements (they name
-    # host-side tools, some with no device wheels) and these projects go with it instead
+    # host-side tools, some with no device wheels) and these projects go with it instead;
+    # "NAME==host": the version this host has (a binary built against it)
     device_requires: tuple[str, ...] | None = None
 
 

@@ -73,9 +73,11 @@ class ExecutorchFormat(BaseFormat):
     # XNNPACK's dynamic quantization covers linear layers: convolutions keep float weights
     int8_float_module_types = {"dynamic": _CONV_TYPES}
     extra = EXTRA
-    # the Python runtime links torch's libraries, so a device needs torch too (provision says how
-    # big); the wheel's own requirements are export tools (coremltools has no aarch64 wheel)
-    device_runtimes = (DeviceRuntime("executorch", "executorch", default=False, device_requires=("torch", "numpy")),)
+    # the Python runtime links torch's libraries (the same version), and importing it needs three
+    # small packages besides (found by importing it with only these on the path); the wheel's own
+    # requirements are export tools, and coremltools has no aarch64 wheel
+    device_runtimes = (DeviceRuntime("executorch", "executorch", default=False,
+                                     device_requires=("torch==host", "numpy", "flatbuffers", "ruamel.yaml", "tabulate")),)
 
     def available(self) -> bool:
         return importlib.util.find_spec("executorch") is not None

@@ -115,8 +115,8 @@ def test_runtime_requirements_pin_to_the_host():
 
 def test_executorch_goes_on_without_its_export_tools_but_with_torch():
     """executorch's wheel names coremltools (no aarch64 wheel), pandas, scikit-learn...: provision
-    downloads it alone (--no-deps) and resolves what its runtime links (torch, pinned to the host's)
-    with dependencies; numpy is left to the device's."""
+    downloads it alone (--no-deps) and resolves what its runtime imports with their dependencies:
+    torch pinned to the host's (the runtime links it), the rest as the device's constraints allow."""
     from importlib.metadata import version
 
     wanted = ["onnxruntime", "executorch"]
@@ -124,10 +124,10 @@ def test_executorch_goes_on_without_its_export_tools_but_with_torch():
     with_deps, alone = provision.split_requirements(wanted, reqs)
     assert alone == [f"executorch=={version('executorch')}"]
     assert with_deps == [f"onnxruntime=={version('onnxruntime').split('+')[0]}",
-                         f"torch=={version('torch').split('+')[0]}", "numpy"]
+                         f"torch=={version('torch').split('+')[0]}", "numpy", "flatbuffers", "ruamel.yaml", "tabulate"]
     loose = provision.split_requirements(wanted, provision.runtime_requirements(wanted, pin_to_host=False),
                                          pin_to_host=False)
-    assert loose == (["onnxruntime", "torch", "numpy"], ["executorch"])
+    assert loose == (["onnxruntime", "torch", "numpy", "flatbuffers", "ruamel.yaml", "tabulate"], ["executorch"])
     assert provision.split_requirements(["onnxruntime"], ["onnxruntime"]) == (["onnxruntime"], [])
 
 
