@@ -80,3 +80,11 @@ def test_user_profiles_extend_and_override_builtins(tmp_path: Path, monkeypatch:
     assert devices.get("my-board").source.endswith("my-board.yaml")
     extra = _write_profile(tmp_path, name="lab-pi", threads=2)
     assert devices.get("lab-pi", [extra]).threads == 2
+
+
+def test_a_profile_may_list_executorch(tmp_path: Path) -> None:
+    """ExecuTorch is a registered format: a profile can prefer it and name its runtime."""
+    profile = devices.load_profile_file(_write_profile(
+        tmp_path, runtimes={"onnx": ["onnxruntime"], "executorch": ["executorch"]},
+        preferred=[{"format": "executorch", "precision": "int8"}, {"format": "onnx", "precision": "fp32"}]))
+    assert profile.runtimes["executorch"] == ["executorch"] and profile.preferred[0].format == "executorch"
