@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 
 from .conftest import INPUT_SHAPE
+from .test_runner import run_main, write_job
 
 # the stand-in's trace: warm-up queries start computing before --warmUp (200 ms), timed ones after
 FAKE_WARMUP_LATENCIES = [5.0, 4.0]
@@ -133,19 +134,6 @@ def no_trtexec_anywhere(runner, monkeypatch, tmp_path):
     monkeypatch.delenv("EDGEKIT_TRTEXEC", raising=False)
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
     monkeypatch.setattr(runner, "JETPACK_TRTEXEC", str(tmp_path / "no" / "trtexec"))
-
-
-def write_job(run_dir: Path, **job) -> Path:
-    body = {"schema_version": 1, "mode": "benchmark", "warmup": 2, "runs": 5}
-    body.update(job)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "job.json").write_text(json.dumps(body))
-    return run_dir
-
-
-def run_main(runner, run_dir: Path) -> tuple[int, dict]:
-    code = runner.main([str(run_dir)])
-    return code, json.loads((run_dir / "result.json").read_text())
 
 
 # -- trtexec command lines and the engine cache ------------------------------------------------

@@ -4,7 +4,8 @@ plus the torch its runtime links, and an fp32 .pte deploys over SSH and scores w
 
 Slow: the aarch64 torch wheel is ~430 MB (downloaded once into the host's wheel cache), and
 importing torch under qemu takes a while. It installs into its own site folder, so the session
-device's main runtimes are left as the other emulator tests expect them.
+device's main runtimes are left as the other emulator tests expect them; its file name sorts after
+test_emulated_pi.py, whose first tests need the device before anything is provisioned.
 """
 
 from __future__ import annotations
