@@ -23,6 +23,8 @@ from edgekit.errors import MissingDependencyError, UnsupportedPrecisionError, Us
 from edgekit.outputs import write_json_atomic
 
 MANIFEST_SUFFIX = ".manifest.json"
+# torch convolution module types (int8 modes that quantize linear layers only leave these float)
+CONV_MODULE_TYPES = ("Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d")
 MANIFEST_SCHEMA_VERSION = 1
 
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import json
+import re
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -35,7 +36,8 @@ import numpy as np
 from edgekit.errors import ConverterError, ExportError, MissingDependencyError, UsageError
 from edgekit.export import calibration as cal
 from edgekit.export import pt2e
-from edgekit.export.base import Artifact, BaseFormat, DeviceRuntime, TensorSpec, Written, options_with_defaults
+from edgekit.export.base import (CONV_MODULE_TYPES, Artifact, BaseFormat, DeviceRuntime, TensorSpec, Written,
+                                 options_with_defaults)
 from edgekit.export.converter import exception_text, quiet, unsupported_op
 
 EXTRA = "executorch"
@@ -50,7 +52,6 @@ _OPTIONS = {
 # ExecuTorch's ScalarType codes (MethodMeta's TensorInfo.dtype()), as the runner maps them
 _DTYPES = {0: "uint8", 1: "int8", 2: "int16", 3: "int32", 4: "int64", 5: "float16", 6: "float32", 7: "float64",
            11: "bool"}
-_CONV_TYPES = ("Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d")
 
 
 def resolve_options(options: dict[str, Any] | None) -> dict[str, Any]:
@@ -71,7 +72,7 @@ class ExecutorchFormat(BaseFormat):
     precisions = ("fp32", "int8")
     int8_modes = ("static", "dynamic")
     # XNNPACK's dynamic quantization covers linear layers: convolutions keep float weights
-    int8_float_module_types = {"dynamic": _CONV_TYPES}
+    int8_float_module_types = {"dynamic": CONV_MODULE_TYPES}
     extra = EXTRA
     # the Python runtime links torch's libraries (the same version), and importing it needs three
     # small packages besides (found by importing it with only these on the path); the wheel's own
@@ -273,8 +274,6 @@ _MISSING_KERNEL = ("Missing out variants", "missing out vars", "Operator missing
 
 def _export_error(exc: Exception, model: Any, examples: tuple[Any, ...]) -> ExportError:
     """A converter failure with what failed in it; an op without an ExecuTorch kernel names it."""
-    import re
-
     text = exception_text(exc)
     match = re.search(r"(aten::[\w.]+|aten\.[\w.]+)", text) if any(m in text for m in _MISSING_KERNEL) else None
     if match:

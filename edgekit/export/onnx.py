@@ -41,7 +41,8 @@ import numpy as np
 
 from edgekit.errors import ConverterError, ExportError, UsageError
 from edgekit.export import calibration as cal
-from edgekit.export.base import Artifact, BaseFormat, DeviceRuntime, TensorSpec, Written, options_with_defaults
+from edgekit.export.base import (CONV_MODULE_TYPES, Artifact, BaseFormat, DeviceRuntime, TensorSpec, Written,
+                                 options_with_defaults)
 from edgekit.export.converter import exception_text, quiet, unsupported_op
 
 DEFAULT_OPSET = 18
@@ -107,8 +108,7 @@ class OnnxFormat(BaseFormat):
     int8_modes = ("static", "dynamic")
     float_modules_mode = "static"
     # dynamic quantization covers MatMul/Gemm/Attention/LSTM/Gather only: convolutions stay float
-    int8_float_module_types = {"dynamic": ("Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d",
-                                           "ConvTranspose3d")}
+    int8_float_module_types = {"dynamic": CONV_MODULE_TYPES}
     extra = None
     # tensorrt: engines built on a Jetson by JetPack's trtexec, never pip-installed (provision refuses it)
     device_runtimes = (DeviceRuntime("onnxruntime", "onnxruntime"), DeviceRuntime("tensorrt", "tensorrt", default=False))

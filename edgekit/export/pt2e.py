@@ -42,11 +42,11 @@ def calibrate(prepared: Any, prepare_at: PrepareAt, args: tuple[Any, ...], feeds
     start = used = 0
     if batch == 1 and n >= 2 * CALIBRATION_BATCH:
         big = _prepared_for_batch(prepare_at, args, CALIBRATION_BATCH)
-        if big is not None and observers(big).keys() == observers(prepared).keys():
+        wide, small = (observers(big), observers(prepared)) if big is not None else ({}, {})
+        if big is not None and wide.keys() == small.keys():
             start = n - n % CALIBRATION_BATCH
             used = observe(big, {k: v[:start] for k, v in feeds.items()}, names, nhwc, CALIBRATION_BATCH)
-            small = observers(prepared)
-            for key, observer in observers(big).items():
+            for key, observer in wide.items():  # the same modules, now holding what they observed
                 small[key].load_state_dict(observer.state_dict())
     if start < n:
         used += observe(prepared, {k: v[start:] for k, v in feeds.items()}, names, nhwc, batch, pad=n - start < batch)

@@ -4,8 +4,8 @@ plus the torch its runtime links, and an fp32 .pte deploys over SSH and scores w
 
 Slow: the aarch64 torch wheel is ~430 MB (downloaded once into the host's wheel cache), and
 importing torch under qemu takes a while. It installs into its own site folder, so the session
-device's main runtimes are left as the other emulator tests expect them; its file name sorts after
-test_emulated_pi.py, whose first tests need the device before anything is provisioned.
+device's main runtimes are left as the other emulator tests expect them (it needs the bare
+device only, so the order of the test files does not matter).
 """
 
 from __future__ import annotations
@@ -25,12 +25,12 @@ SITE_DIR = "/home/pi/.local/lib/edgekit-site-executorch"
 
 
 @pytest.fixture(scope="module")
-def executorch_site(provisioned_pi):
+def executorch_site(emulated_pi):
     from edgekit.export import get_format
 
     if not get_format("executorch").available():
         pytest.skip("exporting executorch needs the [executorch] extra")
-    flags = provisioned_pi.pi.cli_flags()
+    flags = emulated_pi.cli_flags()
     started = time.monotonic()
     done = run_cli("provision", "--device", DEVICE, *flags, "--runtime", "executorch", "--site-dir", SITE_DIR,
                    "--json", timeout=2000)
@@ -55,14 +55,14 @@ def test_provision_brings_torch_and_not_the_export_tools(executorch_site):
     assert executorch_site["runtimes"]["executorch"]["available"], executorch_site["runtimes"]["executorch"]
 
 
-def test_fp32_pte_on_the_emulated_pi_scores_what_the_host_scores(provisioned_pi, executorch_site, tmp_path):
+def test_fp32_pte_on_the_emulated_pi_scores_what_the_host_scores(emulated_pi, executorch_site, tmp_path):
     from importlib.metadata import version
 
     from edgekit.data.plan import eval_set
     from edgekit.deploy import DeployOptions, deploy
     from edgekit.resources import runner_module
 
-    pi = provisioned_pi.pi
+    pi = emulated_pi
     options = DeployOptions(host=pi.host, format="executorch", precision="fp32", eval_limit=EVAL_LIMIT, runs=5,
                             warmup=1, threads=1, out_dir=str(tmp_path),
                             ssh=pi.ssh(python=executorch_site["python_command"]))
