@@ -21,6 +21,7 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -67,13 +68,18 @@ def run_one(args: argparse.Namespace, strategy: str, seed: int, max_drop: float 
         return row
     print(format_front(result))
     hv_ref = result.baseline.latency_p50_ms * 1.05
+    relative = [replace(r, latency_p50_ms=r.latency_p50_ms / result.baseline.latency_p50_ms) for r in result.trials
+                if r.ok]
     row.update(
         trials=len(result.trials), measured=result.measured, seconds=round(result.seconds, 1),
         baseline_p50_ms=result.baseline.latency_p50_ms, baseline_metric_full=result.baseline_final.metric,
         recommended=result.recommended.to_dict(), recommended_metric_full=result.recommended_final.metric,
         eval_samples_full=result.recommended_final.eval_samples, drop_pt_full=round(result.drop_pt, 3),
         speedup_p50=round(result.speedup, 3), hypervolume=hypervolume(result.trials, ref_latency_ms=hv_ref),
-        hypervolume_ref_latency_ms=hv_ref, front=[r.to_dict() for r in result.front],
+        hypervolume_ref_latency_ms=hv_ref,
+        # latency as a fraction of the study's own baseline (ref 1.05): studies with different baseline
+        # measurements compare on one scale
+        hypervolume_relative=hypervolume(relative, ref_latency_ms=1.05), front=[r.to_dict() for r in result.front],
         trials_per_minute=round(len(result.trials) / max(result.seconds / 60, 1e-9), 2),
     )
     row["met"] = (row["speedup_p50"] >= TARGET_SPEEDUP and row["drop_pt_full"] <= TARGET_DROP_PT
@@ -107,6 +113,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc.one_line()}", file=sys.stderr)
         return 1
     print_table(rows)
+    if args.compare:
+        print(compare_summary(rows))
     result = {"benchmark": "optimize", "when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
               "quick": args.quick, "device": "pi4 (--emulate, 1 thread)", "model": "example:fashion-cnn",
               "targets": {"speedup_p50": TARGET_SPEEDUP, "drop_pt": TARGET_DROP_PT, "minutes": TARGET_MINUTES},
@@ -115,6 +123,23 @@ def main(argv: list[str] | None = None) -> int:
     RESULTS.write_text(json.dumps(stamp(result), indent=2) + "\n")
     print(f"wrote {RESULTS.relative_to(ROOT)}  (host: {result['host_kind']['label']})")
     return 0
+
+
+def compare_summary(rows: list[dict[str, Any]]) -> str:
+    """Mean relative hypervolume per strategy over the seeds, each judged against random search's
+    (the issue: TPE and NetAdapt reach a front hypervolume ≥ random's at an equal number of trials)."""
+    by_strategy: dict[str, list[float]] = {}
+    for r in rows:
+        if "hypervolume_relative" in r:
+            by_strategy.setdefault(r["strategy"], []).append(r["hypervolume_relative"])
+    control = by_strategy.get("random")
+    lines = [f"{'strategy':<9} {'seeds':>5} {'mean rel. hypervolume':>22} {'per seed':<30} vs random"]
+    for name, values in by_strategy.items():
+        mean = sum(values) / len(values)
+        verdict = ("" if name == "random" or not control
+                   else "≥ random" if mean >= sum(control) / len(control) else "< random")
+        lines.append(f"{name:<9} {len(values):>5} {mean:>22.4f} {', '.join(f'{v:.4f}' for v in values):<30} {verdict}")
+    return "\n".join(lines)
 
 
 def print_table(rows: list[dict[str, Any]]) -> None:

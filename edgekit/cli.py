@@ -994,6 +994,9 @@ def _add_optimize(sub: argparse._SubParsersAction) -> None:
     where = p.add_mutually_exclusive_group(required=True)
     where.add_argument("--emulate", action="store_true", help="measure on this host under the profile's limits")
     where.add_argument("--host", help="[user@]addr[:port] or an ~/.ssh/config alias")
+    where.add_argument("--hosts", metavar="FLEET.yaml",
+                       help="a fleet file (as for edgekit deploy): every board measures one trial at a time, "
+                            "the boards at once")
     p.add_argument("--data", help="training data for the fine-tunes and int8 calibration (as for edgekit compress)")
     p.add_argument("--eval", required=True, metavar="DATA", help="held-out data that scores the candidates")
     p.add_argument("--eval-limit", type=_int_at_least(1), default=1000,
@@ -1010,6 +1013,9 @@ def _add_optimize(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--strategy", choices=["netadapt", "tpe", "random"], default="netadapt",
                    help="netadapt (measured, deterministic; default), tpe (Optuna: edgekit[optimize]), random (control)")
     p.add_argument("--seed", type=int, default=0, help="seed of the strategy and the fine-tunes (default 0)")
+    p.add_argument("--measure-all", action="store_true",
+                   help="measure every candidate, also those the latency estimator predicts far past --max-latency "
+                        "/ --min-speedup (random and tpe skip them by default)")
     p.add_argument("--prune-ratios", metavar="R,R,...", help="channel prune ratios to search (default 0.25,0.375,0.5,0.625,0.75)")
     p.add_argument("--exports", metavar="FMT/PREC,...", help="formats/precisions to search, e.g. tflite/int8,onnx/fp32 "
                                                              "(default: the profile's preferences this install can export, "
@@ -1049,28 +1055,36 @@ def _cmd_optimize(args: argparse.Namespace) -> int:
     say = (lambda m: None) if (args.quiet or args.json) else (lambda m: _err(m))
     result = optimize(
         args.model, args.device, data=args.data, eval_data=args.eval, out=args.out, emulate=args.emulate,
-        host=args.host, max_latency_ms=args.max_latency, max_size_kb=args.max_size, max_drop_pt=args.max_drop,
+        host=args.host, hosts=args.hosts, max_latency_ms=args.max_latency, max_size_kb=args.max_size, max_drop_pt=args.max_drop,
         max_memory_mib=args.max_memory, min_speedup=args.min_speedup, trials=args.trials,
         time_budget_min=args.time_budget, strategy=args.strategy,
-        seed=args.seed,
+        seed=args.seed, skip_predicted=not args.measure_all,
         eval_limit=args.eval_limit, final_eval_limit=args.final_eval_limit, finetune_epochs=args.finetune_epochs,
         finetune_batches=args.finetune_batches, threads=args.threads, runs=args.runs, min_seconds=args.min_seconds,
         weights=args.weights,
         input_shape=args.input_shape, metric=args.metric, profile_files=args.profile,
-        ssh=_ssh_options(args) if args.host else None, progress=say, **grid,
+        ssh=_ssh_options(args) if args.host or args.hosts else None, progress=say, **grid,
     )
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))
         return int(ExitCode.OK)
     r = result.recommended
-    print(f"edgekit optimize  {args.model} → {args.device} ({result.strategy}, {len(result.trials)} trials: "
-          f"{result.measured} measured, {result.reused} from the history; {result.seconds / 60:.1f} min)")
+    skipped = result.estimator.get("skipped", 0)
+    print(f"edgekit optimize  {args.model} → {args.device} ({result.strategy}, {len(result.trials) - skipped} trials: "
+          f"{result.measured} measured, {result.reused} from the history; {result.seconds / 60:.1f} min"
+          + (f"; {skipped} skipped on the estimator's prediction)" if skipped else ")"))
     print(f"budget       {result.budget.describe()}")
     print(format_front(result))
     print(f"recommended  trial {r.number}: {r.candidate.describe()} · {result.speedup:.2f}× faster (p50) · "
           f"{result.recommended_final.metric * 100:.2f} % on {result.recommended_final.eval_samples:,} samples "
           f"(fp32 {result.baseline_final.metric * 100:.2f} %, drop {result.drop_pt:+.2f} pt)")
-    print(f"wrote        {result.artifact.name}, {result.recipe.name}, history.jsonl, pareto.json, result.json to {result.out}")
+    est = result.estimator
+    if est.get("predicted_then_measured"):
+        print(f"estimator    {est['predicted_then_measured']} trials predicted before measuring: "
+              f"{est['within_tolerance'] * 100:.0f} % within ±{est['tolerance'] * 100:.0f} %, "
+              f"median error {est['median_abs_error'] * 100:.0f} %")
+    print(f"wrote        {result.artifact.name}, {result.recipe.name}, history.jsonl, pareto.json, front.html, result.json "
+          f"to {result.out}")
     for note in result.notes:
         print(f"note         {note}")
     return int(ExitCode.OK)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import tempfile
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, ContextManager, Sequence
 
 import numpy as np
 
@@ -123,14 +124,20 @@ def _require_exportable(fmt: str, precision: str) -> None:
 
 
 def deploy(model: str, device: str, options: DeployOptions | None = None,
-           progress: Progress | Callable[[str], None] | None = None) -> DeployReport:
-    """Export MODEL for DEVICE, run it on the target, and return the measured report."""
+           progress: Progress | Callable[[str], None] | None = None,
+           prepare_lock: ContextManager[Any] | None = None) -> DeployReport:
+    """Export MODEL for DEVICE, run it on the target, and return the measured report.
+
+    ``prepare_lock`` (optimize on a fleet) is held while the host prepares (compress, export), so
+    concurrent deploys take turns on the host and overlap only on their devices.
+    """
     options = options or DeployOptions()
     say = as_progress(progress)
     if options.emulate == bool(options.host):
         raise UsageError("choose where to run: --emulate or --host [user@]addr[:port]", "pass exactly one of them")
     with tempfile.TemporaryDirectory(prefix="edgekit-deploy-") as tmp:
-        prepared = prepare_deploy(model, device, options, say, Path(tmp), publish=False)
+        with prepare_lock or contextlib.nullcontext():
+            prepared = prepare_deploy(model, device, options, say, Path(tmp), publish=False)
         target = create_target(prepared.profile, emulate=options.emulate, host=options.host, progress=say,
                                ssh=options.ssh)
         report = measure_on_target(prepared, target, options, say)

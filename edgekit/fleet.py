@@ -110,7 +110,7 @@ def load_fleet(path: str | os.PathLike[str]) -> tuple[list[FleetHost], int | Non
     return hosts, concurrency
 
 
-def _check_unique(fleet: Sequence[FleetHost]) -> None:
+def check_unique(fleet: Sequence[FleetHost]) -> None:
     """One row per device: the same address (user, port) or label twice would measure one device twice."""
     seen: dict[Any, str] = {}
     for host in fleet:
@@ -240,7 +240,7 @@ def deploy_fleet(model: str, device: str, hosts: Sequence[str | FleetHost | dict
     fleet = as_fleet_hosts(hosts)
     if not fleet:
         raise UsageError("a fleet needs at least one host", "pass --host more than once, or --hosts fleet.yaml")
-    _check_unique(fleet)
+    check_unique(fleet)
     if options.save_outputs:
         raise UsageError("--save-outputs writes one file: use it with one --host", "deploy to that device alone")
     options.emulate, options.host = False, None

@@ -8,9 +8,12 @@ recommendation, re-scored with the baseline on the full evaluation set → files
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
+import threading
 import time
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -19,15 +22,22 @@ import yaml
 
 from edgekit.errors import EdgekitError, UsageError
 from edgekit.optimize.budget import Budget, closest, drop_pt, pareto_front, recommend
+from edgekit.optimize.estimator import SKIP_MARGIN, SearchEstimator, candidate_features, prediction_summary
 from edgekit.optimize.history import History, TrialRecord, check_study
+from edgekit.optimize.plot import front_html
 from edgekit.optimize.space import PRUNE_GRID, Candidate, SearchSpace, exports_of
 from edgekit.optimize.strategies import STRATEGIES, make_strategy
-from edgekit.optimize.trial import TrialSettings, deploy_options, headline_metric, run_trial
+from edgekit.optimize.trial import (TrialSettings, board_options, deploy_options, headline_metric, run_trial,
+                                   target_label)
 from edgekit.outputs import write_json_atomic, write_text_atomic
 
 RESULT_FILE = "result.json"
 PARETO_FILE = "pareto.json"
 RECIPE_FILE = "recipe.yaml"
+PLOT_FILE = "front.html"
+# A fleet's board that fails a trial with one of these is gone (not the candidate's fault): it gets no more trials.
+BOARD_LOST = {"ConnectionFailedError", "AuthFailedError", "HostKeyUnknownError", "HostKeyChangedError",
+              "RemoteRuntimeMissingError", "RemoteDiskFullError"}
 
 
 class BudgetNotMetError(EdgekitError):
@@ -67,6 +77,7 @@ class OptimizeResult:
     recipe: Path
     seconds: float
     notes: list[str] = field(default_factory=list)
+    estimator: dict[str, Any] = field(default_factory=dict)  # predictions before measuring vs the measurements
 
     @property
     def drop_pt(self) -> float:
@@ -88,6 +99,7 @@ class OptimizeResult:
             "artifact": str(self.artifact), "recipe": str(self.recipe),
             "trials": len(self.trials), "measured": self.measured, "reused": self.reused,
             "front": [r.number for r in self.front], "seconds": round(self.seconds, 1), "notes": self.notes,
+            "estimator": self.estimator,
         }
 
 
@@ -100,6 +112,7 @@ def optimize(
     out: str | Path,
     emulate: bool = False,
     host: str | None = None,
+    hosts: str | Path | Sequence[Any] | None = None,
     max_latency_ms: float | None = None,
     max_size_kb: float | None = None,
     max_drop_pt: float | None = None,
@@ -111,6 +124,7 @@ def optimize(
     seed: int = 0,
     eval_limit: int | None = 1000,
     final_eval_limit: int | None = None,
+    skip_predicted: bool = True,
     finetune_epochs: int = 1,
     finetune_batches: int | None = None,
     prune_ratios: Sequence[float] = PRUNE_GRID,
@@ -133,26 +147,34 @@ def optimize(
     Every candidate is compressed on the host, exported and measured on the target (latency at the
     profile's threads, the metric in the device runtime on ``eval_limit`` samples of ``eval_data``).
     Raises ``BudgetNotMetError`` (exit 1) naming the closest trial when none meets the budget.
-    ``deploy`` replaces ``edgekit.deploy`` (a seam for a fleet, or a target that fails on purpose).
+    Before measuring, each candidate's p50 is predicted by a latency estimator fitted on the study's
+    measured trials (``edgekit.optimize.estimator``); with a latency budget, random and TPE candidates
+    predicted to miss it by more than ``SKIP_MARGIN`` are recorded as skipped instead of measured
+    (``skip_predicted=False``: measure them all).
+    ``hosts`` (a fleet file or a list of hosts, instead of ``emulate``/``host``): every board measures
+    one trial at a time, the boards at once.
+    ``deploy`` replaces ``edgekit.deploy`` (a seam for a target that fails on purpose, or stand-in boards).
     """
     # Over 80 lines only by its keyword-only signature (the CLI's flags, one per line); the body is
     # the study's order, kept in one place so a reader sees it top to bottom.
     say = progress or (lambda _m: None)
     budget = Budget(max_latency_ms, max_size_kb, max_drop_pt, max_memory_mib, min_speedup)
-    _check(budget, trials, time_budget_min, strategy, emulate, host, eval_data, eval_limit, final_eval_limit)
+    _check(budget, trials, time_budget_min, strategy, emulate, host, hosts, eval_data, eval_limit, final_eval_limit)
+    boards = _boards(hosts)
     from edgekit.deploy import DeployOptions, check_options
 
     check_options(DeployOptions(runs=runs, min_seconds=min_seconds, threads=threads))  # deploy's own checks, up front
     from edgekit.devices import get as get_profile
 
     profile = get_profile(device, profile_files)
-    space = _space(model, profile, weights, input_shape, prune_ratios, prune_groups, exports, finetune_epochs,
+    resolved = _resolve(model, weights, input_shape)
+    space = _space(resolved.module, model, profile, prune_ratios, prune_groups, exports, finetune_epochs,
                    finetune_batches)
     folder = Path(out)
     if folder.exists() and not folder.is_dir():
         raise UsageError(f"{folder} exists and is not a folder", "choose another --out")
     folder.mkdir(parents=True, exist_ok=True)
-    study = {"model": model, "device": device, "target": "emulate" if emulate else host, "data": data,
+    study = {"model": model, "device": device, "target": "emulate" if emulate else host or "fleet", "data": data,
              "eval": eval_data, "eval_limit": eval_limit, "weights": weights, "threads": threads, "runs": runs,
              "min_seconds": min_seconds,
              "metric": metric, "strategy": strategy, "seed": seed, "space": space.to_dict()}
@@ -167,35 +189,41 @@ def optimize(
     history = History(folder)
     if resumed:
         say(f"resuming: {len(history.records)} trials in {folder / 'history.jsonl'}")
-    done, measured = _search(settings, history, make_strategy(strategy, space, seed, budget), budget, trials,
-                             time_budget_min, start, say, deploy)
+    search = _Search(settings, history, make_strategy(strategy, space, seed, budget, folder),
+                     _estimators(device, resolved, space), skip_predicted, say, deploy, boards)
+    done, measured = search.run(budget, trials, time_budget_min, start)
     baseline = done[0]
+    counted = sum(r.status != "skipped" for r in done)
     budget = budget.for_baseline(baseline.latency_p50_ms)
     front = pareto_front(done)
     write_json_atomic(folder / PARETO_FILE, {"budget": budget.describe(), "baseline": baseline.number,
                                              "front": [_row(r, baseline) for r in front]})
     best = recommend(done, budget, baseline.metric)
+    write_text_atomic(folder / PLOT_FILE, front_html(done, front, baseline, best, budget,
+                                                     f"edgekit optimize: {model} on {device} ({strategy})"))
     if best is None:
         near = closest(done, budget, baseline.metric)
         missed = "; ".join(budget.violations(near, baseline.metric)) if near else "every trial failed"
         near_text = f"trial {near.number} ({near.candidate.describe()}: {missed})" if near else missed
-        raise BudgetNotMetError(f"no candidate met {budget.describe()} in {len(done)} trials; closest: {near_text}",
+        raise BudgetNotMetError(f"no candidate met {budget.describe()} in {counted} trials; closest: {near_text}",
                                 "raise a budget, or run more --trials (the study resumes from its history)", near)
     say(f"re-scoring trial {best.number} and the baseline on the full evaluation set")
-    best_final = _final_score(settings, folder / best.artifact, final_eval_limit, deploy)
+    board = boards[0] if boards else None  # a fleet re-scores on its first board, as its baseline was measured
+    best_final = _final_score(settings, folder / best.artifact, final_eval_limit, deploy, board)
     base_final = (best_final if best.number == baseline.number
-                  else _final_score(settings, folder / baseline.artifact, final_eval_limit, deploy))
+                  else _final_score(settings, folder / baseline.artifact, final_eval_limit, deploy, board))
     artifact, recipe = _publish(folder, best, space, settings)
     result = OptimizeResult(out=folder, budget=budget, strategy=strategy, baseline=baseline, trials=done,
-                            measured=measured, reused=len(done) - measured, front=front, recommended=best,
+                            measured=measured, reused=counted - measured, front=front, recommended=best,
                             recommended_final=best_final, baseline_final=base_final, artifact=artifact,
-                            recipe=recipe, seconds=time.monotonic() - start, notes=_notes(done, settings))
+                            recipe=recipe, seconds=time.monotonic() - start, notes=_notes(done, settings),
+                            estimator=prediction_summary(done))
     write_json_atomic(folder / RESULT_FILE, result.to_dict())
     return result
 
 
 def _check(budget: Budget, trials: int, time_budget_min: float | None, strategy: str, emulate: bool,
-           host: str | None, eval_data: str | None, eval_limit: int | None, final_eval_limit: int | None) -> None:
+           host: str | None, hosts: Any, eval_data: str | None, eval_limit: int | None, final_eval_limit: int | None) -> None:
     """Refuse bad budgets and counts with one line, before any work."""
     budget.check()
     if isinstance(trials, bool) or not isinstance(trials, int) or trials < 1:
@@ -207,13 +235,48 @@ def _check(budget: Budget, trials: int, time_budget_min: float | None, strategy:
             raise UsageError(f"{name} must be an integer >= 1, not {value!r}")
     if strategy not in STRATEGIES:
         raise UsageError(f"unknown strategy {strategy!r}", f"choose one of {', '.join(STRATEGIES)}")
-    if emulate == bool(host):
-        raise UsageError("choose where to measure: --emulate or --host [user@]addr[:port]", "pass exactly one of them")
+    if sum((bool(emulate), bool(host), hosts is not None)) != 1:
+        raise UsageError("choose where to measure: --emulate, --host [user@]addr[:port] or --hosts fleet.yaml",
+                         "pass exactly one of them")
     if not eval_data:
         raise UsageError("optimize selects candidates on held-out data", "pass --eval DATA")
 
 
-def _space(model: str, profile: Any, weights: str | None, input_shape: Any, prune_ratios: Sequence[float],
+def _resolve(model: str, weights: str | None, input_shape: Any) -> Any:
+    """The torch model a study compresses (an exported file is refused: there is nothing to prune)."""
+    from edgekit.models import resolve_model
+
+    resolved = resolve_model(model, weights=weights, input_shape=input_shape)
+    if resolved.module is None:
+        raise UsageError(f"{model} is an exported file; optimize compresses torch models",
+                         "pass example:NAME or a factory pkg.module:fn (with --weights)")
+    return resolved
+
+
+def _boards(hosts: str | Path | Sequence[Any] | None) -> list[Any]:
+    """A fleet's boards (``edgekit.fleet.FleetHost``) from a fleet file or a list; none without one."""
+    if hosts is None:
+        return []
+    from edgekit.fleet import check_unique, as_fleet_hosts, load_fleet
+
+    boards = load_fleet(hosts)[0] if isinstance(hosts, (str, Path)) else as_fleet_hosts(hosts)
+    if not boards:
+        raise UsageError("a fleet needs at least one host", "list the boards in the fleet file")
+    check_unique(boards)
+    return boards
+
+
+def _estimators(device: str, resolved: Any, space: SearchSpace) -> Callable[[str], SearchEstimator]:
+    """A fresh estimator for one device (a board's label, or the study's target), shaping candidates
+    from the study's model."""
+
+    def shape(candidate: Candidate) -> dict[str, float]:
+        return candidate_features(resolved.module, resolved.example_inputs, space.recipe(candidate))
+
+    return lambda label: SearchEstimator(f"{device}@{label}", shape)
+
+
+def _space(module: Any, model: str, profile: Any, prune_ratios: Sequence[float],
            prune_groups: Sequence[str] | None, exports: Sequence[tuple[str, str]] | None, finetune_epochs: int,
            finetune_batches: int | None) -> SearchSpace:
     """The study's grids: the profile's exports this install has, the model's hidden Linear layers and
@@ -221,7 +284,6 @@ def _space(model: str, profile: Any, weights: str | None, input_shape: Any, prun
     import torch
 
     from edgekit.export import get_format
-    from edgekit.models import resolve_model
 
     def available(fmt: str, precision: str) -> bool:
         exporter = get_format(fmt)
@@ -238,11 +300,7 @@ def _space(model: str, profile: Any, weights: str | None, input_shape: Any, prun
     ratios = tuple(sorted({0.0, *(float(r) for r in prune_ratios)}))
     if any(not 0 <= r < 1 for r in ratios):
         raise UsageError(f"prune ratios must be in [0, 1), not {list(prune_ratios)}")
-    resolved = resolve_model(model, weights=weights, input_shape=input_shape)
-    if resolved.module is None:
-        raise UsageError(f"{model} is an exported file; optimize compresses torch models",
-                         "pass example:NAME or a factory pkg.module:fn (with --weights)")
-    modules = dict(resolved.module.named_modules())
+    modules = dict(module.named_modules())
     linears = [n for n, m in modules.items() if isinstance(m, torch.nn.Linear)]
     layers = [n for n, m in modules.items() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))][:-1]
     if prune_groups is not None:
@@ -255,46 +313,162 @@ def _space(model: str, profile: Any, weights: str | None, input_shape: Any, prun
                        prune_groups=tuple(layers), finetune_epochs=finetune_epochs, finetune_batches=finetune_batches)
 
 
-def _search(settings: TrialSettings, history: History, strategy: Any, budget: Budget, trials: int,
-            time_budget_min: float | None, start: float, say: Callable[[str], None],
-            deploy: Callable[..., Any] | None) -> tuple[list[TrialRecord], int]:
-    """The trials in proposal order (from the history where done, else measured); and how many were measured."""
-    done: list[TrialRecord] = []
-    measured = 0
+class _Search:
+    """The trials in proposal order: from the history where done, else predicted, then measured or
+    (random/TPE past a latency budget by the estimator's margin) skipped.
 
-    def take(candidate: Candidate, note: str, first: bool = False) -> None:
-        nonlocal measured
-        record = history.find(candidate)
-        if record is None:
-            say(f"trial {history.next_number()}: {candidate.describe()} ({note})")
-            record = run_trial(settings, candidate, history.next_number(), note, deploy=deploy, raise_errors=first)
-            history.append(record)
-            measured += 1
-            say(f"  → {_brief(record)}")
-        done.append(record)
+    With a fleet (``boards``) every board measures one trial at a time and the boards work at once:
+    the host prepares candidates in turn (``prepare_lock``) while the boards run the earlier ones; a
+    strategy that answers None while trials are in flight is asked again when one finishes. Each
+    board is its own device for the estimator.
+    """
 
-    take(settings.space.baseline(), "baseline: the model as it is, fp32", first=True)
-    if not done[0].ok:
-        raise UsageError(f"the baseline trial failed: {done[0].error}", "fix the error above and rerun")
-    strategy.budget = budget.for_baseline(done[0].latency_p50_ms)  # a speed-up budget is a p50 limit from now on
-    while len(done) < trials:
-        if time_budget_min is not None and time.monotonic() - start > time_budget_min * 60:
-            say(f"time budget of {time_budget_min:g} min spent after {len(done)} trials")
-            break
-        proposal = strategy.propose(done)
-        if proposal is None:
-            say(f"{strategy.name} has nothing left to propose after {len(done)} trials")
-            break
-        take(*proposal)
-    return done, measured
+    def __init__(self, settings: TrialSettings, history: History, strategy: Any,
+                 estimator: Callable[[str], SearchEstimator], skip_predicted: bool, say: Callable[[str], None],
+                 deploy: Callable[..., Any] | None, boards: Sequence[Any] = ()) -> None:
+        self.settings, self.history, self.strategy = settings, history, strategy
+        self.skip_predicted = skip_predicted and getattr(strategy, "skips_by_estimate", False)
+        self.say, self.deploy = say, deploy
+        self.boards: list[Any] = list(boards) or [None]  # None: the study's one target
+        self.estimators = {target_label(settings, b): estimator(target_label(settings, b)) for b in self.boards}
+        self._fitted_on = dict.fromkeys(self.estimators, -1)  # len(done) at each estimator's last fit
+        self.done: list[TrialRecord] = []
+        self.measured = 0
+        self._number = history.next_number()
+        self._lock = threading.Lock()
+
+    def run(self, budget: Budget, trials: int, time_budget_min: float | None,
+            start: float) -> tuple[list[TrialRecord], int]:
+        """``(trials in proposal order, how many this call measured)``; skipped ones do not count as trials."""
+        baseline = self._lookup(self.settings.space.baseline(), "baseline: the model as it is, fp32", self.boards[0],
+                                first=True)
+        if isinstance(baseline, _Pending):
+            baseline = self._finish(baseline, baseline.run())
+        self.done.append(baseline)
+        if not baseline.ok:
+            raise UsageError(f"the baseline trial failed: {baseline.error}", "fix the error above and rerun")
+        self.strategy.budget = budget.for_baseline(baseline.latency_p50_ms)  # a speed-up budget is a p50 limit now
+        free = list(self.boards)
+        running: dict[Future[TrialRecord], _Pending] = {}
+        with ThreadPoolExecutor(max_workers=len(self.boards), thread_name_prefix="edgekit-trial") as pool:
+            while True:
+                while free and self._counted() + len(running) < trials and not self._out_of_time(
+                        time_budget_min, start):
+                    proposal = self.strategy.propose([*self.done, *(p.placeholder() for p in running.values())])
+                    if proposal is None:
+                        break
+                    found = self._lookup(*proposal, free[0])
+                    if isinstance(found, _Pending):
+                        free.pop(0)
+                        running[pool.submit(found.run)] = found
+                    else:
+                        self.done.append(found)
+                if not running:
+                    break
+                finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    pending = running.pop(future)
+                    record = self._finish(pending, future.result())
+                    self.done.append(record)
+                    if len(self.boards) > 1 and record.extra.get("error_type") in BOARD_LOST:
+                        self.say(f"board {target_label(self.settings, pending.board)} lost ({record.error}); "
+                                 f"going on without it")
+                    else:
+                        free.append(pending.board)
+        if not free:
+            self.say(f"every board was lost after {self._counted()} trials")
+        elif self._out_of_time(time_budget_min, start):
+            self.say(f"time budget of {time_budget_min:g} min spent after {self._counted()} trials")
+        elif self._counted() < trials:
+            self.say(f"{self.strategy.name} has nothing left to propose after {self._counted()} trials")
+        return self.done, self.measured
+
+    def _counted(self) -> int:
+        return sum(r.status != "skipped" for r in self.done)
+
+    @staticmethod
+    def _out_of_time(time_budget_min: float | None, start: float) -> bool:
+        return time_budget_min is not None and time.monotonic() - start > time_budget_min * 60
+
+    def _lookup(self, candidate: Candidate, note: str, board: Any, first: bool = False) -> "TrialRecord | _Pending":
+        """The history's record, a new skipped record, or a trial to measure on ``board``."""
+        record = self.history.find(candidate)
+        if record is not None and record.status != "skipped":
+            return record
+        label = target_label(self.settings, board)
+        predicted = self._predict(candidate, label)
+        limit = self.strategy.budget.max_latency_ms if not first else None
+        if self.skip_predicted and SearchEstimator.misses(predicted, limit):
+            if record is not None:  # skipped before, and still predicted past the budget
+                return record
+            record = TrialRecord(self._take_number(), candidate, status="skipped", strategy_note=note,
+                                 error=f"predicted p50 {predicted:.3g} ms > {limit:.3g} ms by over "
+                                       f"{SKIP_MARGIN:.0%}: not measured",
+                                 extra={"predicted_p50_ms": round(predicted, 6), "target": label})
+            self.say(f"trial {record.number}: {candidate.describe()} skipped ({record.error})")
+            self.history.append(record)
+            return record
+        number = self._take_number()
+        where = f" on {label}" if len(self.boards) > 1 else ""
+        self.say(f"trial {number}: {candidate.describe()} ({note}){where}")
+        deploy = self.deploy or functools.partial(_real_deploy(), prepare_lock=self._lock)
+        return _Pending(number, candidate, note, board, predicted, lambda: run_trial(
+            self.settings, candidate, number, note, deploy=deploy, raise_errors=first, board=board))
+
+    def _finish(self, pending: "_Pending", record: TrialRecord) -> TrialRecord:
+        if pending.predicted is not None:
+            record.extra["predicted_p50_ms"] = round(pending.predicted, 6)
+        self.history.append(record)
+        self.measured += 1
+        self.say(f"  → trial {record.number}: {_brief(record)}")
+        return record
+
+    def _take_number(self) -> int:
+        self._number += 1
+        return self._number - 1
+
+    def _predict(self, candidate: Candidate, label: str) -> float | None:
+        """The p50 predicted on device ``label`` by an estimator fitted on that device's trials so far."""
+        estimator = self.estimators[label]
+        try:
+            if self._fitted_on[label] != len(self.done):
+                first_label = next(iter(self.estimators))
+                estimator.refit([r for r in self.done if r.extra.get("target", first_label) == label])
+                self._fitted_on[label] = len(self.done)
+            return estimator.predict(candidate)
+        except EdgekitError:
+            return None  # a shape the estimator cannot compute: measure it
+
+
+@dataclass
+class _Pending:
+    """A trial handed to a board: what it will measure and how (``run`` returns its record)."""
+
+    number: int
+    candidate: Candidate
+    note: str
+    board: Any
+    predicted: float | None
+    run: Callable[[], TrialRecord]
+
+    def placeholder(self) -> TrialRecord:
+        """What strategies see while it runs: a candidate taken, with no figures yet."""
+        return TrialRecord(self.number, self.candidate, status="pending", strategy_note=self.note)
+
+
+def _real_deploy() -> Callable[..., Any]:
+    from edgekit.deploy import deploy
+
+    return deploy
 
 
 def _final_score(settings: TrialSettings, artifact: Path, limit: int | None,
-                 deploy: Callable[..., Any] | None) -> FinalScore:
+                 deploy: Callable[..., Any] | None, board: Any = None) -> FinalScore:
     """The artifact deployed as is, evaluated on the full evaluation set (or ``limit`` samples)."""
     if deploy is None:
         from edgekit.deploy import deploy
-    options = deploy_options(settings, eval_limit=limit, calibration=None)
+    options = deploy_options(settings, eval_limit=limit, calibration=None,
+                             **(board_options(settings, board) if board is not None else {}))
     report = deploy(str(artifact), settings.device, options)
     value, _name, samples = headline_metric(report)
     return FinalScore(value, samples, report.latency.p50_ms, report.latency.p90_ms)
@@ -335,7 +509,7 @@ def _brief(r: TrialRecord) -> str:
 
 def _notes(done: Sequence[TrialRecord], settings: TrialSettings) -> list[str]:
     notes = []
-    failed = [r for r in done if r.status != "ok"]
+    failed = [r for r in done if r.status == "failed"]
     if failed:
         notes.append(f"{len(failed)} trial(s) failed and were skipped: " + "; ".join(
             f"{r.number}: {r.error}" for r in failed[:3]))

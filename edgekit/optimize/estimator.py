@@ -16,8 +16,9 @@ fine-tuned, exported or measured.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -25,6 +26,9 @@ from edgekit.errors import UsageError
 
 FEATURES = ("const", "conv_macs", "depthwise_macs", "linear_macs", "bytes", "layers")
 MIN_FIT = 4  # measured models per (format, precision) before the estimator predicts anything
+# A candidate is skipped unmeasured only when predicted this far beyond the latency limit: more than the
+# ±20 % the estimator is judged on (benchmarks/estimator.py), so a near miss is always measured.
+SKIP_MARGIN = 0.25
 
 
 def features(model: Any, example_inputs: Sequence[Any]) -> dict[str, float]:
@@ -59,6 +63,24 @@ def features(model: Any, example_inputs: Sequence[Any]) -> dict[str, float]:
         for handle in handles:
             handle.remove()
     return totals
+
+
+def candidate_features(model: Any, example_inputs: Sequence[Any], steps: Sequence[dict[str, Any]]) -> dict[str, float]:
+    """Features of the model a recipe makes, from a copy of ``model``: its prune and low-rank steps
+    applied without data (magnitude channel scores, SVD), fine-tune steps left out (they change the
+    weights, not the shapes). Other steps are refused: their shapes need data."""
+    from edgekit.compress import low_rank, prune
+
+    verbs: dict[str, Callable[..., Any]] = {"prune": prune, "low_rank": low_rank}
+    shaped = copy.deepcopy(model)
+    for step in steps:
+        (kind, config), = step.items()
+        if kind == "finetune":
+            continue
+        if kind not in verbs:
+            raise UsageError(f"the latency estimator cannot shape a {kind!r} step", "pass skip_predicted=False")
+        shaped, _report = verbs[kind](shaped, config, example_inputs=example_inputs)
+    return features(shaped, example_inputs)
 
 
 @dataclass
@@ -115,6 +137,56 @@ class LatencyEstimator:
         return rows
 
 
+class SearchEstimator:
+    """The estimator as a study uses it: refitted on the study's measured trials (one device: the
+    study's target), predicting each new candidate before it is measured.
+
+    ``shape`` maps a candidate to its features (``candidate_features`` of its recipe); the results
+    are cached per candidate, so each shape is computed once per run.
+    """
+
+    def __init__(self, device: str, shape: Callable[[Any], dict[str, float]]) -> None:
+        self.device = device
+        self.shape = shape
+        self.model = LatencyEstimator(device)
+        self._features: dict[str, dict[str, float]] = {}
+
+    def features_of(self, candidate: Any) -> dict[str, float]:
+        key = candidate.key()
+        if key not in self._features:
+            self._features[key] = self.shape(candidate)
+        return self._features[key]
+
+    def refit(self, records: Sequence[Any]) -> None:
+        """Fit on every measured trial (``ok`` records) of ``records``."""
+        samples = [Sample(self.features_of(r.candidate), r.candidate.format, r.candidate.precision,
+                          r.latency_p50_ms, str(r.number)) for r in records if r.ok]
+        self.model = LatencyEstimator.fit(self.device, samples)
+
+    def predict(self, candidate: Any) -> float | None:
+        return self.model.predict(self.features_of(candidate), candidate.format, candidate.precision)
+
+    @staticmethod
+    def misses(predicted: float | None, limit_ms: float | None) -> bool:
+        """Whether a prediction is far enough past the limit to skip measuring (``SKIP_MARGIN``)."""
+        return predicted is not None and limit_ms is not None and predicted > limit_ms * (1 + SKIP_MARGIN)
+
+
+def prediction_summary(records: Sequence[Any], tolerance: float = 0.20) -> dict[str, Any]:
+    """How the predictions made before measuring compared with the measurements (trial ``extra``:
+    ``predicted_p50_ms``), and how many candidates were skipped on a prediction."""
+    checked = [r for r in records if r.ok and r.extra.get("predicted_p50_ms") is not None]
+    errors = [(r.extra["predicted_p50_ms"] - r.latency_p50_ms) / r.latency_p50_ms for r in checked]
+    summary: dict[str, Any] = {"predicted_then_measured": len(checked),
+                               "skipped": sum(r.status == "skipped" for r in records),
+                               "skip_margin": SKIP_MARGIN, "tolerance": tolerance}
+    if errors:
+        summary["within_tolerance"] = round(sum(abs(e) <= tolerance for e in errors) / len(errors), 3)
+        summary["median_abs_error"] = round(float(np.median(np.abs(errors))), 3)
+        summary["worst_error"] = round(max(errors, key=abs), 3)
+    return summary
+
+
 def within(rows: Sequence[dict[str, Any]], tolerance: float = 0.20) -> float:
     """Share of predicted rows whose relative error is within ±``tolerance``."""
     judged = [r for r in rows if r["relative_error"] is not None]
@@ -144,4 +216,5 @@ def _nonnegative_fit(X: np.ndarray, y: np.ndarray) -> np.ndarray:
         active.remove(min(negative, key=lambda j: coef[j]))
 
 
-__all__ = ["FEATURES", "LatencyEstimator", "MIN_FIT", "Sample", "features", "within"]
+__all__ = ["FEATURES", "LatencyEstimator", "MIN_FIT", "SKIP_MARGIN", "Sample", "SearchEstimator", "candidate_features",
+           "features", "prediction_summary", "within"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import replace
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from edgekit.errors import MissingDependencyError, UsageError
@@ -19,14 +20,16 @@ from edgekit.optimize.space import Candidate, SearchSpace
 
 Proposal = "tuple[Candidate, str] | None"
 STRATEGIES = ("random", "netadapt", "tpe")
+OPTUNA_FILE = "optuna.db"  # TPE's study in the study folder (Optuna's RDB storage, SQLite)
 
 
 class RandomSearch:
     """Uniform draws over the grids, never repeating a candidate: the control the others must beat."""
 
     name = "random"
+    skips_by_estimate = True  # a draw predicted far past the latency budget is not worth a measurement
 
-    def __init__(self, space: SearchSpace, seed: int, budget: Budget) -> None:
+    def __init__(self, space: SearchSpace, seed: int, budget: Budget, folder: Path | None = None) -> None:
         self.space = space
         self.budget = budget
         self.rng = random.Random(seed)
@@ -56,8 +59,10 @@ class NetAdapt:
     """
 
     name = "netadapt"
+    skips_by_estimate = False  # every proposal of a step is measured: that is the method
 
-    def __init__(self, space: SearchSpace, seed: int, budget: Budget, reduction: float = 0.2) -> None:
+    def __init__(self, space: SearchSpace, seed: int, budget: Budget, folder: Path | None = None,
+                 reduction: float = 0.2) -> None:
         self.space = space
         self.budget = budget
         self.reduction = reduction
@@ -117,13 +122,17 @@ class NetAdapt:
 class TPESearch:
     """Optuna's multi-objective TPE (metric up, p50 down) with the budgets as constraints.
 
-    The Optuna study lives in memory and is rebuilt from the history on every run (each finished
-    trial added with its parameters and values), so a resumed study continues from what was measured.
+    With a study folder the Optuna study is stored there (``optuna.db``, Optuna's RDB storage on
+    SQLite) and a rerun loads it: each measured trial is added once, tagged with its candidate's key,
+    so Optuna's own tools (``optuna-dashboard sqlite:///optuna.db``) see the whole study. The
+    history file stays the source of the figures: trials it has and the database lacks (a deleted
+    ``optuna.db``, a kill between the two writes) are added on the next proposal.
     """
 
     name = "tpe"
+    skips_by_estimate = True
 
-    def __init__(self, space: SearchSpace, seed: int, budget: Budget) -> None:
+    def __init__(self, space: SearchSpace, seed: int, budget: Budget, folder: Path | None = None) -> None:
         optuna = import_optuna()
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         self.optuna = optuna
@@ -137,8 +146,11 @@ class TPESearch:
             "export": optuna.distributions.CategoricalDistribution(self.exports),
         }
         sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=4, multivariate=True)
-        self.study = optuna.create_study(directions=["maximize", "minimize"], sampler=sampler)
-        self.told: set[str] = set()
+        storage = f"sqlite:///{Path(folder).resolve() / OPTUNA_FILE}" if folder is not None else None
+        self.study = optuna.create_study(directions=["maximize", "minimize"], sampler=sampler, storage=storage,
+                                         study_name="edgekit", load_if_exists=True)
+        self.told: set[str] = {t.user_attrs["edgekit_key"] for t in self.study.get_trials(deepcopy=False)
+                               if "edgekit_key" in t.user_attrs}
         self.fallback = RandomSearch(space, seed, budget)  # when TPE keeps asking for measured points
         self.baseline_metric: float | None = None
 
@@ -156,13 +168,14 @@ class TPESearch:
         if export not in self.exports or c.prune_ratio not in self.space.prune_ratios or c.layer_ratios:
             return  # not a point of TPE's space (NetAdapt's per-layer ratios are not searched by TPE)
         params = {"prune_ratio": c.prune_ratio, "low_rank": c.low_rank, "export": export}
+        attrs = {"edgekit_key": c.key(), "edgekit_trial": r.number, "edgekit_status": r.status}
         if r.ok:
             trial = self.optuna.trial.create_trial(params=params, distributions=self.distributions,
-                                                   values=[r.metric, r.latency_p50_ms],
+                                                   values=[r.metric, r.latency_p50_ms], user_attrs=attrs,
                                                    constraints=dict(zip(("latency", "size", "drop", "memory"),
                                                                         self._constraints(r))))
-        else:
-            trial = self.optuna.trial.create_trial(params=params, distributions=self.distributions,
+        else:  # failed, or skipped on the estimator's prediction: a point TPE should not ask for again
+            trial = self.optuna.trial.create_trial(params=params, distributions=self.distributions, user_attrs=attrs,
                                                    state=self.optuna.trial.TrialState.FAIL)
         self.study.add_trial(trial)
 
@@ -178,7 +191,9 @@ class TPESearch:
             trial = self.study.ask(self.distributions)
             fmt, precision = trial.params["export"].split("/")
             c = Candidate(trial.params["prune_ratio"], trial.params["low_rank"], fmt, precision)
-            # the asked trial is dropped either way: the measured one is added from the history
+            # the asked trial is closed either way (a FAIL tagged edgekit_ask: TPE's samplers ignore it); the
+            # measured one is added from the history, with its figures and constraints
+            trial.set_user_attr("edgekit_ask", "proposed" if c.key() not in seen else "already measured")
             self.study.tell(trial, state=self.optuna.trial.TrialState.FAIL)
             if c.key() not in seen:
                 return c, "tpe"
@@ -198,11 +213,12 @@ def import_optuna() -> Any:
     return optuna
 
 
-def make_strategy(name: str, space: SearchSpace, seed: int, budget: Budget) -> Any:
+def make_strategy(name: str, space: SearchSpace, seed: int, budget: Budget, folder: Path | None = None) -> Any:
+    """The strategy ``name``; ``folder`` is the study folder (TPE keeps its Optuna study there)."""
     table: dict[str, Callable[..., Any]] = {"random": RandomSearch, "netadapt": NetAdapt, "tpe": TPESearch}
     if name not in table:
         raise UsageError(f"unknown strategy {name!r}", f"choose one of {', '.join(STRATEGIES)}")
-    return table[name](space, seed, budget)
+    return table[name](space, seed, budget, folder)
 
 
-__all__ = ["NetAdapt", "RandomSearch", "STRATEGIES", "TPESearch", "import_optuna", "make_strategy"]
+__all__ = ["NetAdapt", "OPTUNA_FILE", "RandomSearch", "STRATEGIES", "TPESearch", "import_optuna", "make_strategy"]

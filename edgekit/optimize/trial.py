@@ -67,9 +67,24 @@ def deploy_options(settings: TrialSettings, **overrides: Any) -> Any:
     return DeployOptions(**kwargs)
 
 
+def target_label(settings: TrialSettings, board: Any = None) -> str:
+    """Which device measured a trial: a fleet board's label, the study's host, or ``emulate``."""
+    if board is not None:
+        return str(board.label)
+    return "emulate" if settings.emulate else str(settings.host)
+
+
+def board_options(settings: TrialSettings, board: Any) -> dict[str, Any]:
+    """DeployOptions overrides that send a trial to one board of a fleet (``edgekit.fleet.FleetHost``):
+    its address, and its own SSH options over the study's."""
+    from edgekit.targets.ssh_options import SSHOptions
+
+    return {"emulate": False, "host": board.host, "ssh": SSHOptions.coerce(settings.ssh).merged(board.ssh)}
+
+
 def run_trial(settings: TrialSettings, candidate: Candidate, number: int, note: str | None = None,
-              deploy: Callable[..., Any] | None = None, raise_errors: bool = False) -> TrialRecord:
-    """Measure ``candidate`` as trial ``number``.
+              deploy: Callable[..., Any] | None = None, raise_errors: bool = False, board: Any = None) -> TrialRecord:
+    """Measure ``candidate`` as trial ``number`` (on ``board`` of a fleet, else the study's target).
 
     A typed failure becomes a failed record and the study goes on (a device lost mid-study fails
     that trial only); ``raise_errors`` re-raises instead (the baseline: without it nothing compares).
@@ -87,18 +102,21 @@ def run_trial(settings: TrialSettings, candidate: Candidate, number: int, note: 
         recipe.write_text(yaml.safe_dump(steps, sort_keys=False))
     options = deploy_options(settings, format=candidate.format, precision=candidate.precision,
                              recipe=str(recipe) if recipe else None,
-                             recipe_data=settings.data if recipe else None, out_dir=str(folder / "artifact"))
+                             recipe_data=settings.data if recipe else None, out_dir=str(folder / "artifact"),
+                             **(board_options(settings, board) if board is not None else {}))
     torch.manual_seed(settings.seed)  # the fine-tune's shuffling and augmentation: repeatable per study
-    start = time.perf_counter()
+    start, started = time.perf_counter(), time.time()
     try:
         report = deploy(settings.model, settings.device, options)
         record = record_from_report(report, number, candidate, settings)
     except EdgekitError as exc:
         if raise_errors:
             raise
-        record = TrialRecord(number, candidate, status="failed", error=exc.one_line())
+        record = TrialRecord(number, candidate, status="failed", error=exc.one_line(),
+                             extra={"error_type": type(exc).__name__})
     record.seconds = round(time.perf_counter() - start, 2)
     record.strategy_note = note
+    record.extra.update(target=target_label(settings, board), started=round(started, 3), ended=round(time.time(), 3))
     return record
 
 
@@ -130,4 +148,5 @@ def headline_metric(report: Any) -> tuple[float, str, int]:
     return float(acc.values[acc.headline]), f"{acc.metric}:{acc.headline}", int(acc.n)
 
 
-__all__ = ["TrialSettings", "deploy_options", "headline_metric", "record_from_report", "run_trial"]
+__all__ = ["TrialSettings", "board_options", "deploy_options", "headline_metric", "record_from_report", "run_trial",
+           "target_label"]

@@ -241,3 +241,28 @@ def test_tpe_proposes_new_candidates_of_the_space_and_resumes_from_records() -> 
     c, _ = fresh.propose(done)
     assert c.key() not in {r.candidate.key() for r in done}
     assert len(fresh.study.trials) >= len(done)
+
+
+def test_tpe_keeps_its_optuna_study_in_the_study_folder_and_adds_each_trial_once(tmp_path: Path) -> None:
+    optuna = pytest.importorskip("optuna")
+    from edgekit.optimize.strategies import OPTUNA_FILE
+
+    budget = Budget(max_latency_ms=0.05)
+    done = [rec(0, 0.92, 0.10, 400_000, SPACE.baseline())]
+    first = make_strategy("tpe", SPACE, 3, budget, tmp_path)
+    for _ in range(4):
+        c, _note = first.propose(done)
+        done.append(rec(len(done), 0.9 - c.prune_ratio / 10, 0.1 * (1 - c.prune_ratio), 1000, c))
+    done.append(rec(len(done), 0.0, 0.0, 0, Candidate(0.5, None, "tflite", "fp32"), status="skipped"))
+    assert (tmp_path / OPTUNA_FILE).is_file()
+
+    resumed = make_strategy("tpe", SPACE, 3, budget, tmp_path)  # a rerun: the stored study is loaded
+    assert len(resumed.told) == 4  # the baseline and three proposals were told by the first run's proposals
+    c, _note = resumed.propose(done)
+    assert c.key() not in {r.candidate.key() for r in done}
+    stored = optuna.load_study(study_name="edgekit", storage=f"sqlite:///{tmp_path / OPTUNA_FILE}")
+    measured = [t for t in stored.trials if "edgekit_key" in t.user_attrs]
+    assert sorted(t.user_attrs["edgekit_trial"] for t in measured) == list(range(len(done)))  # each once
+    complete = [t for t in measured if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(complete) == len(done) - 1  # the skipped candidate is stored as failed, not as a result
+    assert all(t.values[1] == pytest.approx(done[t.user_attrs["edgekit_trial"]].latency_p50_ms) for t in complete)

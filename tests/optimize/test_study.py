@@ -57,6 +57,8 @@ def test_a_study_measures_each_trial_on_the_target_and_writes_its_files(study: t
     assert (folder / "recommended.onnx").is_file() and (folder / "recipe.yaml").is_file()
     front = json.loads((folder / "pareto.json").read_text())["front"]
     assert 0 in [p["trial"] for p in front]
+    page = (folder / "front.html").read_text()
+    assert page.count("<svg") == 2 and "trial 0:" in page  # the front plotted, offline
     assert json.loads((folder / "result.json").read_text())["trials"] == 3
 
 
@@ -158,3 +160,36 @@ def test_a_device_lost_mid_study_fails_that_trial_and_netadapt_goes_on(tmp_path:
     assert rows[2]["size_bytes"] < rows[0]["size_bytes"]  # half of one conv's channels (and the next's inputs) gone
     assert any("1 trial(s) failed" in n for n in result.notes)
     assert result.recommended.number in (0, 2)
+
+
+@pytest.mark.ssh
+def test_a_fleet_study_over_ssh_spreads_trials_over_the_boards(ssh_device, sshd_factory, tmp_path: Path) -> None:  # noqa: ANN001
+    """Two real sshd boards on 127.0.0.1: the host prepares one candidate at a time, each board measures
+    one at a time, every trial records the board that measured it."""
+    import shutil
+    import uuid
+
+    from edgekit.fleet import FleetHost
+    from tests.targets.test_ssh_deploy import ssh_options
+
+    ssh_device.require_runtime()
+    servers = [sshd_factory(name=f"opt{i}-{uuid.uuid4().hex[:6]}") for i in range(2)]
+    known_hosts = tmp_path / "known_hosts"
+    known_hosts.write_text("".join(s.known_hosts_line() for s in servers))
+    workdir = f"~/edgekit-optimize-{uuid.uuid4().hex[:8]}"
+    boards = [FleetHost(f"{ssh_device.user}@{s.host}:{s.port}", name=f"board{i}") for i, s in enumerate(servers)]
+    settings = {k: v for k, v in SMALL.items() if k != "emulate"}
+    try:
+        result = optimize("example:fashion-cnn", "pi4", out=tmp_path / "study", hosts=boards, trials=4,
+                          ssh={**ssh_options(ssh_device), "known_hosts": str(known_hosts), "workdir": workdir},
+                          **settings)
+    finally:
+        shutil.rmtree(ssh_device.remote_path(workdir), ignore_errors=True)
+    rows = history(tmp_path / "study")
+    assert [r["status"] for r in rows] == ["ok"] * 4, [r.get("error") for r in rows]
+    assert rows[0]["extra"]["target"] == "board0"  # the baseline on the first board
+    assert {r["extra"]["target"] for r in rows} == {"board0", "board1"}
+    for server in servers:
+        assert server.log_text().count("Accepted publickey") >= 1
+    assert 0.85 < result.baseline.metric <= 1.0  # scored in the board's onnxruntime, on 200 test images
+    assert result.recommended_final.eval_samples == 300
