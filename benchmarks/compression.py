@@ -60,15 +60,18 @@ EXAMPLE_INPUT = (torch.zeros(1, 1, 28, 28),)
 # The KD student: the teacher's first two block widths, a small head; 23,706 params = 0.24× the
 # teacher's 98,554. A narrower (8, 16, 32)/60 student underfits and gained nothing from KD.
 STUDENT = {"widths": (16, 32, 32), "hidden": 32}
-SECTIONS = ("baseline", "ptq", "qat", "magnitude", "structured", "activation", "kmeans", "log2", "lowrank", "kd",
-            "recipe", "effnet")
+SECTIONS = ("baseline", "ptq", "qat", "magnitude", "structured", "structuredkd", "activation", "kmeans", "log2",
+            "lowrank", "kd", "recipe", "effnet")
 
 
 # --- shared context -----------------------------------------------------------------------------
 
 class Bench:
-    def __init__(self, quick: bool, work: Path, runs: int, jobs: int = 1) -> None:
+    def __init__(self, quick: bool, work: Path, runs: int, jobs: int = 1, seed: int = 0) -> None:
         self.quick = quick
+        # --seed draws another run: the training batches' order and pixel shifts (the fine-tunes' only
+        # randomness; seeding torch alone changed nothing) and torch's generator before each fine-tune
+        self.seed = seed
         self.jobs = jobs
         self.work = work
         self.runs = runs
@@ -76,7 +79,7 @@ class Bench:
         self.test = ArrayLoader(test.x, test.y, batch_size=1000)
         self.test_n = len(test)
         self.data = train_data("example:fashion-mnist", limit=10_000 if quick else None,
-                               val_limit=2000 if quick else None)
+                               val_limit=2000 if quick else None, seed=seed)  # the batches' order and shifts
         self.epochs = 1 if quick else None  # None: each section's full budget
         self.rows: list[dict[str, Any]] = []
         self.section = "baseline"
@@ -273,7 +276,7 @@ def _speedup_targets(b: Bench, arts: dict[str, Any], name: str, limit: float | N
 
 
 def _channel_row(b: Bench, label: str, cfg: PruneConfig, name: str) -> None:
-    torch.manual_seed(0)  # the fine-tune's initial state of the random generator, for repeatable rows
+    torch.manual_seed(b.seed)  # the fine-tune's initial state of the random generator, for repeatable rows
     model, report = prune(build(), cfg, b.data, example_inputs=EXAMPLE_INPUT, progress=_progress())
     arts = b.artifacts(model, name)
     targets = [target("accuracy drop", drop_pt(_base_acc(b), evaluate(model, b.test)), 1.5, unit=" pt"),
@@ -291,8 +294,13 @@ def section_structured(b: Bench) -> None:
     _channel_row(b, f"structured 50 % channels (taylor, DepGraph, {epochs} epoch(s) fine-tune)", cfg, "structured50")
     l1 = cfg.model_copy(update={"importance": "magnitude"})
     _channel_row(b, f"structured 50 % channels (L1, DepGraph, {epochs} epoch(s) fine-tune)", l1, "structured50l1")
-    # the same cut, fine-tuned by distillation from the unpruned model (any teacher/student pair works)
-    kd_epochs = b.budget(4)
+
+
+def section_structuredkd(b: Bench) -> None:
+    """The structured row's cut, fine-tuned by distillation from the unpruned model (any teacher/student
+    pair works). 8 epochs (was 4: −1.45 pt against a 1.5 pt limit, issue 16 asked for margin)."""
+    kd_epochs = b.budget(8)
+    torch.manual_seed(b.seed)
     model, report = prune(build(), PruneConfig(structure="channels", ratio=0.5, scope="layer", importance="taylor"),
                           b.data, example_inputs=EXAMPLE_INPUT)
     model, _ = distill(model, build(), b.data, KD_CONFIG.model_copy(update={
@@ -443,10 +451,13 @@ def section_kd(b: Bench, pending: Any = None) -> None:
 
 
 def section_recipe(b: Bench) -> None:
-    epochs = b.budget(4)
+    # taylor channel scores and the structured row's 8-epoch one-cycle fine-tune (was L1, 4 epochs at 2e-3:
+    # −1.75 to −2.02 pt against a 2.0 pt limit, issue 16 asked for margin)
+    epochs = b.budget(8)
+    torch.manual_seed(b.seed)
     recipe = [
-        {"prune": {"structure": "channels", "ratio": 0.5, "scope": "layer"}},
-        {"finetune": {"epochs": epochs, "lr": 2e-3, "schedule": "onecycle"}},
+        {"prune": {"structure": "channels", "ratio": 0.5, "scope": "layer", "importance": "taylor"}},
+        {"finetune": {"epochs": epochs, "lr": 3e-3, "schedule": "onecycle"}},
         {"quantize": {"precision": "int8", "formats": ["onnx", "tflite"]}},
     ]
     folder = b.work / "recipe"
@@ -660,6 +671,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=300, help="timed inferences per latency figure")
     parser.add_argument("--out", default=str(RESULTS))
     parser.add_argument("--jobs", type=int, default=1, help="KD training runs in parallel (one thread each)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of the channel rows', structured + KD and recipe fine-tunes (another run: another seed)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads for training (1 is faster on a busy host)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -673,12 +686,13 @@ def main(argv: list[str] | None = None) -> int:
     previous = json.loads(out.read_text()) if out.is_file() and args.only else {}
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="edgekit-bench-") as tmp:
-        b = Bench(args.quick, Path(tmp), args.runs, args.jobs)
+        b = Bench(args.quick, Path(tmp), args.runs, args.jobs, args.seed)
         try:
             print("baseline", flush=True)
             section_baseline(b)  # every other row compares against it
             functions = {"ptq": section_ptq, "qat": section_qat, "magnitude": section_magnitude,
-                         "structured": section_structured, "activation": section_activation, "kmeans": section_kmeans,
+                         "structured": section_structured, "structuredkd": section_structuredkd,
+                         "activation": section_activation, "kmeans": section_kmeans,
                          "log2": section_log2, "lowrank": section_lowrank, "recipe": section_recipe}
             effnet = previous.get("effnet")
             pool = pending = None
@@ -723,6 +737,7 @@ def main(argv: list[str] | None = None) -> int:
         "host": {"python": platform.python_version(), "torch": torch.__version__, "machine": platform.machine(),
                  "cpus": os.cpu_count()},
         "seconds": round(time.perf_counter() - started, 1),
+        "seed": args.seed,
         "baseline": b.baseline,
         "rows": rows,
         "effnet": effnet,
