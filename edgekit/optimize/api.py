@@ -223,7 +223,8 @@ def optimize(
 
 
 def _check(budget: Budget, trials: int, time_budget_min: float | None, strategy: str, emulate: bool,
-           host: str | None, hosts: Any, eval_data: str | None, eval_limit: int | None, final_eval_limit: int | None) -> None:
+           host: str | None, hosts: Any, eval_data: str | None, eval_limit: int | None,
+           final_eval_limit: int | None) -> None:
     """Refuse bad budgets and counts with one line, before any work."""
     budget.check()
     if isinstance(trials, bool) or not isinstance(trials, int) or trials < 1:
@@ -354,27 +355,13 @@ class _Search:
             while True:
                 while free and self._counted() + len(running) < trials and not self._out_of_time(
                         time_budget_min, start):
-                    proposal = self.strategy.propose([*self.done, *(p.placeholder() for p in running.values())])
-                    if proposal is None:
+                    if not self._hand_out(pool, free, running):
                         break
-                    found = self._lookup(*proposal, free[0])
-                    if isinstance(found, _Pending):
-                        free.pop(0)
-                        running[pool.submit(found.run)] = found
-                    else:
-                        self.done.append(found)
                 if not running:
                     break
                 finished, _ = wait(running, return_when=FIRST_COMPLETED)
                 for future in finished:
-                    pending = running.pop(future)
-                    record = self._finish(pending, future.result())
-                    self.done.append(record)
-                    if len(self.boards) > 1 and record.extra.get("error_type") in BOARD_LOST:
-                        self.say(f"board {target_label(self.settings, pending.board)} lost ({record.error}); "
-                                 f"going on without it")
-                    else:
-                        free.append(pending.board)
+                    self._collect(running.pop(future), future.result(), free)
         if not free:
             self.say(f"every board was lost after {self._counted()} trials")
         elif self._out_of_time(time_budget_min, start):
@@ -382,6 +369,31 @@ class _Search:
         elif self._counted() < trials:
             self.say(f"{self.strategy.name} has nothing left to propose after {self._counted()} trials")
         return self.done, self.measured
+
+    def _hand_out(self, pool: ThreadPoolExecutor, free: list[Any],
+                  running: dict[Future[TrialRecord], "_Pending"]) -> bool:
+        """Ask the strategy for a candidate and give it to the first free board (one target: measure it
+        here, so Ctrl-C stops it at once). False when the strategy has nothing to propose now."""
+        proposal = self.strategy.propose([*self.done, *(p.placeholder() for p in running.values())])
+        if proposal is None:
+            return False
+        found = self._lookup(*proposal, free[0])
+        if isinstance(found, _Pending) and len(self.boards) == 1:
+            self.done.append(self._finish(found, found.run()))
+        elif isinstance(found, _Pending):
+            running[pool.submit(found.run)] = found
+            free.remove(found.board)
+        else:
+            self.done.append(found)
+        return True
+
+    def _collect(self, pending: "_Pending", record: TrialRecord, free: list[Any]) -> None:
+        """A board's finished trial into the history; the board back in ``free`` unless it is lost."""
+        self.done.append(self._finish(pending, record))
+        if len(self.boards) > 1 and record.extra.get("error_type") in BOARD_LOST:
+            self.say(f"board {target_label(self.settings, pending.board)} lost ({record.error}); going on without it")
+        else:
+            free.append(pending.board)
 
     def _counted(self) -> int:
         return sum(r.status != "skipped" for r in self.done)

@@ -78,7 +78,7 @@ def candidate_features(model: Any, example_inputs: Sequence[Any], steps: Sequenc
         if kind == "finetune":
             continue
         if kind not in verbs:
-            raise UsageError(f"the latency estimator cannot shape a {kind!r} step", "pass skip_predicted=False")
+            raise UsageError(f"the latency estimator cannot shape a {kind!r} step", "the search measures such a candidate instead")
         shaped, _report = verbs[kind](shaped, config, example_inputs=example_inputs)
     return features(shaped, example_inputs)
 
