@@ -183,7 +183,8 @@ class TPESearch:
         if self.baseline_metric is None and done and done[0].ok:
             self.baseline_metric = done[0].metric
         for r in done:
-            if r.candidate.key() not in self.told:
+            # a fleet's running trial (status pending) is told once it has figures, not as a failure now
+            if r.status != "pending" and r.candidate.key() not in self.told:
                 self.told.add(r.candidate.key())
                 self._add(r)
         seen = {r.candidate.key() for r in done}
