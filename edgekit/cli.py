@@ -1020,6 +1020,14 @@ def _add_optimize(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--exports", metavar="FMT/PREC,...", help="formats/precisions to search, e.g. tflite/int8,onnx/fp32 "
                                                              "(default: the profile's preferences this install can export, "
                                                              "each format's fp32 too)")
+    p.add_argument("--importances", metavar="CRIT,...",
+                   help="channel criteria to search: magnitude, taylor, activation (default magnitude only)")
+    p.add_argument("--per-group", action="store_true",
+                   help="random/tpe: draw every layer group's prune ratio on its own (default: one global ratio; "
+                        "netadapt always steps per group)")
+    p.add_argument("--distill", action="store_true",
+                   help="search the KD fine-tune too: each candidate fine-tuned on labels alone or also from the "
+                        "uncompressed model's soft labels (distill: {teacher: original})")
     p.add_argument("--finetune-epochs", type=_int_at_least(0), default=1, help="fine-tune epochs per candidate (default 1)")
     p.add_argument("--finetune-batches", type=_int_at_least(1), help="cap the batches of each fine-tune epoch")
     p.add_argument("--threads", type=_int_at_least(1), help="runtime threads (default: the profile's)")
@@ -1048,6 +1056,12 @@ def _cmd_optimize(args: argparse.Namespace) -> int:
             grid["prune_ratios"] = [float(r) for r in args.prune_ratios.split(",")]
         if args.exports:
             grid["exports"] = [tuple(e.strip().split("/")) for e in args.exports.split(",")]
+        if args.importances:
+            grid["importances"] = [i.strip() for i in args.importances.split(",")]
+        if args.distill:
+            grid["distill"] = True
+        if args.per_group:
+            grid["per_group"] = True
     except ValueError:
         raise UsageError(f"--prune-ratios takes numbers, e.g. 0.25,0.5, not {args.prune_ratios!r}") from None
     if any(len(e) != 2 for e in grid.get("exports", [])):

@@ -80,9 +80,13 @@ class DistillConfig(StepConfig):
     labels it has are not used) the student is taught on by the teacher, besides the labelled
     training split; ``transfer_limit`` keeps at most that many of its samples (a seeded choice of
     a folder's images, the first ones of arrays).
+    ``teacher: original`` (a recipe, instead of ``student``) fine-tunes the current model by
+    distillation from the model the recipe started from: prune, then recover from the unpruned
+    model's soft labels. Pruning masks stay in place while it trains.
     """
 
     student: str | None = None
+    teacher: Literal["original"] | None = None
     student_kwargs: dict[str, Any] = Field(default_factory=dict)
     temperature: float = Field(4.0, gt=0, le=100)
     alpha: float = Field(0.7, ge=0, le=1)
@@ -319,8 +323,19 @@ def _train_student(student: nn.Module, teacher: nn.Module, cfg: DistillConfig, b
     return history
 
 
-def _distill(teacher: nn.Module, cfg: DistillConfig, context: StepContext) -> Outcome:
-    student = context.student if context.student is not None else build_student(cfg)
+def _pair(model: nn.Module, cfg: DistillConfig, context: StepContext) -> tuple[nn.Module, nn.Module]:
+    """(student, teacher): a new student taught by ``model``, or (``teacher: original``) ``model``
+    taught by the model its recipe started from."""
+    if cfg.teacher == "original":
+        if context.original is None:
+            raise RecipeError("distill: teacher: original names the model a recipe starts from",
+                              "use it in a recipe (edgekit compress --recipe), or pass the teacher to distill()")
+        return model, context.original
+    return (context.student if context.student is not None else build_student(cfg)), model
+
+
+def _distill(model: nn.Module, cfg: DistillConfig, context: StepContext) -> Outcome:
+    student, teacher = _pair(model, cfg, context)
     require_layers(student, [p.student for p in cfg.features], (nn.Module,), "distill (student)")
     require_layers(teacher, [p.teacher for p in cfg.features], (nn.Module,), "distill (teacher)")
     batches, val, transfers = _training_data(cfg, context.data, context.example_inputs)
@@ -329,8 +344,9 @@ def _distill(teacher: nn.Module, cfg: DistillConfig, context: StepContext) -> Ou
     if cfg.student:
         changes = {"type": "student", "factory": cfg.student, "kwargs": dict(cfg.student_kwargs)}
     student_params = count_params(student)
-    details = {"history": history, "teacher_params": context.before.params, "student_params": student_params,
-               "param_ratio": student_params / max(context.before.params, 1)}
+    teacher_params = count_params(teacher)
+    details = {"history": history, "teacher_params": teacher_params, "student_params": student_params,
+               "param_ratio": student_params / max(teacher_params, 1)}
     notes = []
     if transfers:
         details["transfer"] = transfers

@@ -19,6 +19,7 @@ must be the last step.
 
 from __future__ import annotations
 
+import copy
 import difflib
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,7 +78,8 @@ STEPS: dict[str, StepKind] = {
     "finetune": StepKind(FinetuneConfig, FINETUNE.apply, plain_weights=lambda config: False, keeps_constraints=True),
     "quantize": StepKind(QuantizeConfig, _quantize_in_recipe, last=True),
     "cluster": StepKind(ClusterConfig, CLUSTER.apply, constraint=codebook_constraint),
-    "distill": StepKind(DistillConfig, DISTILL.apply),
+    # a new student starts from plain weights; a self-distilling fine-tune keeps the pruning masks
+    "distill": StepKind(DistillConfig, DISTILL.apply, plain_weights=lambda config: config.teacher is None),
     "low_rank": StepKind(LowRankConfig, LOW_RANK.apply),
 }
 STEP_CONFIGS: dict[str, type[StepConfig]] = {kind: step.config for kind, step in STEPS.items()}
@@ -137,10 +139,20 @@ def parse_recipe(data: Any, source: str | None = None) -> Recipe:
         if STEPS[step.kind].last and number != len(steps):
             raise RecipeError(f"recipe step {number} ({step.kind}): {step.kind} must be the last step",
                               "later steps would change the weights the int8 artifacts were made from")
-        if step.kind == "distill" and not step.config.student:  # type: ignore[attr-defined]
-            raise RecipeError(f"recipe step {number} (distill): student: field required",
-                              "name the student's factory, e.g. student: mypkg.models:small_cnn")
+        if step.kind == "distill":
+            _check_distill_roles(step.config, number)
     return Recipe(tuple(steps), name=name, source=source)
+
+
+def _check_distill_roles(config: Any, number: int) -> None:
+    """A recipe's distill step names a new student, or fine-tunes the current model from the original."""
+    if not config.student and not config.teacher:
+        raise RecipeError(f"recipe step {number} (distill): student: field required",
+                          "name the student's factory, e.g. student: mypkg.models:small_cnn "
+                          "(or teacher: original to fine-tune the current model from the recipe's input model)")
+    if config.student and config.teacher:
+        raise RecipeError(f"recipe step {number} (distill): student: and teacher: original exclude each other",
+                          "keep student: to train a new model, or teacher: original to fine-tune this one")
 
 
 def load_recipe(path: str | Path | Recipe | list | dict) -> Recipe:
@@ -188,7 +200,8 @@ def run_recipe(
     show = as_progress(progress)
     if example_inputs is None:
         example_inputs = (data.sample_inputs(1),)
-    context = StepContext(data, example_inputs, loss_fn, show, out_dir=out_dir, name=name)
+    context = StepContext(data, example_inputs, loss_fn, show, out_dir=out_dir, name=name,
+                          original=_original_if_taught(model, recipe))
     reports: list[StepReport] = []
     for number, step in enumerate(recipe.steps, start=1):
         show.note(f"step {number}/{len(recipe.steps)}: {step.kind}")
@@ -211,6 +224,13 @@ def run_recipe(
     if is_pruned(model):
         finalize(model)
     return model.eval(), reports
+
+
+def _original_if_taught(model: nn.Module, recipe: Recipe) -> nn.Module | None:
+    """A frozen copy of the input model when a step distils from it (``teacher: original``)."""
+    if not any(s.kind == "distill" and s.config.teacher for s in recipe.steps):  # type: ignore[attr-defined]
+        return None
+    return copy.deepcopy(model).eval()
 
 
 def _check_data(recipe: Recipe, data: Any) -> None:

@@ -38,7 +38,8 @@ class StepContext:
     envelope before the transform runs: the batches accuracy is measured on (None without data,
     or for a technique that takes unlabeled data when the data has no labels) and the figures of
     the model before the step. ``student`` is distill's student module (else built from the
-    config's factory); ``out_dir`` and ``name`` say where a step that writes artifacts
+    config's factory); ``original`` is the model a recipe started from (a copy, the teacher of
+    ``distill: {teacher: original}``); ``out_dir`` and ``name`` say where a step that writes artifacts
     (quantize, in a recipe) writes them.
     """
 
@@ -48,6 +49,7 @@ class StepContext:
     progress: Any = None
     constraints: Sequence[Any] = ()
     student: nn.Module | None = None
+    original: nn.Module | None = None
     out_dir: str | Path | None = None
     name: str = "model"
     val: Any = None

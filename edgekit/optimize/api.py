@@ -14,7 +14,7 @@ import shutil
 import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -25,7 +25,7 @@ from edgekit.optimize.budget import Budget, closest, drop_pt, pareto_front, reco
 from edgekit.optimize.estimator import SKIP_MARGIN, SearchEstimator, candidate_features, prediction_summary
 from edgekit.optimize.history import History, TrialRecord, check_study
 from edgekit.optimize.plot import front_html
-from edgekit.optimize.space import PRUNE_GRID, Candidate, SearchSpace, exports_of
+from edgekit.optimize.space import IMPORTANCES, PRUNE_GRID, Candidate, SearchSpace, exports_of
 from edgekit.optimize.strategies import STRATEGIES, make_strategy
 from edgekit.optimize.trial import (TrialSettings, board_options, deploy_options, headline_metric, run_trial,
                                    target_label)
@@ -129,6 +129,9 @@ def optimize(
     finetune_batches: int | None = None,
     prune_ratios: Sequence[float] = PRUNE_GRID,
     prune_groups: Sequence[str] | None = None,
+    importances: Sequence[str] | None = None,
+    distill: bool = False,
+    per_group: bool = False,
     exports: Sequence[tuple[str, str]] | None = None,
     threads: int | None = None,
     runs: int = 100,
@@ -151,6 +154,8 @@ def optimize(
     measured trials (``edgekit.optimize.estimator``); with a latency budget, random and TPE candidates
     predicted to miss it by more than ``SKIP_MARGIN`` are recorded as skipped instead of measured
     (``skip_predicted=False``: measure them all).
+    ``importances`` (channel criteria), ``distill`` (the KD fine-tune from the uncompressed model) and
+    ``per_group`` (random/TPE: a ratio per layer group) widen the space.
     ``hosts`` (a fleet file or a list of hosts, instead of ``emulate``/``host``): every board measures
     one trial at a time, the boards at once.
     ``deploy`` replaces ``edgekit.deploy`` (a seam for a target that fails on purpose, or stand-in boards).
@@ -170,6 +175,8 @@ def optimize(
     resolved = _resolve(model, weights, input_shape)
     space = _space(resolved.module, model, profile, prune_ratios, prune_groups, exports, finetune_epochs,
                    finetune_batches)
+    space = replace(space, importances=_importances(importances), per_group=per_group,
+                    distill_choices=(False, True) if distill else (False,))
     folder = Path(out)
     if folder.exists() and not folder.is_dir():
         raise UsageError(f"{folder} exists and is not a folder", "choose another --out")
@@ -275,6 +282,17 @@ def _estimators(device: str, resolved: Any, space: SearchSpace) -> Callable[[str
         return candidate_features(resolved.module, resolved.example_inputs, space.recipe(candidate))
 
     return lambda label: SearchEstimator(f"{device}@{label}", shape)
+
+
+def _importances(names: Sequence[str] | None) -> tuple[str, ...]:
+    """The channel criteria a study searches (empty: the space's default only)."""
+    if not names:
+        return ()
+    unknown = [n for n in names if n not in IMPORTANCES]
+    if unknown:
+        raise UsageError(f"unknown channel criteria {unknown}",
+                         f"choose among {', '.join(IMPORTANCES)} for --importances")
+    return tuple(dict.fromkeys(names))
 
 
 def _space(module: Any, model: str, profile: Any, prune_ratios: Sequence[float],
@@ -533,11 +551,12 @@ def _notes(done: Sequence[TrialRecord], settings: TrialSettings) -> list[str]:
 def format_front(result: OptimizeResult) -> str:
     """The Pareto front as a text table, the recommendation marked."""
     base = result.baseline
-    lines = [f"{'':2}{'trial':>5}  {'candidate':<34} {'metric':>8} {'drop':>7} {'p50 ms':>9} {'p90 ms':>9} "
+    width = max([34, *(len(r.candidate.describe()) for r in result.front)])  # the knobs lengthen descriptions
+    lines = [f"{'':2}{'trial':>5}  {'candidate':<{width}} {'metric':>8} {'drop':>7} {'p50 ms':>9} {'p90 ms':>9} "
              f"{'KB':>7} {'speed-up':>8}"]
     for r in result.front:
         mark = "★" if r.number == result.recommended.number else " "
-        lines.append(f"{mark:2}{r.number:>5}  {r.candidate.describe():<34} {r.metric * 100:>7.2f}% "
+        lines.append(f"{mark:2}{r.number:>5}  {r.candidate.describe():<{width}} {r.metric * 100:>7.2f}% "
                      f"{drop_pt(base.metric, r.metric):>+6.2f}pt {r.latency_p50_ms:>9.4f} {r.latency_p90_ms:>9.4f} "
                      f"{r.size_bytes / 1000:>7.1f} {base.latency_p50_ms / r.latency_p50_ms:>7.2f}×")
     return "\n".join(lines)

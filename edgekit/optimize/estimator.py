@@ -67,7 +67,7 @@ def features(model: Any, example_inputs: Sequence[Any]) -> dict[str, float]:
 
 def candidate_features(model: Any, example_inputs: Sequence[Any], steps: Sequence[dict[str, Any]]) -> dict[str, float]:
     """Features of the model a recipe makes, from a copy of ``model``: its prune and low-rank steps
-    applied without data (magnitude channel scores, SVD), fine-tune steps left out (they change the
+    applied without data (magnitude channel scores, SVD), fine-tune and KD fine-tune steps left out (they change the
     weights, not the shapes). Other steps are refused: their shapes need data."""
     from edgekit.compress import low_rank, prune
 
@@ -75,10 +75,14 @@ def candidate_features(model: Any, example_inputs: Sequence[Any], steps: Sequenc
     shaped = copy.deepcopy(model)
     for step in steps:
         (kind, config), = step.items()
-        if kind == "finetune":
-            continue
+        if kind == "finetune" or (kind == "distill" and config.get("teacher") == "original"):
+            continue  # training changes the weights, not the shapes
         if kind not in verbs:
             raise UsageError(f"the latency estimator cannot shape a {kind!r} step", "the search measures such a candidate instead")
+        if kind == "prune":
+            # data-driven criteria (taylor, activation) need data; magnitude cuts as many channels per
+            # layer (a layer-scope cut) or spreads a global cut differently: the shape is approximate there
+            config = {**config, "importance": "magnitude"}
         shaped, _report = verbs[kind](shaped, config, example_inputs=example_inputs)
     return features(shaped, example_inputs)
 

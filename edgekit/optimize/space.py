@@ -26,18 +26,33 @@ class Candidate:
     format: str = "onnx"
     precision: str = "fp32"
     layer_ratios: tuple[tuple[str, float], ...] = ()  # (layer, ratio) cut on their own, sorted by name
+    importance: str | None = None  # channel criterion (None: the space's own)
+    distill: bool = False  # fine-tune by distillation from the uncompressed model instead of on labels alone
 
     def key(self) -> str:
-        """The canonical JSON that identifies this candidate in a study's history."""
-        return json.dumps(asdict(self), sort_keys=True)
+        """The canonical JSON that identifies this candidate in a study's history (the knobs added
+        later appear only when set, so earlier studies keep their keys)."""
+        data = asdict(self)
+        for knob, default in _LATER_KNOBS.items():
+            if data[knob] == default:
+                del data[knob]
+        return json.dumps(data, sort_keys=True)
+
+    def compresses(self) -> bool:
+        """Whether its recipe changes the model (the fine-tune knobs matter only then)."""
+        return bool(self.prune_ratio or self.layer_ratios or self.low_rank is not None)
 
     def describe(self) -> str:
         parts = [f"prune {self.prune_ratio:.3g}" if self.prune_ratio or self.layer_ratios else "no prune"]
         if self.layer_ratios:
             parts[0] += " (" + " ".join(f"{n.split('.')[0][:1]}{n.split('.')[1] if '.' in n else ''}:{r:g}"
                                         for n, r in self.layer_ratios) + ")"
+        if self.importance and parts[0] != "no prune":
+            parts[0] += f" by {self.importance}"
         if self.low_rank is not None:
             parts.append(f"low-rank {self.low_rank:g}")
+        if self.distill:
+            parts.append("KD fine-tune")
         parts.append(f"{self.format}/{self.precision}")
         return ", ".join(parts)
 
@@ -51,9 +66,14 @@ class Candidate:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Candidate":
-        kwargs = {k: data[k] for k in ("prune_ratio", "low_rank", "format", "precision") if k in data}
+        kwargs = {k: data[k] for k in ("prune_ratio", "low_rank", "format", "precision", "importance") if k in data}
         kwargs["layer_ratios"] = tuple((str(n), float(r)) for n, r in data.get("layer_ratios") or ())
+        kwargs["distill"] = bool(data.get("distill", False))
         return cls(**kwargs)
+
+
+_LATER_KNOBS: dict[str, Any] = {"importance": None, "distill": False}
+IMPORTANCES = ("magnitude", "taylor", "activation")  # edgekit.compress.prune's channel criteria
 
 
 @dataclass(frozen=True)
@@ -69,14 +89,40 @@ class SearchSpace:
     finetune_batches: int | None = None
     finetune_lr: float = 1e-3
     importance: str = "magnitude"
+    importances: tuple[str, ...] = ()  # criteria searched besides ``importance`` (empty: that one only)
+    distill_choices: tuple[bool, ...] = (False,)  # (False, True): search the KD fine-tune as a knob
+    per_group: bool = False  # random/TPE draw every prune group's ratio on its own (else one global ratio)
 
     def to_dict(self) -> dict[str, Any]:
-        return json.loads(json.dumps(asdict(self)))
+        data = json.loads(json.dumps(asdict(self)))
+        for name, default in (("importances", []), ("distill_choices", [False]), ("per_group", False)):
+            if data[name] == default:
+                del data[name]  # a study from before these knobs keeps its key
+        return data
+
+    def importance_choices(self) -> tuple[str | None, ...]:
+        """A candidate's ``importance`` values (None: the space's ``importance``)."""
+        return (None, *(i for i in self.importances if i != self.importance))
+
+    def normalized(self, candidate: Candidate) -> Candidate:
+        """``candidate`` without knobs its recipe would not use (a criterion with nothing pruned, a
+        KD fine-tune with nothing compressed), so equal recipes get one key."""
+        overrides = tuple((n, r) for n, r in candidate.layer_ratios if r != candidate.prune_ratio)
+        if overrides != candidate.layer_ratios:  # a layer cut like the rest is no override
+            candidate = replace(candidate, layer_ratios=overrides)
+        if not (candidate.prune_ratio or candidate.layer_ratios) or candidate.importance == self.importance:
+            candidate = replace(candidate, importance=None)
+        if not candidate.compresses() or self.finetune_epochs <= 0:
+            candidate = replace(candidate, distill=False)
+        return candidate
 
     def candidates_allowed(self, candidate: Candidate) -> bool:
         return ((candidate.format, candidate.precision) in self.exports
                 and candidate.prune_ratio in self.prune_ratios
-                and candidate.low_rank in self.low_ranks)
+                and all(n in self.prune_groups and r in self.prune_ratios for n, r in candidate.layer_ratios)
+                and candidate.low_rank in self.low_ranks
+                and candidate.importance in self.importance_choices()
+                and candidate.distill in self.distill_choices)
 
     def baseline(self) -> Candidate:
         """The uncompressed model at fp32 in the profile's first format: what drops and speed-ups are against."""
@@ -88,7 +134,7 @@ class SearchSpace:
         steps: list[dict[str, Any]] = []
         if candidate.prune_ratio or candidate.layer_ratios:
             prune: dict[str, Any] = {"structure": "channels", "ratio": candidate.prune_ratio,
-                                     "importance": self.importance}
+                                     "importance": candidate.importance or self.importance}
             if candidate.layer_ratios:
                 prune["layer_ratios"] = dict(candidate.layer_ratios)
             steps.append({"prune": prune})
@@ -98,7 +144,9 @@ class SearchSpace:
             finetune: dict[str, Any] = {"epochs": self.finetune_epochs, "lr": self.finetune_lr}
             if self.finetune_batches is not None:
                 finetune["max_batches"] = self.finetune_batches
-            steps.append({"finetune": finetune})
+            # the KD fine-tune learns from the uncompressed model's soft labels as well as the labels
+            steps.append({"distill": {"teacher": "original", "training": finetune}} if candidate.distill
+                         else {"finetune": finetune})
         return steps
 
 
@@ -114,4 +162,4 @@ def exports_of(preferred: Sequence[Any], available: Any) -> tuple[tuple[str, str
     return tuple(pairs)
 
 
-__all__ = ["Candidate", "LOW_RANK_GRID", "PRUNE_GRID", "SearchSpace", "exports_of"]
+__all__ = ["Candidate", "IMPORTANCES", "LOW_RANK_GRID", "PRUNE_GRID", "SearchSpace", "exports_of"]

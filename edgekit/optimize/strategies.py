@@ -39,10 +39,30 @@ class RandomSearch:
         for _ in range(500):
             fmt, precision = self.rng.choice(self.space.exports)
             low_ranks = self.space.low_ranks if self.space.low_rank_layers else (None,)
-            c = Candidate(self.rng.choice(self.space.prune_ratios), self.rng.choice(low_ranks), fmt, precision)
+            c = Candidate(self._global_ratio(), self.rng.choice(low_ranks), fmt, precision)
+            c = self.space.normalized(replace(c, **self._group_ratios(), **self._fine_knobs()))
             if c.key() not in seen:
                 return c, "random draw"
         return None
+
+    def _global_ratio(self) -> float:
+        return 0.0 if self.space.per_group else self.rng.choice(self.space.prune_ratios)
+
+    def _group_ratios(self) -> dict[str, Any]:
+        if not self.space.per_group:
+            return {}
+        ratios = self.space.prune_ratios
+        return {"layer_ratios": tuple((g, self.rng.choice(ratios)) for g in sorted(self.space.prune_groups))}
+
+    def _fine_knobs(self) -> dict[str, Any]:
+        """The criterion and KD draws, only where the space has a choice (a study without these knobs
+        draws the same sequence as before they existed)."""
+        knobs: dict[str, Any] = {}
+        if len(self.space.importance_choices()) > 1:
+            knobs["importance"] = self.rng.choice(self.space.importance_choices())
+        if len(self.space.distill_choices) > 1:
+            knobs["distill"] = self.rng.choice(self.space.distill_choices)
+        return knobs
 
 
 class NetAdapt:
@@ -68,6 +88,12 @@ class NetAdapt:
         self.reduction = reduction
 
     def _neighbours(self, c: Candidate, retired: set[tuple[str, str]]) -> list[Candidate]:
+        # one criterion and one fine-tune for every step (the first listed; KD when offered): NetAdapt
+        # spends its measurements on shapes, not on knobs that change no latency
+        knobs = {"importance": (self.space.importances or (None,))[0], "distill": max(self.space.distill_choices)}
+        return [self.space.normalized(replace(n, **knobs)) for n in self._shrinks(c, retired)]
+
+    def _shrinks(self, c: Candidate, retired: set[tuple[str, str]]) -> list[Candidate]:
         out = []
         ratios = self.space.prune_ratios
         for layer in self.space.prune_groups:  # one shrink per layer group: the group's next prune ratio
@@ -145,6 +171,17 @@ class TPESearch:
             "low_rank": optuna.distributions.CategoricalDistribution(low_ranks),
             "export": optuna.distributions.CategoricalDistribution(self.exports),
         }
+        if space.per_group:  # one ratio per prune group instead of the global ratio
+            del self.distributions["prune_ratio"]
+            for group in space.prune_groups:
+                self.distributions[f"ratio:{group}"] = optuna.distributions.CategoricalDistribution(
+                    list(space.prune_ratios))
+        # the criterion and KD knobs only where the space offers a choice (earlier studies load unchanged)
+        if len(space.importance_choices()) > 1:
+            self.distributions["importance"] = optuna.distributions.CategoricalDistribution(
+                list(space.importance_choices()))
+        if len(space.distill_choices) > 1:
+            self.distributions["distill"] = optuna.distributions.CategoricalDistribution(list(space.distill_choices))
         sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=4, multivariate=True)
         storage = f"sqlite:///{Path(folder).resolve() / OPTUNA_FILE}" if folder is not None else None
         self.study = optuna.create_study(directions=["maximize", "minimize"], sampler=sampler, storage=storage,
@@ -165,9 +202,14 @@ class TPESearch:
     def _add(self, r: TrialRecord) -> None:
         c = r.candidate
         export = f"{c.format}/{c.precision}"
-        if export not in self.exports or c.prune_ratio not in self.space.prune_ratios or c.layer_ratios:
-            return  # not a point of TPE's space (NetAdapt's per-layer ratios are not searched by TPE)
+        if not self.space.candidates_allowed(c) or (c.layer_ratios and not self.space.per_group) or (
+                self.space.per_group and c.prune_ratio):
+            return  # not a point of TPE's space (per-layer ratios only with per_group, else the global ratio only)
         params = {"prune_ratio": c.prune_ratio, "low_rank": c.low_rank, "export": export}
+        params.update({k: getattr(c, k) for k in ("importance", "distill") if k in self.distributions})
+        if self.space.per_group:
+            del params["prune_ratio"]
+            params.update({f"ratio:{g}": c.ratio_of(g) for g in self.space.prune_groups})
         attrs = {"edgekit_key": c.key(), "edgekit_trial": r.number, "edgekit_status": r.status}
         if r.ok:
             trial = self.optuna.trial.create_trial(params=params, distributions=self.distributions,
@@ -191,7 +233,12 @@ class TPESearch:
         for _ in range(20):
             trial = self.study.ask(self.distributions)
             fmt, precision = trial.params["export"].split("/")
-            c = Candidate(trial.params["prune_ratio"], trial.params["low_rank"], fmt, precision)
+            groups = tuple((g, trial.params[f"ratio:{g}"]) for g in sorted(self.space.prune_groups)
+                           if f"ratio:{g}" in trial.params)
+            c = Candidate(trial.params.get("prune_ratio", 0.0), trial.params["low_rank"], fmt, precision,
+                          layer_ratios=groups, importance=trial.params.get("importance"),
+                          distill=trial.params.get("distill", False))
+            c = self.space.normalized(c)
             # the asked trial is closed either way (a FAIL tagged edgekit_ask: TPE's samplers ignore it); the
             # measured one is added from the history, with its figures and constraints
             trial.set_user_attr("edgekit_ask", "proposed" if c.key() not in seen else "already measured")

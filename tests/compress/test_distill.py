@@ -122,3 +122,28 @@ def test_distill_options_run(data):
         assert report.details["history"][0]["train_loss"] > 0
     with pytest.raises(RecipeError, match="logit_loss"):
         distill(TinyNet(), teacher, data, {"logit_loss": "l1"})
+
+
+def test_a_recipe_fine_tunes_a_pruned_model_by_distillation_from_its_input(cnn, data):
+    """``teacher: original``: the pruned model is the student, the model the recipe got is the teacher."""
+    from edgekit.compress.measure import count_params
+    from edgekit.compress.recipe import run_recipe
+
+    before = count_params(cnn)
+    recipe = [{"prune": {"structure": "channels", "ratio": 0.5}},
+              {"distill": {"teacher": "original", "training": {"epochs": 1, "lr": 3e-3, "max_batches": 8}}}]
+    torch.manual_seed(0)
+    model, reports = run_recipe(cnn, recipe, data, example_inputs=(torch.zeros(1, 1, 28, 28),))
+    distilled = reports[1]
+    assert count_params(model) == distilled.details["student_params"] < 0.5 * before  # the student stays pruned
+    assert distilled.details["teacher_params"] == before  # taught by the unpruned model
+    assert distilled.after.accuracy > distilled.before.accuracy  # the pruned model recovered from the teacher
+
+
+def test_teacher_original_needs_a_recipe_and_excludes_a_student(cnn, data):
+    from edgekit.compress.recipe import parse_recipe
+
+    with pytest.raises(RecipeError, match="teacher: original names the model a recipe starts from"):
+        distill(_student(), cnn, data, {"teacher": "original"})
+    with pytest.raises(RecipeError, match="exclude each other"):
+        parse_recipe([{"distill": {"student": "edgekit.examples.fashion_cnn:FashionCNN", "teacher": "original"}}])

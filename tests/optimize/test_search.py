@@ -266,3 +266,78 @@ def test_tpe_keeps_its_optuna_study_in_the_study_folder_and_adds_each_trial_once
     complete = [t for t in measured if t.state == optuna.trial.TrialState.COMPLETE]
     assert len(complete) == len(done) - 1  # the skipped candidate is stored as failed, not as a result
     assert all(t.values[1] == pytest.approx(done[t.user_attrs["edgekit_trial"]].latency_p50_ms) for t in complete)
+
+
+KNOBS = SearchSpace(exports=SPACE.exports, prune_ratios=SPACE.prune_ratios, low_ranks=SPACE.low_ranks,
+                    low_rank_layers=SPACE.low_rank_layers, importances=("magnitude", "taylor"),
+                    distill_choices=(False, True))
+
+
+def test_criterion_and_kd_knobs_make_edgekit_recipes() -> None:
+    from edgekit.compress.recipe import load_recipe
+
+    steps = KNOBS.recipe(Candidate(0.5, None, "tflite", "fp32", importance="taylor", distill=True))
+    assert steps[0]["prune"]["importance"] == "taylor"
+    assert steps[1] == {"distill": {"teacher": "original", "training": {"epochs": 1, "lr": 1e-3}}}
+    assert len(load_recipe(steps).steps) == 2  # validated as `edgekit compress` would
+    assert KNOBS.recipe(Candidate(0.5, None, "tflite", "fp32"))[0]["prune"]["importance"] == "magnitude"
+
+
+def test_knobs_are_left_out_of_keys_and_study_files_unless_set() -> None:
+    """Studies from before the criterion and KD knobs keep their keys (their histories still match)."""
+    assert json.loads(Candidate(0.5).key()).keys() == {"prune_ratio", "low_rank", "format", "precision", "layer_ratios"}
+    assert json.loads(Candidate(0.5, distill=True).key())["distill"] is True
+    assert "importances" not in SPACE.to_dict() and "distill_choices" not in SPACE.to_dict()
+    assert KNOBS.to_dict()["distill_choices"] == [False, True]
+    assert Candidate.from_dict(json.loads(Candidate(0.5, importance="taylor", distill=True).key())) == Candidate(
+        0.5, importance="taylor", distill=True)
+
+
+def test_knobs_a_recipe_would_not_use_are_normalized_away() -> None:
+    assert KNOBS.normalized(Candidate(0.0, None, importance="taylor", distill=True)) == Candidate(0.0, None)
+    assert KNOBS.normalized(Candidate(0.0, 0.5, importance="taylor", distill=True)) == Candidate(0.0, 0.5, distill=True)
+    assert KNOBS.normalized(Candidate(0.5, importance="magnitude")) == Candidate(0.5)  # the space's own criterion
+
+
+def test_random_search_covers_the_knobs_once_each() -> None:
+    strategy, done = RandomSearch(KNOBS, 0, Budget()), [rec(0, 0.9, 0.1, 1, KNOBS.baseline())]
+    while (p := strategy.propose(done)) is not None:
+        assert KNOBS.candidates_allowed(p[0])
+        done.append(rec(len(done), 0.9, 0.1, 1, p[0]))
+    keys = [r.candidate.key() for r in done]
+    # no compression: 2 exports; low-rank only: × KD or not; pruned (2 ratios × 2 ranks): × 2 criteria × KD or not
+    assert len(set(keys)) == len(keys) == 2 + 2 * 2 + 2 * 2 * 2 * 2 * 2
+    assert any(r.candidate.importance == "taylor" and r.candidate.distill for r in done)
+
+
+def test_tpe_searches_the_knobs_and_netadapt_fine_tunes_by_kd_when_offered() -> None:
+    pytest.importorskip("optuna")
+    tpe, done = make_strategy("tpe", KNOBS, 0, Budget()), [rec(0, 0.92, 0.10, 400_000, KNOBS.baseline())]
+    for _ in range(12):
+        c, _note = tpe.propose(done)
+        assert KNOBS.candidates_allowed(c) and KNOBS.normalized(c) == c
+        done.append(rec(len(done), 0.9, 0.1, 1000, c))
+    assert {"importance", "distill"} <= set(tpe.study.trials[-1].params)
+    proposals = NetAdapt(KNOBS, 0, Budget(max_latency_ms=0.01))._neighbours(Candidate(0.0, None, "tflite", "fp32"), set())
+    assert all(c.distill and c.importance is None for c in proposals if c.compresses())
+
+
+def test_per_group_draws_each_layer_groups_ratio_for_random_and_tpe() -> None:
+    pytest.importorskip("optuna")
+    groups = ("features.0", "features.3", "classifier.1")
+    space = SearchSpace(exports=(("onnx", "fp32"),), prune_ratios=(0.0, 0.25, 0.5), prune_groups=groups, per_group=True)
+    assert space.to_dict()["per_group"] is True
+    for name in ("random", "tpe"):
+        strategy, done = make_strategy(name, space, 0, Budget()), [rec(0, 0.9, 0.1, 1, space.baseline())]
+        for _ in range(10):
+            c, _note = strategy.propose(done)
+            assert c.prune_ratio == 0.0 and space.candidates_allowed(c) and space.normalized(c) == c
+            done.append(rec(len(done), 0.9, 0.1, 1, c))
+        cut = [dict(r.candidate.layer_ratios) for r in done[1:]]
+        assert len({r.candidate.key() for r in done}) == len(done)
+        assert len({tuple(sorted(d.items())) for d in cut}) == 10 and any(len(d) >= 2 for d in cut)
+        steps = space.recipe(done[-1].candidate)
+        if done[-1].candidate.layer_ratios:
+            assert steps[0]["prune"]["layer_ratios"] == dict(done[-1].candidate.layer_ratios)
+    assert space.normalized(Candidate(0.25, layer_ratios=(("features.0", 0.25), ("features.3", 0.5)))) == Candidate(
+        0.25, layer_ratios=(("features.3", 0.5),))  # a layer cut like the rest is no override

@@ -132,6 +132,15 @@ def test_bad_budgets_and_counts_are_refused_with_one_line(argv: list[str], fragm
     assert not (tmp_path / "o").exists()
 
 
+def test_an_unknown_channel_criterion_is_refused_before_any_work(tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["optimize", "example:fashion-cnn", "--device", "pi4", "--emulate", "--eval", "example:fashion-mnist",
+                 "--out", str(tmp_path / "o"), "--importances", "magnitude,l2"])
+    err = capsys.readouterr().err
+    assert code == ExitCode.USAGE and "unknown channel criteria ['l2']" in err and "--importances" in err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "o").exists()
+
+
 def test_api_refuses_zero_trials_before_any_work(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="trials must be an integer >= 1, not 0"):
         optimize("example:fashion-cnn", "pi4", out=tmp_path / "o", trials=0, **SMALL)
