@@ -13,7 +13,7 @@ PYTEST_ARGS ?=
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[tflite,executorch,dev,bench]'
+	$(BIN)/pip install -q -e '.[tflite,executorch,dev,bench,distributed]'
 	touch $@
 
 setup: $(BIN)/.installed

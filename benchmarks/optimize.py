@@ -49,16 +49,34 @@ def settings(args: argparse.Namespace) -> dict[str, Any]:
         return {**base, "eval_limit": 200, "final_eval_limit": 500, "finetune_epochs": 1, "finetune_batches": 5,
                 "runs": 30, "prune_ratios": [0.5, 0.75]}
     return {**base, "eval_limit": args.eval_limit, "final_eval_limit": None, "finetune_epochs": args.finetune_epochs,
-            "runs": 100}
+            "runs": 100, **knobs(args)}
+
+
+def knobs(args: argparse.Namespace) -> dict[str, Any]:
+    """The optional search knobs (each changes the study, so it gets its own folder: ``knob_tag``)."""
+    out: dict[str, Any] = {}
+    if args.importances:
+        out["importances"] = args.importances.split(",")
+    if args.distill:
+        out["distill"] = True
+    if args.per_group:
+        out["per_group"] = True
+    return out
+
+
+def knob_tag(args: argparse.Namespace) -> str:
+    parts = ([args.importances.replace(",", "+")] if args.importances else []) + (["kd"] if args.distill else []) + (
+        ["per-group"] if args.per_group else [])
+    return "".join(f"-{p}" for p in parts)
 
 
 def run_one(args: argparse.Namespace, strategy: str, seed: int, max_drop: float | None,
             min_speedup: float | None) -> dict[str, Any]:
     """One study; its row (also when no candidate met the budget)."""
-    folder = STUDIES / (f"{strategy}-seed{seed}" + ("-quick" if args.quick else ""))
+    folder = STUDIES / (f"{strategy}-seed{seed}" + knob_tag(args) + ("-quick" if args.quick else ""))
     start = time.monotonic()
     row: dict[str, Any] = {"strategy": strategy, "seed": seed, "study": str(folder.relative_to(ROOT)),
-                           "budget_max_drop_pt": max_drop, "budget_min_speedup": min_speedup}
+                           "knobs": knobs(args), "budget_max_drop_pt": max_drop, "budget_min_speedup": min_speedup}
     try:
         result = optimize("example:fashion-cnn", "pi4", out=folder, trials=args.trials, strategy=strategy, seed=seed,
                           time_budget_min=args.time_budget, max_drop_pt=max_drop, min_speedup=min_speedup,
@@ -98,6 +116,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--compare", action="store_true", help="all three strategies × --seeds; hypervolume of each front")
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--quick", action="store_true", help="smoke run: tiny fine-tunes and evaluation; targets not judged")
+    p.add_argument("--importances", help="channel criteria to search, e.g. magnitude,taylor (edgekit optimize --importances)")
+    p.add_argument("--distill", action="store_true", help="search the KD fine-tune from the unpruned model too")
+    p.add_argument("--per-group", action="store_true", help="random/tpe: a prune ratio per layer group")
+    p.add_argument("--out", default=str(RESULTS), help=f"result JSON (default {RESULTS.relative_to(ROOT)})")
     args = p.parse_args(argv)
     if args.quick:
         args.trials = min(args.trials, 3)
@@ -119,9 +141,10 @@ def main(argv: list[str] | None = None) -> int:
               "quick": args.quick, "device": "pi4 (--emulate, 1 thread)", "model": "example:fashion-cnn",
               "targets": {"speedup_p50": TARGET_SPEEDUP, "drop_pt": TARGET_DROP_PT, "minutes": TARGET_MINUTES},
               "rows": rows}
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(stamp(result), indent=2) + "\n")
-    print(f"wrote {RESULTS.relative_to(ROOT)}  (host: {result['host_kind']['label']})")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(stamp(result), indent=2) + "\n")
+    print(f"wrote {out}  (host: {result['host_kind']['label']})")
     return 0
 
 

@@ -997,6 +997,10 @@ def _add_optimize(sub: argparse._SubParsersAction) -> None:
     where.add_argument("--hosts", metavar="FLEET.yaml",
                        help="a fleet file (as for edgekit deploy): every board measures one trial at a time, "
                             "the boards at once")
+    p.add_argument("--ray", metavar="auto|HOST:PORT",
+                   help="run the trials as Ray tasks (edgekit[distributed]): auto joins this machine's Ray cluster or "
+                        "starts one; HOST:PORT joins a cluster whose nodes declare each device as the resource "
+                        "edgekit-device:LABEL (docs/optimize.md)")
     p.add_argument("--data", help="training data for the fine-tunes and int8 calibration (as for edgekit compress)")
     p.add_argument("--eval", required=True, metavar="DATA", help="held-out data that scores the candidates")
     p.add_argument("--eval-limit", type=_int_at_least(1), default=1000,
@@ -1069,7 +1073,8 @@ def _cmd_optimize(args: argparse.Namespace) -> int:
     say = (lambda m: None) if (args.quiet or args.json) else (lambda m: _err(m))
     result = optimize(
         args.model, args.device, data=args.data, eval_data=args.eval, out=args.out, emulate=args.emulate,
-        host=args.host, hosts=args.hosts, max_latency_ms=args.max_latency, max_size_kb=args.max_size, max_drop_pt=args.max_drop,
+        host=args.host, hosts=args.hosts, ray=args.ray, max_latency_ms=args.max_latency, max_size_kb=args.max_size,
+        max_drop_pt=args.max_drop,
         max_memory_mib=args.max_memory, min_speedup=args.min_speedup, trials=args.trials,
         time_budget_min=args.time_budget, strategy=args.strategy,
         seed=args.seed, skip_predicted=not args.measure_all,

@@ -16,7 +16,7 @@ import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Protocol, Sequence
 
 import yaml
 
@@ -113,6 +113,7 @@ def optimize(
     emulate: bool = False,
     host: str | None = None,
     hosts: str | Path | Sequence[Any] | None = None,
+    ray: str | None = None,
     max_latency_ms: float | None = None,
     max_size_kb: float | None = None,
     max_drop_pt: float | None = None,
@@ -158,6 +159,8 @@ def optimize(
     ``per_group`` (random/TPE: a ratio per layer group) widen the space.
     ``hosts`` (a fleet file or a list of hosts, instead of ``emulate``/``host``): every board measures
     one trial at a time, the boards at once.
+    ``ray`` (``"auto"`` or a Ray head's ``"HOST:PORT"``, ``edgekit[distributed]``): the trials after the
+    baseline run as Ray tasks, each device a Ray resource of capacity 1 (``edgekit.optimize.distributed``).
     ``deploy`` replaces ``edgekit.deploy`` (a seam for a target that fails on purpose, or stand-in boards).
     """
     # Over 80 lines only by its keyword-only signature (the CLI's flags, one per line); the body is
@@ -197,7 +200,7 @@ def optimize(
     if resumed:
         say(f"resuming: {len(history.records)} trials in {folder / 'history.jsonl'}")
     search = _Search(settings, history, make_strategy(strategy, space, seed, budget, folder),
-                     _estimators(device, resolved, space), skip_predicted, say, deploy, boards)
+                     _estimators(device, resolved, space), skip_predicted, say, deploy, boards, ray)
     done, measured = search.run(budget, trials, time_budget_min, start)
     baseline = done[0]
     counted = sum(r.status != "skipped" for r in done)
@@ -339,13 +342,15 @@ class _Search:
     With a fleet (``boards``) every board measures one trial at a time and the boards work at once:
     the host prepares candidates in turn (``prepare_lock``) while the boards run the earlier ones; a
     strategy that answers None while trials are in flight is asked again when one finishes. Each
-    board is its own device for the estimator.
+    board is its own device for the estimator. With ``ray`` the trials after the baseline are Ray
+    tasks instead of threads (``edgekit.optimize.distributed.RayPool``), also with one target.
     """
 
     def __init__(self, settings: TrialSettings, history: History, strategy: Any,
                  estimator: Callable[[str], SearchEstimator], skip_predicted: bool, say: Callable[[str], None],
-                 deploy: Callable[..., Any] | None, boards: Sequence[Any] = ()) -> None:
+                 deploy: Callable[..., Any] | None, boards: Sequence[Any] = (), ray: str | None = None) -> None:
         self.settings, self.history, self.strategy = settings, history, strategy
+        self.ray = ray
         self.skip_predicted = skip_predicted and getattr(strategy, "skips_by_estimate", False)
         self.say, self.deploy = say, deploy
         self.boards: list[Any] = list(boards) or [None]  # None: the study's one target
@@ -359,17 +364,10 @@ class _Search:
     def run(self, budget: Budget, trials: int, time_budget_min: float | None,
             start: float) -> tuple[list[TrialRecord], int]:
         """``(trials in proposal order, how many this call measured)``; skipped ones do not count as trials."""
-        baseline = self._lookup(self.settings.space.baseline(), "baseline: the model as it is, fp32", self.boards[0],
-                                first=True)
-        if isinstance(baseline, _Pending):
-            baseline = self._finish(baseline, baseline.run())
-        self.done.append(baseline)
-        if not baseline.ok:
-            raise UsageError(f"the baseline trial failed: {baseline.error}", "fix the error above and rerun")
-        self.strategy.budget = budget.for_baseline(baseline.latency_p50_ms)  # a speed-up budget is a p50 limit now
         free = list(self.boards)
         running: dict[Future[TrialRecord], _Pending] = {}
-        with ThreadPoolExecutor(max_workers=len(self.boards), thread_name_prefix="edgekit-trial") as pool:
+        with self._pool() as pool:  # Ray connects before the baseline: a missing device resource costs no trial
+            self._baseline(budget)
             while True:
                 while free and self._counted() + len(running) < trials and not self._out_of_time(
                         time_budget_min, start):
@@ -388,18 +386,40 @@ class _Search:
             self.say(f"{self.strategy.name} has nothing left to propose after {self._counted()} trials")
         return self.done, self.measured
 
-    def _hand_out(self, pool: ThreadPoolExecutor, free: list[Any],
+    def _baseline(self, budget: Budget) -> None:
+        """The model as it is, measured here on the first board (or found in the history); the
+        strategy's budget from its p50."""
+        baseline = self._lookup(self.settings.space.baseline(), "baseline: the model as it is, fp32", self.boards[0],
+                                first=True)
+        if isinstance(baseline, _Pending):
+            baseline = self._finish(baseline, baseline.run())
+        self.done.append(baseline)
+        if not baseline.ok:
+            raise UsageError(f"the baseline trial failed: {baseline.error}", "fix the error above and rerun")
+        self.strategy.budget = budget.for_baseline(baseline.latency_p50_ms)  # a speed-up budget is a p50 limit now
+
+    def _pool(self) -> "_TrialPool":
+        """Where trials run: threads of this process, or Ray tasks with ``ray``."""
+        if self.ray is None:
+            return _ThreadPool(len(self.boards))
+        from edgekit.optimize.distributed import RayPool
+
+        return RayPool(self.ray, self.settings, [target_label(self.settings, b) for b in self.boards], self.deploy,
+                       self.say)
+
+    def _hand_out(self, pool: "_TrialPool", free: list[Any],
                   running: dict[Future[TrialRecord], "_Pending"]) -> bool:
         """Ask the strategy for a candidate and give it to the first free board (one target: measure it
-        here, so Ctrl-C stops it at once). False when the strategy has nothing to propose now."""
+        here, so Ctrl-C stops it at once; with Ray it is a task too). False when the strategy has nothing
+        to propose now."""
         proposal = self.strategy.propose([*self.done, *(p.placeholder() for p in running.values())])
         if proposal is None:
             return False
         found = self._lookup(*proposal, free[0])
-        if isinstance(found, _Pending) and len(self.boards) == 1:
+        if isinstance(found, _Pending) and len(self.boards) == 1 and self.ray is None:
             self.done.append(self._finish(found, found.run()))
         elif isinstance(found, _Pending):
-            running[pool.submit(found.run)] = found
+            running[pool.submit(found)] = found
             free.remove(found.board)
         else:
             self.done.append(found)
@@ -484,6 +504,32 @@ class _Pending:
     def placeholder(self) -> TrialRecord:
         """What strategies see while it runs: a candidate taken, with no figures yet."""
         return TrialRecord(self.number, self.candidate, status="pending", strategy_note=self.note)
+
+
+class _TrialPool(Protocol):
+    """Runs handed-out trials: ``_ThreadPool`` or ``edgekit.optimize.distributed.RayPool``."""
+
+    def __enter__(self) -> "_TrialPool": ...
+
+    def __exit__(self, *exc: Any) -> Any: ...
+
+    def submit(self, pending: _Pending) -> Future[TrialRecord]: ...
+
+
+class _ThreadPool:
+    """The default: each board's trials in a thread of this process (host work under ``prepare_lock``)."""
+
+    def __init__(self, boards: int) -> None:
+        self._threads = ThreadPoolExecutor(max_workers=boards, thread_name_prefix="edgekit-trial")
+
+    def __enter__(self) -> "_ThreadPool":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._threads.shutdown(wait=True)  # Ctrl-C waits for the boards' trials, as it always did
+
+    def submit(self, pending: _Pending) -> Future[TrialRecord]:
+        return self._threads.submit(pending.run)
 
 
 def _real_deploy() -> Callable[..., Any]:

@@ -52,7 +52,7 @@ class TrialRecord:
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
-        data["candidate"] = asdict(self.candidate)
+        data["candidate"] = self.candidate.to_dict()
         return data
 
     @classmethod

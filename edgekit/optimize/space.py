@@ -29,14 +29,18 @@ class Candidate:
     importance: str | None = None  # channel criterion (None: the space's own)
     distill: bool = False  # fine-tune by distillation from the uncompressed model instead of on labels alone
 
-    def key(self) -> str:
-        """The canonical JSON that identifies this candidate in a study's history (the knobs added
-        later appear only when set, so earlier studies keep their keys)."""
+    def to_dict(self) -> dict[str, Any]:
+        """Its fields as the history stores them (the knobs added later appear only when set, so
+        earlier studies keep their keys and their files)."""
         data = asdict(self)
         for knob, default in _LATER_KNOBS.items():
             if data[knob] == default:
                 del data[knob]
-        return json.dumps(data, sort_keys=True)
+        return data
+
+    def key(self) -> str:
+        """The canonical JSON that identifies this candidate in a study's history."""
+        return json.dumps(self.to_dict(), sort_keys=True)
 
     def compresses(self) -> bool:
         """Whether its recipe changes the model (the fine-tune knobs matter only then)."""
