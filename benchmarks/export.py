@@ -315,6 +315,8 @@ def agreement_stats(out: np.ndarray, ref: np.ndarray, floor: float) -> dict:
     k = min(5, ref.shape[1])
     top_out, top_ref = np.argsort(-out, 1)[:, :k], np.argsort(-ref, 1)[:, :k]
     overlap = [len(set(a) & set(b)) / k for a, b in zip(top_out, top_ref)]
+    from stats import wilson_interval
+
     low, high = wilson_interval(int(agree.sum()), len(agree))
     return {
         "agreement": float(np.mean(agree)), "n_eval": int(len(ref)), "agreeing": int(agree.sum()),
@@ -326,16 +328,6 @@ def agreement_stats(out: np.ndarray, ref: np.ndarray, floor: float) -> dict:
         "median_ref_top1_prob": float(np.median(ref_probs(ref))),
         "mean_abs_logit_diff": float(np.mean(np.abs(out - ref))),
     }
-
-
-def wilson_interval(hits: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """95 % Wilson score interval of a proportion (sound near 100 %, where the normal one is not)."""
-    if n == 0:
-        return 0.0, 1.0
-    p = hits / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return float(centre - half), float(centre + half)
 
 
 def ref_probs(logits: np.ndarray) -> np.ndarray:

@@ -65,9 +65,10 @@ def knobs(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def knob_tag(args: argparse.Namespace) -> str:
-    parts = ([args.importances.replace(",", "+")] if args.importances else []) + (["kd"] if args.distill else []) + (
-        ["per-group"] if args.per_group else [])
-    return "".join(f"-{p}" for p in parts)
+    """The study folder's suffix for the knobs set, e.g. ``-taylor-kd``."""
+    tags = {"importances": "+".join(args.importances.split(",")) if args.importances else "", "distill": "kd",
+            "per_group": "per-group"}
+    return "".join(f"-{tags[name]}" for name in knobs(args))
 
 
 def run_one(args: argparse.Namespace, strategy: str, seed: int, max_drop: float | None,

@@ -86,3 +86,14 @@ def target_met(ci_low: float | None, ci_high: float | None, limit: float, at_lea
     if ci_low > ci_high:
         raise ValueError(f"interval [{ci_low}, {ci_high}] is reversed")
     return ci_low >= limit if at_least else ci_high <= limit
+
+
+def wilson_interval(hits: int, n: int) -> tuple[float, float]:
+    """The 95 % Wilson score interval of a proportion ``hits / n`` (an agreement rate): sound near
+    100 %, where the normal approximation is not."""
+    if n == 0:
+        return 0.0, 1.0
+    p, z2 = hits / n, _Z975 * _Z975
+    centre = (p + z2 / (2 * n)) / (1 + z2 / n)
+    half = _Z975 * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / (1 + z2 / n)
+    return centre - half, centre + half

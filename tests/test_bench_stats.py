@@ -86,3 +86,11 @@ def test_a_single_pair_has_no_interval_and_bad_input_is_refused() -> None:
         stats.paired([1.0, 2.0], [1.0])
     with pytest.raises(ValueError, match="no pairs"):
         stats.paired([], [])
+
+
+def test_wilson_interval_matches_textbook_values() -> None:
+    """Agreement rates get Wilson intervals (benchmarks/export.py): 0 of 10 and 50 of 100 as tabulated."""
+    assert stats.wilson_interval(0, 10) == pytest.approx((0.0, 0.2775), abs=1e-4)
+    assert stats.wilson_interval(50, 100) == pytest.approx((0.4038, 0.5962), abs=1e-4)
+    low, high = stats.wilson_interval(340, 340)
+    assert high == pytest.approx(1.0) and 0.98 < low < 1.0  # never past 100 %, unlike the normal interval

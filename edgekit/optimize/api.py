@@ -25,7 +25,7 @@ from edgekit.optimize.budget import Budget, closest, drop_pt, pareto_front, reco
 from edgekit.optimize.estimator import SKIP_MARGIN, SearchEstimator, candidate_features, prediction_summary
 from edgekit.optimize.history import History, TrialRecord, check_study
 from edgekit.optimize.plot import front_html
-from edgekit.optimize.space import IMPORTANCES, PRUNE_GRID, Candidate, SearchSpace, exports_of
+from edgekit.optimize.space import PRUNE_GRID, Candidate, SearchSpace, exports_of
 from edgekit.optimize.strategies import STRATEGIES, make_strategy
 from edgekit.optimize.trial import (TrialSettings, board_options, deploy_options, headline_metric, run_trial,
                                    target_label)
@@ -291,10 +291,14 @@ def _importances(names: Sequence[str] | None) -> tuple[str, ...]:
     """The channel criteria a study searches (empty: the space's default only)."""
     if not names:
         return ()
-    unknown = [n for n in names if n not in IMPORTANCES]
+    from typing import get_args
+
+    from edgekit.compress.prune import PruneConfig
+
+    known = get_args(PruneConfig.model_fields["importance"].annotation)  # the criteria compress has
+    unknown = [n for n in names if n not in known]
     if unknown:
-        raise UsageError(f"unknown channel criteria {unknown}",
-                         f"choose among {', '.join(IMPORTANCES)} for --importances")
+        raise UsageError(f"unknown channel criteria {unknown}", f"choose among {', '.join(known)} for --importances")
     return tuple(dict.fromkeys(names))
 
 

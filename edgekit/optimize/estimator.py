@@ -67,8 +67,8 @@ def features(model: Any, example_inputs: Sequence[Any]) -> dict[str, float]:
 
 def candidate_features(model: Any, example_inputs: Sequence[Any], steps: Sequence[dict[str, Any]]) -> dict[str, float]:
     """Features of the model a recipe makes, from a copy of ``model``: its prune and low-rank steps
-    applied without data (magnitude channel scores, SVD), fine-tune and KD fine-tune steps left out (they change the
-    weights, not the shapes). Other steps are refused: their shapes need data."""
+    applied without data (magnitude channel scores, SVD), fine-tune and KD fine-tune steps left out
+    (they change the weights, not the shapes). Other steps are refused: their shapes need data."""
     from edgekit.compress import low_rank, prune
 
     verbs: dict[str, Callable[..., Any]] = {"prune": prune, "low_rank": low_rank}
@@ -78,7 +78,8 @@ def candidate_features(model: Any, example_inputs: Sequence[Any], steps: Sequenc
         if kind == "finetune" or (kind == "distill" and config.get("teacher") == "original"):
             continue  # training changes the weights, not the shapes
         if kind not in verbs:
-            raise UsageError(f"the latency estimator cannot shape a {kind!r} step", "the search measures such a candidate instead")
+            raise UsageError(f"the latency estimator cannot shape a {kind!r} step",
+                             "the search measures such a candidate instead")
         if kind == "prune":
             # data-driven criteria (taylor, activation) need data; magnitude cuts as many channels per
             # layer (a layer-scope cut) or spreads a global cut differently: the shape is approximate there

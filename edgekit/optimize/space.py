@@ -32,11 +32,7 @@ class Candidate:
     def to_dict(self) -> dict[str, Any]:
         """Its fields as the history stores them (the knobs added later appear only when set, so
         earlier studies keep their keys and their files)."""
-        data = asdict(self)
-        for knob, default in _LATER_KNOBS.items():
-            if data[knob] == default:
-                del data[knob]
-        return data
+        return _without_defaults(asdict(self), _LATER_KNOBS)
 
     def key(self) -> str:
         """The canonical JSON that identifies this candidate in a study's history."""
@@ -77,7 +73,13 @@ class Candidate:
 
 
 _LATER_KNOBS: dict[str, Any] = {"importance": None, "distill": False}
-IMPORTANCES = ("magnitude", "taylor", "activation")  # edgekit.compress.prune's channel criteria
+_LATER_SPACE_KNOBS: dict[str, Any] = {"importances": [], "distill_choices": [False], "per_group": False}
+
+
+def _without_defaults(data: dict[str, Any], later: dict[str, Any]) -> dict[str, Any]:
+    """``data`` without the knobs added later that are at their defaults: files written before
+    those knobs existed keep their keys."""
+    return {k: v for k, v in data.items() if k not in later or v != later[k]}
 
 
 @dataclass(frozen=True)
@@ -98,11 +100,7 @@ class SearchSpace:
     per_group: bool = False  # random/TPE draw every prune group's ratio on its own (else one global ratio)
 
     def to_dict(self) -> dict[str, Any]:
-        data = json.loads(json.dumps(asdict(self)))
-        for name, default in (("importances", []), ("distill_choices", [False]), ("per_group", False)):
-            if data[name] == default:
-                del data[name]  # a study from before these knobs keeps its key
-        return data
+        return _without_defaults(json.loads(json.dumps(asdict(self))), _LATER_SPACE_KNOBS)
 
     def importance_choices(self) -> tuple[str | None, ...]:
         """A candidate's ``importance`` values (None: the space's ``importance``)."""
@@ -166,4 +164,4 @@ def exports_of(preferred: Sequence[Any], available: Any) -> tuple[tuple[str, str
     return tuple(pairs)
 
 
-__all__ = ["Candidate", "IMPORTANCES", "LOW_RANK_GRID", "PRUNE_GRID", "SearchSpace", "exports_of"]
+__all__ = ["Candidate", "LOW_RANK_GRID", "PRUNE_GRID", "SearchSpace", "exports_of"]
