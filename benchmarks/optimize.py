@@ -99,6 +99,7 @@ def run_one(args: argparse.Namespace, strategy: str, seed: int, max_drop: float 
         # latency as a fraction of the study's own baseline (ref 1.05): studies with different baseline
         # measurements compare on one scale
         hypervolume_relative=hypervolume(relative, ref_latency_ms=1.05), front=[r.to_dict() for r in result.front],
+        front_metric_full={str(n): f.metric for n, f in sorted(result.front_final.items())},
         trials_per_minute=round(len(result.trials) / max(result.seconds / 60, 1e-9), 2),
     )
     row["met"] = (row["speedup_p50"] >= TARGET_SPEEDUP and row["drop_pt_full"] <= TARGET_DROP_PT

@@ -67,6 +67,23 @@ def test_recommend_is_the_most_accurate_within_budget_and_closest_otherwise() ->
     assert closest(records, Budget(max_latency_ms=0.08, max_drop_pt=0.3), 0.92).number == 2
 
 
+def test_the_full_set_decides_between_the_rescored_trials() -> None:
+    from edgekit.optimize.api import FinalScore, _recommend_on_full
+
+    base, a, b = rec(0, 0.90, 1.0, 100), rec(1, 0.90, 0.5, 50), rec(2, 0.89, 0.4, 40)
+    budget = Budget(max_drop_pt=0.5, max_latency_ms=0.6)
+
+    def finals(*metrics: float) -> dict[int, FinalScore]:
+        return {n: FinalScore(m, 10_000, 1.0, 1.1) for n, m in enumerate(metrics)}
+
+    # on the slice, 1 beats 2; on the full set 2 is the more accurate and still within the drop
+    assert _recommend_on_full([base, a, b], finals(0.90, 0.893, 0.897), budget, a).number == 2
+    # 1 misses the drop on the full set, 2 does not
+    assert _recommend_on_full([base, a, b], finals(0.90, 0.89, 0.896), budget, a).number == 2
+    # neither meets it on the full set: the slice's choice stays (its full-set drop shows the miss)
+    assert _recommend_on_full([base, a, b], finals(0.90, 0.89, 0.88), budget, a).number == 1
+
+
 def test_hypervolume_grows_with_a_better_front() -> None:
     worse = [rec(0, 0.92, 0.10, 1), rec(1, 0.80, 0.05, 1)]
     better = worse + [rec(2, 0.91, 0.05, 1)]

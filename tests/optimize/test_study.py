@@ -51,12 +51,20 @@ def test_a_study_measures_each_trial_on_the_target_and_writes_its_files(study: t
         assert r["size_bytes"] < 0.5 * base["size_bytes"]
         assert (folder / r["artifact"]).is_file()
         assert (folder / "trials" / f"{r['number']:03d}" / "recipe.yaml").is_file()
-    # no budget: the most accurate trial is recommended, and re-scored on 300 samples
-    assert result.recommended.metric == max(r["metric"] for r in rows)
-    assert result.recommended_final.eval_samples == 300
-    assert (folder / "recommended.onnx").is_file() and (folder / "recipe.yaml").is_file()
+    # no budget: the front, the slice's best and the baseline are re-scored on 300 samples, and the most
+    # accurate of them there is recommended
     front = json.loads((folder / "pareto.json").read_text())["front"]
     assert 0 in [p["trial"] for p in front]
+    assert set(result.front_final) >= {p["trial"] for p in front} | {0}
+    assert all(f.eval_samples == 300 for f in result.front_final.values())
+    best_full = max(result.front_final.values(), key=lambda f: f.metric)
+    assert result.recommended_final.metric == best_full.metric
+    assert result.recommended_final is result.front_final[result.recommended.number]
+    assert result.baseline_final is result.front_final[0]
+    for p in front:
+        assert p["metric_full"] == result.front_final[p["trial"]].metric and p["eval_samples_full"] == 300
+        assert p["drop_pt_full"] == round(100 * (result.baseline_final.metric - p["metric_full"]), 3)
+    assert (folder / "recommended.onnx").is_file() and (folder / "recipe.yaml").is_file()
     page = (folder / "front.html").read_text()
     assert page.count("<svg") == 2 and "trial 0:" in page  # the front plotted, offline
     assert json.loads((folder / "result.json").read_text())["trials"] == 3
