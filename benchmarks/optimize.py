@@ -4,6 +4,7 @@
     python benchmarks/optimize.py --strategy tpe --trials 16
     python benchmarks/optimize.py --compare --seeds 0,1,2 --trials 8   # front hypervolume per strategy
     python benchmarks/optimize.py --quick              # a smoke run: 3 trials, tiny fine-tunes, 500 test images
+    python benchmarks/optimize.py --hand               # also: does the front dominate every hand recipe?
 
 Target: a recommended model ≥ 2.0× faster (p50) than the fp32 baseline at ≤ 0.5 pt drop on the
 10,000 Fashion-MNIST test images, within 30 minutes on this host. Every trial is measured by the
@@ -30,6 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from hand_recipes import dominance_rows, measure_hand_recipes, print_dominance  # noqa: E402
 from hostkind import stamp  # noqa: E402
 
 from edgekit.errors import EdgekitError  # noqa: E402
@@ -121,6 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--importances", help="channel criteria to search, e.g. magnitude,taylor (edgekit optimize --importances)")
     p.add_argument("--distill", action="store_true", help="search the KD fine-tune from the unpruned model too")
     p.add_argument("--per-group", action="store_true", help="random/tpe: a prune ratio per layer group")
+    p.add_argument("--hand", action="store_true",
+                   help="measure compression.py's hand recipes as trials are and check the front dominates each")
     p.add_argument("--out", default=str(RESULTS), help=f"result JSON (default {RESULTS.relative_to(ROOT)})")
     args = p.parse_args(argv)
     if args.quick:
@@ -137,17 +141,30 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc.one_line()}", file=sys.stderr)
         return 1
     print_table(rows)
+    hand = None
+    if args.hand and "front" in rows[-1]:
+        hand = hand_dominance(ROOT / rows[-1]["study"])
     if args.compare:
         print(compare_summary(rows))
     result = {"benchmark": "optimize", "when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
               "quick": args.quick, "device": "pi4 (--emulate, 1 thread)", "model": "example:fashion-cnn",
               "targets": {"speedup_p50": TARGET_SPEEDUP, "drop_pt": TARGET_DROP_PT, "minutes": TARGET_MINUTES},
-              "rows": rows}
+              "rows": rows, "hand_recipes": hand}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(stamp(result), indent=2) + "\n")
     print(f"wrote {out}  (host: {result['host_kind']['label']})")
     return 0
+
+
+def hand_dominance(study: Path) -> dict[str, Any]:
+    """compression.py's hand recipes measured as trials are, each checked against the study's front."""
+    front = json.loads((study / "pareto.json").read_text())["front"]
+    rows = dominance_rows(measure_hand_recipes(study / "hand"), front)
+    print_dominance(rows)
+    measured = [r for r in rows if r["dominated"] is not None]
+    return {"study": str(study.relative_to(ROOT)), "rows": rows,
+            "met": bool(measured) and len(measured) == len(rows) and all(r["dominated"] for r in measured)}
 
 
 def compare_summary(rows: list[dict[str, Any]]) -> str:

@@ -224,7 +224,7 @@ def optimize(
     say(f"re-scoring {len(rescored)} trials (the front, the recommendation, the baseline) on the full evaluation set")
     board = boards[0] if boards else None  # a fleet re-scores on its first board, as its baseline was measured
     finals = {r.number: _final_score(settings, folder / r.artifact, final_eval_limit, deploy, board) for r in rescored}
-    best = _recommend_on_full(rescored, finals, budget, best)
+    best = _recommend_on_full(rescored, finals, budget, best, baseline)
     write_json_atomic(folder / PARETO_FILE, _pareto(budget, baseline, front, finals))
     write_text_atomic(folder / PLOT_FILE, front_html(done, front, baseline, best, budget, title))
     artifact, recipe = _publish(folder, best, space, settings)
@@ -568,12 +568,11 @@ def _unique(records: Sequence[TrialRecord]) -> list[TrialRecord]:
 
 
 def _recommend_on_full(rescored: Sequence[TrialRecord], finals: dict[int, FinalScore], budget: Budget,
-                       on_slice: TrialRecord) -> TrialRecord:
+                       on_slice: TrialRecord, baseline: TrialRecord) -> TrialRecord:
     """The most accurate re-scored trial meeting every budget with its full-set metric (the drop against the
     baseline's full-set metric); the slice's choice when none does (its full-set drop then shows the miss)."""
     full = [replace(r, metric=finals[r.number].metric) for r in rescored]
-    baseline_full = finals[rescored[0].number].metric
-    chosen = recommend(full, budget, baseline_full)
+    chosen = recommend(full, budget, finals[baseline.number].metric)
     return next(r for r in rescored if r.number == chosen.number) if chosen else on_slice
 
 

@@ -77,11 +77,11 @@ def test_the_full_set_decides_between_the_rescored_trials() -> None:
         return {n: FinalScore(m, 10_000, 1.0, 1.1) for n, m in enumerate(metrics)}
 
     # on the slice, 1 beats 2; on the full set 2 is the more accurate and still within the drop
-    assert _recommend_on_full([base, a, b], finals(0.90, 0.893, 0.897), budget, a).number == 2
+    assert _recommend_on_full([base, a, b], finals(0.90, 0.893, 0.897), budget, a, base).number == 2
     # 1 misses the drop on the full set, 2 does not
-    assert _recommend_on_full([base, a, b], finals(0.90, 0.89, 0.896), budget, a).number == 2
+    assert _recommend_on_full([base, a, b], finals(0.90, 0.89, 0.896), budget, a, base).number == 2
     # neither meets it on the full set: the slice's choice stays (its full-set drop shows the miss)
-    assert _recommend_on_full([base, a, b], finals(0.90, 0.89, 0.88), budget, a).number == 1
+    assert _recommend_on_full([base, a, b], finals(0.90, 0.89, 0.88), budget, a, base).number == 1
 
 
 def test_hypervolume_grows_with_a_better_front() -> None:
