@@ -116,4 +116,5 @@ def print_dominance(rows: list[dict[str, Any]]) -> None:
             print(f"{r['label']:<44} failed: {r['error']}")
             continue
         by = f"trial {r['by_trial']}" if r["dominated"] else "nothing on the front"
-        print(f"{r['label']:<44} {r['metric'] * 100:>6.2f}% {r['latency_p50_ms']:>8.4f} {r['size_bytes'] / 1000:>7.1f}  {by}")
+        print(f"{r['label']:<44} {r['metric'] * 100:>6.2f}% {r['latency_p50_ms']:>8.4f} "
+              f"{r['size_bytes'] / 1000:>7.1f}  {by}")

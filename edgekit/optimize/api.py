@@ -102,7 +102,8 @@ class OptimizeResult:
             "artifact": str(self.artifact), "recipe": str(self.recipe),
             "trials": len(self.trials), "measured": self.measured, "reused": self.reused,
             "front": [r.number for r in self.front],
-            "front_final": {str(n): asdict(f) for n, f in sorted(self.front_final.items())}, "seconds": round(self.seconds, 1), "notes": self.notes,
+            "front_final": {str(n): asdict(f) for n, f in sorted(self.front_final.items())},
+            "seconds": round(self.seconds, 1), "notes": self.notes,
             "estimator": self.estimator,
         }
 
@@ -643,7 +644,8 @@ def format_front(result: OptimizeResult) -> str:
         full = f"{final.metric * 100:>7.2f}%" if final else f"{'':>8}"
         lines.append(f"{mark:2}{r.number:>5}  {r.candidate.describe():<{width}} {r.metric * 100:>7.2f}% "
                      f"{drop_pt(base.metric, r.metric):>+6.2f}pt {full} {r.latency_p50_ms:>9.4f} "
-                     f"{r.latency_p90_ms:>9.4f} {r.size_bytes / 1000:>7.1f} {base.latency_p50_ms / r.latency_p50_ms:>7.2f}×")
+                     f"{r.latency_p90_ms:>9.4f} {r.size_bytes / 1000:>7.1f} "
+                     f"{base.latency_p50_ms / r.latency_p50_ms:>7.2f}×")
     return "\n".join(lines)
 
 
