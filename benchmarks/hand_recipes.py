@@ -54,8 +54,14 @@ HAND_RECIPES: list[tuple[str, list[dict[str, Any]], str]] = [
 
 def measure_hand_recipes(work: Path, fmt: str = "tflite", progress: Any = print) -> list[dict[str, Any]]:
     """Each hand recipe deployed as a trial is: accuracy on the full test set, p50, size (or its error)."""
-    from edgekit.deploy import DeployOptions, deploy
+    from edgekit.deploy import deploy
+    from edgekit.optimize.space import SearchSpace
+    from edgekit.optimize.trial import TrialSettings, deploy_options, headline_metric
 
+    # a trial's own settings (edgekit/optimize/trial.py), the full test set instead of the search slice
+    settings = TrialSettings(model="example:fashion-cnn", device="pi4", folder=work, space=SearchSpace(exports=()),
+                             data="example:fashion-mnist", eval_data="example:fashion-mnist", eval_limit=None,
+                             emulate=True, threads=1, runs=100)
     rows = []
     for number, (label, steps, precision) in enumerate(HAND_RECIPES):
         folder = work / f"{number:02d}"
@@ -64,21 +70,18 @@ def measure_hand_recipes(work: Path, fmt: str = "tflite", progress: Any = print)
         if steps:
             recipe = folder / "recipe.yaml"
             recipe.write_text(yaml.safe_dump(steps, sort_keys=False))
-        options = DeployOptions(emulate=True, format=fmt, precision=precision, threads=1, runs=100, min_seconds=1.0,
-                                warmup=10, recipe=str(recipe) if recipe else None,
-                                recipe_data="example:fashion-mnist" if recipe else None,
-                                calibration="example:fashion-mnist", eval_data="example:fashion-mnist",
-                                out_dir=str(folder / "artifact"))
+        options = deploy_options(settings, format=fmt, precision=precision, recipe=str(recipe) if recipe else None,
+                                 recipe_data=settings.data if recipe else None, out_dir=str(folder / "artifact"))
         start = time.monotonic()
         row: dict[str, Any] = {"label": label, "steps": steps, "format": fmt, "precision": precision}
         try:
-            report = deploy("example:fashion-cnn", "pi4", options)
+            report = deploy(settings.model, settings.device, options)
+            metric, _name, samples = headline_metric(report)
         except EdgekitError as exc:
             row["error"] = exc.one_line()
         else:
-            acc = report.accuracy
-            row.update(metric=float(acc.values[acc.headline]), eval_samples=int(acc.n),
-                       latency_p50_ms=report.latency.p50_ms, size_bytes=report.artifact.size_bytes)
+            row.update(metric=metric, eval_samples=samples, latency_p50_ms=report.latency.p50_ms,
+                       size_bytes=report.artifact.size_bytes)
         row["seconds"] = round(time.monotonic() - start, 1)
         progress(f"  hand: {label}: " + (row.get("error") or
                                         f"{row['metric'] * 100:.2f} %, p50 {row['latency_p50_ms']:.4f} ms, "

@@ -35,7 +35,7 @@ from hand_recipes import dominance_rows, measure_hand_recipes, print_dominance  
 from hostkind import stamp  # noqa: E402
 
 from edgekit.errors import EdgekitError  # noqa: E402
-from edgekit.optimize import BudgetNotMetError, format_front, hypervolume, optimize  # noqa: E402
+from edgekit.optimize import BudgetNotMetError, History, format_front, hypervolume, optimize  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "optimize.json"
 STUDIES = ROOT / "benchmarks" / "results" / "optimize"
@@ -163,8 +163,7 @@ def study_with_front(args: argparse.Namespace, row: dict[str, Any]) -> dict[str,
     is reused, only the front is re-scored; the front does not depend on the budget)."""
     if "front" in row:
         return row
-    history = (ROOT / row["study"] / "history.jsonl").read_text().splitlines()
-    done = sum('"status": "skipped"' not in line for line in history if line.strip())
+    done = sum(r.status != "skipped" for r in History(ROOT / row["study"]).records)
     again = argparse.Namespace(**{**vars(args), "trials": done})
     return run_one(again, row["strategy"], row["seed"], None, None)
 
