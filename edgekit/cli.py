@@ -1013,7 +1013,9 @@ def _add_optimize(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--min-speedup", type=_number(positive=True), metavar="X",
                    help="budget: p50 at least X times faster than the baseline measured on the target (e.g. 2)")
     p.add_argument("--trials", type=_int_at_least(1), default=20, help="trials in the study, the baseline included (default 20)")
-    p.add_argument("--time-budget", type=_number(positive=True), metavar="MIN", help="start no trial after this many minutes")
+    p.add_argument("--time-budget", type=_number(positive=True), metavar="MIN",
+                   help="start no search trial after this many minutes (the --final-epochs fine-tunes and the "
+                        "full-set re-score come after it)")
     p.add_argument("--strategy", choices=["netadapt", "tpe", "random"], default="netadapt",
                    help="netadapt (measured, deterministic; default), tpe (Optuna: edgekit[optimize]), random (control)")
     p.add_argument("--seed", type=int, default=0, help="seed of the strategy and the fine-tunes (default 0)")
@@ -1034,6 +1036,12 @@ def _add_optimize(sub: argparse._SubParsersAction) -> None:
                         "uncompressed model's soft labels (distill: {teacher: original})")
     p.add_argument("--finetune-epochs", type=_int_at_least(0), default=1, help="fine-tune epochs per candidate (default 1)")
     p.add_argument("--finetune-batches", type=_int_at_least(1), help="cap the batches of each fine-tune epoch")
+    p.add_argument("--final-epochs", type=_int_at_least(0), default=0, metavar="N",
+                   help="after the search, fine-tune the most accurate front points that meet every budget but "
+                        "--max-drop for N epochs (one-cycle; by KD with --distill) and measure them as trials "
+                        "(default 0: none)")
+    p.add_argument("--final-top", type=_int_at_least(1), default=2, metavar="K",
+                   help="how many front points get the --final-epochs fine-tune (default 2)")
     p.add_argument("--threads", type=_int_at_least(1), help="runtime threads (default: the profile's)")
     p.add_argument("--runs", type=_int_at_least(1), default=100, help="timed inferences per trial, at least (default 100)")
     p.add_argument("--min-seconds", type=_number(0.0), default=1.0,
@@ -1079,7 +1087,7 @@ def _cmd_optimize(args: argparse.Namespace) -> int:
         time_budget_min=args.time_budget, strategy=args.strategy,
         seed=args.seed, skip_predicted=not args.measure_all,
         eval_limit=args.eval_limit, final_eval_limit=args.final_eval_limit, finetune_epochs=args.finetune_epochs,
-        finetune_batches=args.finetune_batches, threads=args.threads, runs=args.runs, min_seconds=args.min_seconds,
+        final_epochs=args.final_epochs, final_top=args.final_top, finetune_batches=args.finetune_batches, threads=args.threads, runs=args.runs, min_seconds=args.min_seconds,
         weights=args.weights,
         input_shape=args.input_shape, metric=args.metric, profile_files=args.profile,
         ssh=_ssh_options(args) if args.host or args.hosts else None, progress=say, **grid,
@@ -1097,6 +1105,9 @@ def _cmd_optimize(args: argparse.Namespace) -> int:
     print(f"recommended  trial {r.number}: {r.candidate.describe()} · {result.speedup:.2f}× faster (p50) · "
           f"{result.recommended_final.metric * 100:.2f} % on {result.recommended_final.eval_samples:,} samples "
           f"(fp32 {result.baseline_final.metric * 100:.2f} %, drop {result.drop_pt:+.2f} pt)")
+    if result.long_finetuned:
+        print(f"long-tuned   trials {', '.join(map(str, result.long_finetuned))}: {args.final_epochs}-epoch fine-tunes "
+              f"of front points, after the search")
     est = result.estimator
     if est.get("predicted_then_measured"):
         print(f"estimator    {est['predicted_then_measured']} trials predicted before measuring: "

@@ -76,6 +76,7 @@ class OptimizeResult:
     recommended_final: FinalScore
     baseline_final: FinalScore
     front_final: dict[int, FinalScore]  # trial number → its full-set score: every front point, the baseline
+    long_finetuned: list[int]  # trials that were a front point's long fine-tune (``final_epochs``)
     artifact: Path
     recipe: Path
     seconds: float
@@ -103,6 +104,7 @@ class OptimizeResult:
             "trials": len(self.trials), "measured": self.measured, "reused": self.reused,
             "front": [r.number for r in self.front],
             "front_final": {str(n): asdict(f) for n, f in sorted(self.front_final.items())},
+            "long_finetuned": self.long_finetuned,
             "seconds": round(self.seconds, 1), "notes": self.notes,
             "estimator": self.estimator,
         }
@@ -130,6 +132,8 @@ def optimize(
     seed: int = 0,
     eval_limit: int | None = 1000,
     final_eval_limit: int | None = None,
+    final_epochs: int = 0,
+    final_top: int = 2,
     skip_predicted: bool = True,
     finetune_epochs: int = 1,
     finetune_batches: int | None = None,
@@ -160,6 +164,9 @@ def optimize(
     measured trials (``edgekit.optimize.estimator``); with a latency budget, random and TPE candidates
     predicted to miss it by more than ``SKIP_MARGIN`` are recorded as skipped instead of measured
     (``skip_predicted=False``: measure them all).
+    ``final_epochs``: after the search, the ``final_top`` most accurate front points that meet every
+    budget but the drop get a long fine-tune of that many epochs (NetAdapt's closing step; by KD when
+    ``distill``) and are measured as trials too; ``time_budget_min`` and ``trials`` bound the search only.
     ``importances`` (channel criteria), ``distill`` (the KD fine-tune from the uncompressed model) and
     ``per_group`` (random/TPE: a ratio per layer group) widen the space.
     ``hosts`` (a fleet file or a list of hosts, instead of ``emulate``/``host``): every board measures
@@ -173,6 +180,7 @@ def optimize(
     say = progress or (lambda _m: None)
     budget = Budget(max_latency_ms, max_size_kb, max_drop_pt, max_memory_mib, min_speedup)
     _check(budget, trials, time_budget_min, strategy, emulate, host, hosts, eval_data, eval_limit, final_eval_limit)
+    _check_final(final_epochs, final_top)
     boards = _boards(hosts)
     from edgekit.deploy import DeployOptions, check_options
 
@@ -208,31 +216,30 @@ def optimize(
                      _estimators(device, resolved, space), skip_predicted, say, deploy, boards, ray)
     done, measured = search.run(budget, trials, time_budget_min, start)
     baseline = done[0]
-    counted = sum(r.status != "skipped" for r in done)
     budget = budget.for_baseline(baseline.latency_p50_ms)
+    long_runs = search.measure_each(_long_finetunes(done, budget, space, final_epochs, final_top),
+                                    f"long fine-tune of a front point: {final_epochs} epoch(s)")
+    measured = search.measured
+    counted = sum(r.status != "skipped" for r in done)
     front = pareto_front(done)
-    best = recommend(done, budget, baseline.metric)
-    title = f"edgekit optimize: {model} on {device} ({strategy})"
-    if best is None:
-        write_json_atomic(folder / PARETO_FILE, _pareto(budget, baseline, front, {}))
-        write_text_atomic(folder / PLOT_FILE, front_html(done, front, baseline, None, budget, title))
-        near = closest(done, budget, baseline.metric)
-        missed = "; ".join(budget.violations(near, baseline.metric)) if near else "every trial failed"
-        near_text = f"trial {near.number} ({near.candidate.describe()}: {missed})" if near else missed
-        raise BudgetNotMetError(f"no candidate met {budget.describe()} in {counted} trials; closest: {near_text}",
-                                "raise a budget, or run more --trials (the study resumes from its history)", near)
-    rescored = _unique([baseline, best, *front])
-    say(f"re-scoring {len(rescored)} trials (the front, the recommendation, the baseline) on the full evaluation set")
+    on_slice = recommend(done, budget, baseline.metric)
+    near = closest(done, budget, baseline.metric) if on_slice is None else None
+    rescored = _unique([r for r in (baseline, on_slice, near) if r is not None] + front)
+    say(f"re-scoring {len(rescored)} trials (the front, the slice's choice or closest, the baseline) on the full "
+        f"evaluation set")
     board = boards[0] if boards else None  # a fleet re-scores on its first board, as its baseline was measured
     finals = {r.number: _final_score(settings, folder / r.artifact, final_eval_limit, deploy, board) for r in rescored}
-    best = _recommend_on_full(rescored, finals, budget, best, baseline)
+    best = _recommend_on_full(rescored, finals, budget, on_slice, baseline)
+    title = f"edgekit optimize: {model} on {device} ({strategy})"
     write_json_atomic(folder / PARETO_FILE, _pareto(budget, baseline, front, finals))
     write_text_atomic(folder / PLOT_FILE, front_html(done, front, baseline, best, budget, title))
+    if best is None:
+        raise _not_met(rescored, finals, budget, baseline, counted)
     artifact, recipe = _publish(folder, best, space, settings)
     result = OptimizeResult(out=folder, budget=budget, strategy=strategy, baseline=baseline, trials=done,
                             measured=measured, reused=counted - measured, front=front, recommended=best,
                             recommended_final=finals[best.number], baseline_final=finals[baseline.number],
-                            front_final=finals, artifact=artifact,
+                            front_final=finals, long_finetuned=[r.number for r in long_runs], artifact=artifact,
                             recipe=recipe, seconds=time.monotonic() - start, notes=_notes(done, settings),
                             estimator=prediction_summary(done))
     write_json_atomic(folder / RESULT_FILE, result.to_dict())
@@ -258,6 +265,27 @@ def _check(budget: Budget, trials: int, time_budget_min: float | None, strategy:
                          "pass exactly one of them")
     if not eval_data:
         raise UsageError("optimize selects candidates on held-out data", "pass --eval DATA")
+
+
+def _check_final(final_epochs: int, final_top: int) -> None:
+    for name, value, least in (("final_epochs", final_epochs, 0), ("final_top", final_top, 1)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise UsageError(f"{name} must be an integer >= {least}, not {value!r}")
+
+
+def _long_finetunes(done: Sequence[TrialRecord], budget: Budget, space: SearchSpace, epochs: int,
+                    top: int) -> list[Candidate]:
+    """The ``top`` most accurate compressed front points that meet every budget but the drop, each with
+    the long fine-tune (a fine-tune changes the metric, not the shape; by KD when the study offers it)."""
+    if not epochs:
+        return []
+    shape_budget = replace(budget, max_drop_pt=None)
+    eligible = [r for r in pareto_front(done) if r.candidate.compresses() and r.candidate.epochs is None
+                and not shape_budget.violations(r, None)]
+    eligible.sort(key=lambda r: (-r.metric, r.latency_p50_ms))
+    kd = True in space.distill_choices
+    return [space.normalized(replace(r.candidate, epochs=epochs, distill=kd or r.candidate.distill))
+            for r in eligible[:top]]
 
 
 def _resolve(model: str, weights: str | None, input_shape: Any) -> Any:
@@ -397,6 +425,17 @@ class _Search:
             self.say(f"{self.strategy.name} has nothing left to propose after {self._counted()} trials")
         return self.done, self.measured
 
+    def measure_each(self, candidates: Sequence[Candidate], note: str) -> list[TrialRecord]:
+        """Each candidate measured here on the first board, one after the other (or found in the history),
+        and added to the study's trials."""
+        records = []
+        for candidate in candidates:
+            found = self._lookup(candidate, note, self.boards[0], may_skip=False)  # its shape met the budget
+            record = self._finish(found, found.run()) if isinstance(found, _Pending) else found
+            self.done.append(record)
+            records.append(record)
+        return records
+
     def _baseline(self, budget: Budget) -> None:
         """The model as it is, measured here on the first board (or found in the history); the
         strategy's budget from its p50."""
@@ -451,14 +490,16 @@ class _Search:
     def _out_of_time(time_budget_min: float | None, start: float) -> bool:
         return time_budget_min is not None and time.monotonic() - start > time_budget_min * 60
 
-    def _lookup(self, candidate: Candidate, note: str, board: Any, first: bool = False) -> "TrialRecord | _Pending":
-        """The history's record, a new skipped record, or a trial to measure on ``board``."""
+    def _lookup(self, candidate: Candidate, note: str, board: Any, first: bool = False,
+                may_skip: bool = True) -> "TrialRecord | _Pending":
+        """The history's record, a new skipped record (``may_skip``: on the estimator's prediction), or a
+        trial to measure on ``board``."""
         record = self.history.find(candidate)
         if record is not None and record.status != "skipped":
             return record
         label = target_label(self.settings, board)
         predicted = self._predict(candidate, label)
-        limit = self.strategy.budget.max_latency_ms if not first else None
+        limit = self.strategy.budget.max_latency_ms if not first and may_skip else None
         if self.skip_predicted and SearchEstimator.misses(predicted, limit):
             if record is not None:  # skipped before, and still predicted past the budget
                 return record
@@ -569,12 +610,28 @@ def _unique(records: Sequence[TrialRecord]) -> list[TrialRecord]:
 
 
 def _recommend_on_full(rescored: Sequence[TrialRecord], finals: dict[int, FinalScore], budget: Budget,
-                       on_slice: TrialRecord, baseline: TrialRecord) -> TrialRecord:
+                       on_slice: TrialRecord | None, baseline: TrialRecord) -> TrialRecord | None:
     """The most accurate re-scored trial meeting every budget with its full-set metric (the drop against the
-    baseline's full-set metric); the slice's choice when none does (its full-set drop then shows the miss)."""
+    baseline's full-set metric); else the slice's choice (its full-set drop then shows the miss), if any."""
     full = [replace(r, metric=finals[r.number].metric) for r in rescored]
     chosen = recommend(full, budget, finals[baseline.number].metric)
     return next(r for r in rescored if r.number == chosen.number) if chosen else on_slice
+
+
+def _not_met(rescored: Sequence[TrialRecord], finals: dict[int, FinalScore], budget: Budget,
+             baseline: TrialRecord, counted: int) -> BudgetNotMetError:
+    """No trial met every budget on the search slice, nor on the full set: the closest by its full-set figures."""
+    full = [replace(r, metric=finals[r.number].metric) for r in rescored]
+    base_metric, samples = finals[baseline.number].metric, finals[baseline.number].eval_samples
+    near = closest(full, budget, base_metric)
+    if near is None:
+        return BudgetNotMetError(f"no candidate met {budget.describe()} in {counted} trials; every trial failed",
+                                 "fix the errors in history.jsonl and rerun")
+    missed = "; ".join(budget.violations(near, base_metric))
+    record = next(r for r in rescored if r.number == near.number)
+    return BudgetNotMetError(f"no candidate met {budget.describe()} in {counted} trials; closest: trial {near.number} "
+                             f"({near.candidate.describe()}: {missed}, on {samples:,} evaluation samples)",
+                             "raise a budget, or run more --trials (the study resumes from its history)", record)
 
 
 def _pareto(budget: Budget, baseline: TrialRecord, front: Sequence[TrialRecord],

@@ -1,8 +1,10 @@
 """The search space: what one candidate is, and the recipe that makes it.
 
 A candidate is a point in the compression edgekit already has: a structured (channel) prune
-ratio from a coarse grid (global, with per-layer-group ratios where NetAdapt set them), an optional low-rank factorization of the hidden Linear layers, a short
-fine-tune on the user's data, and the format/precision the device profile allows. Its recipe is
+ratio from a coarse grid (global, with per-layer-group ratios where NetAdapt set them), an
+optional low-rank factorization of the hidden Linear layers, a short fine-tune on the user's data
+(a long one for the final candidates: ``epochs``), and the format/precision the device profile
+allows. Its recipe is
 an ordinary ``edgekit compress`` recipe (a list of steps), so a recommended candidate is rerun
 with ``edgekit compress`` or ``edgekit deploy --recipe``.
 """
@@ -15,6 +17,9 @@ from typing import Any, Sequence
 
 PRUNE_GRID = (0.0, 0.25, 0.375, 0.5, 0.625, 0.75)  # coarse on purpose: each point costs a fine-tune
 LOW_RANK_GRID = (None, 0.5, 0.25)  # rank ratio of the hidden Linear layers (None: not factorized)
+# The long fine-tune of the final candidates (``Candidate.epochs``): the schedule the hand recipes of
+# benchmarks/compression.py found best for the example's 8-epoch fine-tunes after a channel cut.
+LONG_FINETUNE = {"lr": 3e-3, "schedule": "onecycle"}
 
 
 @dataclass(frozen=True)
@@ -28,6 +33,7 @@ class Candidate:
     layer_ratios: tuple[tuple[str, float], ...] = ()  # (layer, ratio) cut on their own, sorted by name
     importance: str | None = None  # channel criterion (None: the space's own)
     distill: bool = False  # fine-tune by distillation from the uncompressed model instead of on labels alone
+    epochs: int | None = None  # a long fine-tune of this many epochs (None: the study's short one)
 
     def to_dict(self) -> dict[str, Any]:
         """Its fields as the history stores them (the knobs added later appear only when set, so
@@ -53,6 +59,8 @@ class Candidate:
             parts.append(f"low-rank {self.low_rank:g}")
         if self.distill:
             parts.append("KD fine-tune")
+        if self.epochs is not None:
+            parts.append(f"{self.epochs} epoch{'' if self.epochs == 1 else 's'}")
         parts.append(f"{self.format}/{self.precision}")
         return ", ".join(parts)
 
@@ -69,10 +77,12 @@ class Candidate:
         kwargs = {k: data[k] for k in ("prune_ratio", "low_rank", "format", "precision", "importance") if k in data}
         kwargs["layer_ratios"] = tuple((str(n), float(r)) for n, r in data.get("layer_ratios") or ())
         kwargs["distill"] = bool(data.get("distill", False))
+        if data.get("epochs") is not None:
+            kwargs["epochs"] = int(data["epochs"])
         return cls(**kwargs)
 
 
-_LATER_KNOBS: dict[str, Any] = {"importance": None, "distill": False}
+_LATER_KNOBS: dict[str, Any] = {"importance": None, "distill": False, "epochs": None}
 _LATER_SPACE_KNOBS: dict[str, Any] = {"importances": [], "distill_choices": [False], "per_group": False}
 
 
@@ -114,8 +124,10 @@ class SearchSpace:
             candidate = replace(candidate, layer_ratios=overrides)
         if not (candidate.prune_ratio or candidate.layer_ratios) or candidate.importance == self.importance:
             candidate = replace(candidate, importance=None)
-        if not candidate.compresses() or self.finetune_epochs <= 0:
+        if not candidate.compresses() or (self.finetune_epochs <= 0 and candidate.epochs is None):
             candidate = replace(candidate, distill=False)
+        if not candidate.compresses():
+            candidate = replace(candidate, epochs=None)
         return candidate
 
     def candidates_allowed(self, candidate: Candidate) -> bool:
@@ -124,7 +136,8 @@ class SearchSpace:
                 and all(n in self.prune_groups and r in self.prune_ratios for n, r in candidate.layer_ratios)
                 and candidate.low_rank in self.low_ranks
                 and candidate.importance in self.importance_choices()
-                and candidate.distill in self.distill_choices)
+                and candidate.distill in self.distill_choices
+                and candidate.epochs is None)  # the long fine-tune comes after the search, not in it
 
     def baseline(self) -> Candidate:
         """The uncompressed model at fp32 in the profile's first format: what drops and speed-ups are against."""
@@ -142,14 +155,24 @@ class SearchSpace:
             steps.append({"prune": prune})
         if candidate.low_rank is not None and self.low_rank_layers:
             steps.append({"low_rank": {"rank_ratio": candidate.low_rank, "layers": list(self.low_rank_layers)}})
-        if steps and self.finetune_epochs > 0:
-            finetune: dict[str, Any] = {"epochs": self.finetune_epochs, "lr": self.finetune_lr}
-            if self.finetune_batches is not None:
-                finetune["max_batches"] = self.finetune_batches
+        finetune = self._finetune(candidate) if steps else None
+        if finetune is not None:
             # the KD fine-tune learns from the uncompressed model's soft labels as well as the labels
             steps.append({"distill": {"teacher": "original", "training": finetune}} if candidate.distill
                          else {"finetune": finetune})
         return steps
+
+    def _finetune(self, candidate: Candidate) -> dict[str, Any] | None:
+        """The training settings after the cut: the long fine-tune, the study's short one, or none."""
+        if candidate.epochs is not None:
+            finetune: dict[str, Any] = {"epochs": candidate.epochs, **LONG_FINETUNE}
+        elif self.finetune_epochs > 0:
+            finetune = {"epochs": self.finetune_epochs, "lr": self.finetune_lr}
+        else:
+            return None
+        if self.finetune_batches is not None:
+            finetune["max_batches"] = self.finetune_batches
+        return finetune
 
 
 def exports_of(preferred: Sequence[Any], available: Any) -> tuple[tuple[str, str], ...]:

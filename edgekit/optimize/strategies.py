@@ -69,8 +69,8 @@ class NetAdapt:
     """NetAdapt (Yang et al., ECCV 2018) over edgekit's grids, against latency measured on the target.
 
     Each step sets a latency target (the current model's measured p50 × (1 − ``reduction``)),
-    proposes one shrink per knob from the current model (each layer group's next prune ratio, the
-    next global ratio — the big step while per-layer steps are small —, the next low-rank rank,
+    proposes one shrink per knob from the current model (each layer group's next prune ratio, every
+    group's next ratio at once — the big step while per-group steps are small —, the next low-rank rank,
     each int8 export of the profile), measures each (every candidate's recipe has the short
     fine-tune), and keeps the most accurate proposal that meets the target; if none does, the
     fastest proposal faster than the current model. An export measured no faster than the model
@@ -100,10 +100,9 @@ class NetAdapt:
             bigger = [r for r in ratios if r > c.ratio_of(layer)]
             if bigger:
                 out.append(c.with_layer_ratio(layer, bigger[0]))
-        bigger = [r for r in ratios if r > c.prune_ratio]
-        if bigger:  # and one global shrink: the next ratio for every layer not already cut deeper
-            deeper = tuple((n, r) for n, r in c.layer_ratios if r > bigger[0])
-            out.append(replace(c, prune_ratio=bigger[0], layer_ratios=deeper))
+        uniform = self._uniform_shrink(c)
+        if uniform is not None:
+            out.append(uniform)
         ranks = self.space.low_ranks
         if self.space.low_rank_layers and c.low_rank in ranks and ranks.index(c.low_rank) + 1 < len(ranks):
             out.append(replace(c, low_rank=ranks[ranks.index(c.low_rank) + 1]))
@@ -111,6 +110,23 @@ class NetAdapt:
             if (fmt, precision) != (c.format, c.precision) and precision != "fp32" and (fmt, precision) not in retired:
                 out.append(replace(c, format=fmt, precision=precision))
         return out
+
+    def _uniform_shrink(self, c: Candidate) -> Candidate | None:
+        """The big step while per-group steps are small: every layer group one grid step deeper than
+        its own ratio (a per-layer cut; a global-scope ratio ranks channels across layers and may cut
+        the cheap ones only: on the example, global 25 % measured no faster). Without groups, the next
+        global ratio."""
+        ratios = self.space.prune_ratios
+        if not self.space.prune_groups:
+            bigger = [r for r in ratios if r > c.prune_ratio]
+            if not bigger:
+                return None
+            deeper = tuple((n, r) for n, r in c.layer_ratios if r > bigger[0])
+            return replace(c, prune_ratio=bigger[0], layer_ratios=deeper)
+        stepped = {g: next((r for r in ratios if r > c.ratio_of(g)), c.ratio_of(g)) for g in self.space.prune_groups}
+        if all(r == c.ratio_of(g) for g, r in stepped.items()):
+            return None
+        return replace(c, layer_ratios=tuple(sorted({**dict(c.layer_ratios), **stepped}.items())))
 
     def propose(self, done: Sequence[TrialRecord]) -> Proposal:
         """Replay the steps from ``done`` (so a resumed study takes the same path), then go on."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -84,6 +85,25 @@ def test_the_full_set_decides_between_the_rescored_trials() -> None:
     assert _recommend_on_full([base, a, b], finals(0.90, 0.89, 0.88), budget, a, base).number == 1
 
 
+def test_a_study_that_missed_on_the_slice_is_judged_on_the_full_set_too() -> None:
+    from edgekit.optimize.api import FinalScore, _not_met, _recommend_on_full
+
+    base, a, b = rec(0, 0.92, 1.0, 100), rec(1, 0.905, 0.5, 50), rec(2, 0.90, 0.4, 40)
+    budget = Budget(max_drop_pt=0.5, max_latency_ms=0.6)  # on the slice both miss the drop (1.5 and 2 pt)
+
+    def finals(*metrics: float) -> dict[int, FinalScore]:
+        return {n: FinalScore(m, 10_000, 1.0, 1.1) for n, m in enumerate(metrics)}
+
+    # the slice's 1,000 samples exaggerated the drop: on the full set 1 is within 0.5 pt
+    assert _recommend_on_full([base, a, b], finals(0.91, 0.906, 0.90), budget, None, base).number == 1
+    assert _recommend_on_full([base, a, b], finals(0.91, 0.90, 0.899), budget, None, base) is None
+    # the error names the closest by its full-set figures
+    error = _not_met([base, a, b], finals(0.91, 0.899, 0.902), budget, base, 3)
+    assert error.closest is b
+    assert str(error).startswith("no candidate met p50 ≤ 0.6 ms, drop ≤ 0.5 pt in 3 trials; closest: trial 2 (")
+    assert "drop 0.80 pt > 0.5 pt, on 10,000 evaluation samples)" in str(error)
+
+
 def test_hypervolume_grows_with_a_better_front() -> None:
     worse = [rec(0, 0.92, 0.10, 1), rec(1, 0.80, 0.05, 1)]
     better = worse + [rec(2, 0.91, 0.05, 1)]
@@ -153,7 +173,7 @@ def test_netadapt_keeps_the_most_accurate_proposal_that_meets_each_step_target()
     assert len(short) == 4
 
 
-def test_netadapt_shrinks_one_layer_group_per_proposal_and_globally() -> None:
+def test_netadapt_shrinks_one_layer_group_per_proposal_and_all_at_once() -> None:
     space = SearchSpace(exports=(("onnx", "fp32"),), prune_ratios=(0.0, 0.25, 0.5), low_ranks=(None,),
                         prune_groups=("features.0.0", "features.1.0"))
     cost = {"features.0.0": 0.01, "features.1.0": 0.04}  # ms saved per unit of ratio: layer 1 is the heavy one
@@ -167,18 +187,20 @@ def test_netadapt_shrinks_one_layer_group_per_proposal_and_globally() -> None:
         c = p[0]
         done.append(rec(len(done), 0.92 - 0.01 * sum(c.ratio_of(n) for n in cost), latency(c), 1000, c))
     cands = [r.candidate for r in done]
-    # step 1: each group's next ratio, then the next global ratio
+    # step 1: each group's next ratio, then every group's next ratio at once (a per-layer cut, not a
+    # global-scope ratio)
     assert cands[1] == Candidate(0.0, None, "onnx", "fp32", (("features.0.0", 0.25),))
     assert cands[2] == Candidate(0.0, None, "onnx", "fp32", (("features.1.0", 0.25),))
-    assert cands[3] == Candidate(0.25, None, "onnx", "fp32")
-    # none meets step 1's 20 % target (0.08 ms): the fastest, the global cut (0.0875 ms), is kept;
-    # step 2 cuts each group deeper than the global ratio, then everything to 0.5
-    assert cands[4] == Candidate(0.25, None, "onnx", "fp32", (("features.0.0", 0.5),))
-    assert cands[5] == Candidate(0.25, None, "onnx", "fp32", (("features.1.0", 0.5),))
-    assert cands[6] == Candidate(0.5, None, "onnx", "fp32")
+    assert cands[3] == Candidate(0.0, None, "onnx", "fp32", (("features.0.0", 0.25), ("features.1.0", 0.25)))
+    # none meets step 1's 20 % target (0.08 ms): the fastest, the uniform cut (0.0875 ms), is kept;
+    # step 2 cuts each group one step deeper, then both
+    assert cands[4] == Candidate(0.0, None, "onnx", "fp32", (("features.0.0", 0.5), ("features.1.0", 0.25)))
+    assert cands[5] == Candidate(0.0, None, "onnx", "fp32", (("features.0.0", 0.25), ("features.1.0", 0.5)))
+    assert cands[6] == Candidate(0.0, None, "onnx", "fp32", (("features.0.0", 0.5), ("features.1.0", 0.5)))
     assert len(cands) == 7  # nothing left above 0.5: the search ends
     steps = space.recipe(cands[5])
-    assert steps[0]["prune"]["layer_ratios"] == {"features.1.0": 0.5} and steps[0]["prune"]["ratio"] == 0.25
+    assert steps[0]["prune"]["layer_ratios"] == {"features.0.0": 0.25, "features.1.0": 0.5}
+    assert steps[0]["prune"]["ratio"] == 0.0
     assert Candidate.from_dict(json.loads(cands[5].key())) == cands[5]  # survives the history's JSON
 
 
@@ -358,3 +380,35 @@ def test_per_group_draws_each_layer_groups_ratio_for_random_and_tpe() -> None:
             assert steps[0]["prune"]["layer_ratios"] == dict(done[-1].candidate.layer_ratios)
     assert space.normalized(Candidate(0.25, layer_ratios=(("features.0", 0.25), ("features.3", 0.5)))) == Candidate(
         0.25, layer_ratios=(("features.3", 0.5),))  # a layer cut like the rest is no override
+
+
+def test_the_long_fine_tune_is_a_knob_of_its_own_outside_the_search_space() -> None:
+    space = SearchSpace(exports=(("tflite", "fp32"),), prune_groups=("features.0.0",), finetune_epochs=2,
+                        finetune_batches=7)
+    long = Candidate(0.0, None, "tflite", "fp32", (("features.0.0", 0.5),), distill=True, epochs=8)
+    training = space.recipe(long)[-1]["distill"]["training"]
+    assert training == {"epochs": 8, "lr": 3e-3, "schedule": "onecycle", "max_batches": 7}
+    assert space.recipe(replace(long, epochs=None))[-1]["distill"]["training"]["epochs"] == 2
+    assert Candidate.from_dict(json.loads(long.key())) == long and '"epochs": 8' in long.key()
+    assert "epochs" not in replace(long, epochs=None).key()  # studies before the knob keep their keys
+    assert space.normalized(Candidate(0.0, None, "tflite", "fp32", epochs=8)).epochs is None  # nothing to fine-tune
+    assert not space.candidates_allowed(long) and space.candidates_allowed(replace(long, epochs=None, distill=False))
+    assert "8 epochs" in long.describe()
+
+
+def test_the_long_fine_tune_takes_the_most_accurate_front_points_within_every_budget_but_the_drop() -> None:
+    from edgekit.optimize.api import _long_finetunes
+
+    space = SearchSpace(exports=(("tflite", "fp32"),), prune_ratios=(0.0, 0.25, 0.5, 0.75), distill_choices=(False, True))
+    base = rec(0, 0.92, 0.10, 400_000, space.baseline())
+    fast = [rec(n, m, p, 1000, Candidate(r, None, "tflite", "fp32")) for n, m, p, r in
+            ((1, 0.915, 0.06, 0.25), (2, 0.91, 0.05, 0.5), (3, 0.88, 0.03, 0.75))]
+    budget = Budget(max_latency_ms=0.055, max_drop_pt=0.1)  # 2 and 3 meet the latency, neither the drop
+    picks = _long_finetunes([base, *fast], budget, space, epochs=8, top=1)
+    assert picks == [Candidate(0.5, None, "tflite", "fp32", distill=True, epochs=8)]  # 2: the more accurate
+    assert [c.prune_ratio for c in _long_finetunes([base, *fast], budget, space, 8, top=5)] == [0.5, 0.75]
+    # no latency budget: the most accurate compressed points (the baseline has nothing to fine-tune)
+    assert [c.prune_ratio for c in _long_finetunes([base, *fast], Budget(), space, 8, top=2)] == [0.25, 0.5]
+    assert _long_finetunes([base, *fast], budget, space, epochs=0, top=2) == []
+    long = rec(4, 0.918, 0.05, 1000, picks[0])
+    assert 0.5 not in [c.prune_ratio for c in _long_finetunes([base, *fast, long], budget, space, 8, top=5)]

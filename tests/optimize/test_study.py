@@ -124,6 +124,34 @@ def test_an_infeasible_budget_fails_naming_the_closest_trial(study: tuple[Path, 
     assert code == ExitCode.USAGE and "holds a different study" in err and len(err.strip().splitlines()) == 1
 
 
+def test_the_front_points_within_the_budget_get_the_long_fine_tune_as_trials(study: tuple[Path, Any],
+                                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    folder, _ = study
+    result = optimize("example:fashion-cnn", "pi4", out=folder, trials=4, max_size_kb=200, final_epochs=1,
+                      final_top=1, **SMALL)
+    rows = history(folder)
+    assert result.measured == 1 and result.long_finetuned == [4] and rows[4]["number"] == 4
+    # the most accurate compressed front point within the size budget, fine-tuned longer: same shape
+    within = [r for r in result.front if r.number != 4 and r.candidate.compresses() and r.size_bytes <= 200_000]
+    picked = max(within, key=lambda r: r.metric) if within else None
+    long = result.trials[-1]
+    assert picked is not None and long.candidate == Candidate(**{**picked.candidate.__dict__, "epochs": 1})
+    assert rows[4]["candidate"]["epochs"] == 1 and "long fine-tune" in rows[4]["strategy_note"]
+    assert abs(long.size_bytes - picked.size_bytes) < 0.01 * picked.size_bytes  # a fine-tune changes no shape
+    recipe = (folder / "trials" / "004" / "recipe.yaml").read_text()
+    assert "schedule: onecycle" in recipe and "epochs: 1" in recipe
+    assert json.loads((folder / "result.json").read_text())["long_finetuned"] == [4]
+    # rerun: the long fine-tune comes from the history, nothing is measured again
+    code = main(["-q", "optimize", "example:fashion-cnn", "--device", "pi4", "--emulate", "--data", "example:fashion-mnist",
+                 "--eval", "example:fashion-mnist", "--eval-limit", "200", "--final-eval-limit", "300", "--trials", "4",
+                 "--max-size", "200", "--final-epochs", "1", "--final-top", "1", "--out", str(folder), "--seed", "0",
+                 "--strategy", "random", "--threads", "1", "--runs", "20", "--finetune-batches", "5",
+                 "--prune-ratios", "0.5,0.75", "--exports", "onnx/fp32", "--json"])
+    assert code == ExitCode.OK
+    again = json.loads(capsys.readouterr().out)
+    assert again["measured"] == 0 and again["long_finetuned"] == [4] and len(history(folder)) == 5
+
+
 @pytest.mark.parametrize("argv, fragment", [
     (["--trials", "0"], "--trials: must be at least 1"),
     (["--max-latency", "-1"], "--max-latency: must be a positive number"),
