@@ -4,9 +4,8 @@ A candidate is a point in the compression edgekit already has: a structured (cha
 ratio from a coarse grid (global, with per-layer-group ratios where NetAdapt set them), an
 optional low-rank factorization of the hidden Linear layers, a short fine-tune on the user's data
 (a long one for the final candidates: ``epochs``), and the format/precision the device profile
-allows. Its recipe is
-an ordinary ``edgekit compress`` recipe (a list of steps), so a recommended candidate is rerun
-with ``edgekit compress`` or ``edgekit deploy --recipe``.
+allows. Its recipe is an ordinary ``edgekit compress`` recipe (a list of steps), so a recommended
+candidate is rerun with ``edgekit compress`` or ``edgekit deploy --recipe``.
 """
 
 from __future__ import annotations
