@@ -43,8 +43,8 @@ STUDIES = ROOT / "benchmarks" / "results" / "optimize"
 TARGET_SPEEDUP = 2.0
 TARGET_DROP_PT = 0.5
 TARGET_MINUTES = 30.0
-# the search's share of the 30 minutes: two 8-epoch KD fine-tunes took about 2.5 min each on the example
-# (Xeon, AVX-512 VNNI, 2 cores), the full-set re-score of the front about 2 min
+# the search's share of the 30 minutes: an 8-epoch KD fine-tune of the example took 1.8 min and the
+# full-set re-score of a 7-point front 0.3 min (Xeon, AVX-512 VNNI, 2 cores); two of each, with room
 SEARCH_MINUTES = 22.0
 
 
