@@ -180,7 +180,8 @@ def optimize(
     say = progress or (lambda _m: None)
     budget = Budget(max_latency_ms, max_size_kb, max_drop_pt, max_memory_mib, min_speedup)
     _check(budget, trials, time_budget_min, strategy, emulate, host, hosts, eval_data, eval_limit, final_eval_limit)
-    _check_final(final_epochs, final_top)
+    _check_count("final_epochs", final_epochs, 0)
+    _check_count("final_top", final_top, 1)
     boards = _boards(hosts)
     from edgekit.deploy import DeployOptions, check_options
 
@@ -251,13 +252,12 @@ def _check(budget: Budget, trials: int, time_budget_min: float | None, strategy:
            final_eval_limit: int | None) -> None:
     """Refuse bad budgets and counts with one line, before any work."""
     budget.check()
-    if isinstance(trials, bool) or not isinstance(trials, int) or trials < 1:
-        raise UsageError(f"trials must be an integer >= 1, not {trials!r}")
+    _check_count("trials", trials, 1)
     if time_budget_min is not None and (isinstance(time_budget_min, bool) or not time_budget_min > 0):
         raise UsageError(f"time_budget_min must be a number > 0, not {time_budget_min!r}")
     for name, value in (("eval_limit", eval_limit), ("final_eval_limit", final_eval_limit)):
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-            raise UsageError(f"{name} must be an integer >= 1, not {value!r}")
+        if value is not None:  # None: every sample
+            _check_count(name, value, 1)
     if strategy not in STRATEGIES:
         raise UsageError(f"unknown strategy {strategy!r}", f"choose one of {', '.join(STRATEGIES)}")
     if sum((bool(emulate), bool(host), hosts is not None)) != 1:
@@ -267,10 +267,9 @@ def _check(budget: Budget, trials: int, time_budget_min: float | None, strategy:
         raise UsageError("optimize selects candidates on held-out data", "pass --eval DATA")
 
 
-def _check_final(final_epochs: int, final_top: int) -> None:
-    for name, value, least in (("final_epochs", final_epochs, 0), ("final_top", final_top, 1)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < least:
-            raise UsageError(f"{name} must be an integer >= {least}, not {value!r}")
+def _check_count(name: str, value: Any, least: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+        raise UsageError(f"{name} must be an integer >= {least}, not {value!r}")
 
 
 def _long_finetunes(done: Sequence[TrialRecord], budget: Budget, space: SearchSpace, epochs: int,
@@ -430,8 +429,8 @@ class _Search:
         and added to the study's trials."""
         records = []
         for candidate in candidates:
-            found = self._lookup(candidate, note, self.boards[0], may_skip=False)  # its shape met the budget
-            record = self._finish(found, found.run()) if isinstance(found, _Pending) else found
+            # its shape met the budget: never skipped on a prediction
+            record = self._measured_here(self._lookup(candidate, note, self.boards[0], may_skip=False))
             self.done.append(record)
             records.append(record)
         return records
@@ -439,10 +438,9 @@ class _Search:
     def _baseline(self, budget: Budget) -> None:
         """The model as it is, measured here on the first board (or found in the history); the
         strategy's budget from its p50."""
-        baseline = self._lookup(self.settings.space.baseline(), "baseline: the model as it is, fp32", self.boards[0],
-                                first=True)
-        if isinstance(baseline, _Pending):
-            baseline = self._finish(baseline, baseline.run())
+        found = self._lookup(self.settings.space.baseline(), "baseline: the model as it is, fp32", self.boards[0],
+                             first=True)
+        baseline = self._measured_here(found)
         self.done.append(baseline)
         if not baseline.ok:
             raise UsageError(f"the baseline trial failed: {baseline.error}", "fix the error above and rerun")
@@ -516,6 +514,10 @@ class _Search:
         deploy = self.deploy or functools.partial(_real_deploy(), prepare_lock=self._lock)
         return _Pending(number, candidate, note, board, predicted, lambda: run_trial(
             self.settings, candidate, number, note, deploy=deploy, raise_errors=first, board=board))
+
+    def _measured_here(self, found: "TrialRecord | _Pending") -> TrialRecord:
+        """A record found in the history as it is; a pending trial run here, in this thread, and recorded."""
+        return self._finish(found, found.run()) if isinstance(found, _Pending) else found
 
     def _finish(self, pending: "_Pending", record: TrialRecord) -> TrialRecord:
         if pending.predicted is not None:
@@ -613,20 +615,21 @@ def _recommend_on_full(rescored: Sequence[TrialRecord], finals: dict[int, FinalS
                        on_slice: TrialRecord | None, baseline: TrialRecord) -> TrialRecord | None:
     """The most accurate re-scored trial meeting every budget with its full-set metric (the drop against the
     baseline's full-set metric); else the slice's choice (its full-set drop then shows the miss), if any."""
-    full = [replace(r, metric=finals[r.number].metric) for r in rescored]
-    chosen = recommend(full, budget, finals[baseline.number].metric)
+    chosen = recommend(_on_full_set(rescored, finals), budget, finals[baseline.number].metric)
     return next(r for r in rescored if r.number == chosen.number) if chosen else on_slice
+
+
+def _on_full_set(rescored: Sequence[TrialRecord], finals: dict[int, FinalScore]) -> list[TrialRecord]:
+    """The re-scored trials with their full-set metric in place of the slice's."""
+    return [replace(r, metric=finals[r.number].metric) for r in rescored]
 
 
 def _not_met(rescored: Sequence[TrialRecord], finals: dict[int, FinalScore], budget: Budget,
              baseline: TrialRecord, counted: int) -> BudgetNotMetError:
     """No trial met every budget on the search slice, nor on the full set: the closest by its full-set figures."""
-    full = [replace(r, metric=finals[r.number].metric) for r in rescored]
     base_metric, samples = finals[baseline.number].metric, finals[baseline.number].eval_samples
-    near = closest(full, budget, base_metric)
-    if near is None:
-        return BudgetNotMetError(f"no candidate met {budget.describe()} in {counted} trials; every trial failed",
-                                 "fix the errors in history.jsonl and rerun")
+    near = closest(_on_full_set(rescored, finals), budget, base_metric)
+    assert near is not None  # the baseline is among them, and measured (a failed baseline stops the study)
     missed = "; ".join(budget.violations(near, base_metric))
     record = next(r for r in rescored if r.number == near.number)
     return BudgetNotMetError(f"no candidate met {budget.describe()} in {counted} trials; closest: trial {near.number} "
